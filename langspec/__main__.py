@@ -1,0 +1,3 @@
+from langspec.cli import main
+
+main()

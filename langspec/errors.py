@@ -1,0 +1,65 @@
+"""langspec's errors: one root, picklable (Ray ships them between processes), each saying what,
+where and how to fix it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class LangspecError(Exception):
+    """Root of every error langspec raises on purpose; the CLI prints it without a traceback."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One thing wrong with a spec, located as precisely as the input allows."""
+
+    where: str  # "specs/demo.yaml:12:5" or "--set finetune.epochs"
+    path: str  # "finetune.epochs"
+    message: str
+
+    def __str__(self) -> str:
+        field = f" {self.path}:" if self.path else ""
+        return f"{self.where}:{field} {self.message}"
+
+
+class SpecError(LangspecError):
+    """The spec is invalid; carries every problem found, not just the first."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[SpecProblem]):
+        self.problems = list(problems)
+        count = len(self.problems)
+        lines = [f"{count} problem{'s' if count > 1 else ''} in the spec:"] + [f"  {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self):
+        return (SpecError, (self.problems,))
+
+
+class PlanError(LangspecError):
+    """The spec is valid but cannot run here (a stage without a runner, too few GPUs, ...)."""
+
+    exit_code = 2
+
+
+class StoreError(LangspecError):
+    """The store cannot be used: not writable, in use by another process, another schema version."""
+
+    exit_code = 2
+
+
+class TaskError(LangspecError):
+    """A task failed; names the task and carries the traceback text from the worker."""
+
+    def __init__(self, task_name: str, message: str, traceback_text: str = ""):
+        self.task_name = task_name
+        self.message = message
+        self.traceback_text = traceback_text
+        super().__init__(f"task {task_name} failed: {message}")
+
+    def __reduce__(self):
+        return (TaskError, (self.task_name, self.message, self.traceback_text))

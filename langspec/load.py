@@ -1,0 +1,260 @@
+"""Load a YAML spec with line numbers, apply `--set` overrides, expand `sweep:`, validate it all.
+
+Every problem is reported at once, located as `file:line:col` (or `--set path`), with the field path,
+the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import itertools
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from langspec.errors import SpecError, SpecProblem
+from langspec.spec import Spec
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One combination of swept values and the spec it gives."""
+
+    assignments: dict[str, Any]  # {"prune.threshold": 0.9}
+    spec: Spec
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    path: Path
+    text: str  # the YAML as written, for provenance
+    overrides: tuple[str, ...]
+    spec: Spec  # the spec with sweep values left unapplied
+    points: tuple[SweepPoint, ...]  # one per sweep combination (one when there is no sweep)
+
+    @property
+    def spec_hash(self) -> str:
+        canonical = "\n".join(p.spec.model_dump_json() for p in self.points)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError([SpecProblem(str(path), "", "spec file not found; give the path of a YAML spec, e.g. specs/demo.yaml")])
+    text = path.read_text()
+    data, positions = _parse_yaml(text, str(path))
+    problems: list[SpecProblem] = []
+    for override in overrides:
+        problems += _apply_override(data, override, positions)
+    if problems:
+        raise SpecError(problems)
+
+    spec = _validate(data, positions, str(path), problems)
+    points = _expand_sweep(data, positions, str(path), problems) if spec is not None else ()
+    if problems:
+        raise SpecError(problems)
+    assert spec is not None
+    return LoadedSpec(path, text, tuple(overrides), spec, tuple(points))
+
+
+# --- YAML with positions ----------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _parse_yaml(text: str, where: str) -> tuple[dict, dict[Loc, str]]:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError([SpecProblem(at, "", f"invalid YAML: {problem}")]) from None
+    finally:
+        loader.dispose()
+    if node is None:
+        raise SpecError([SpecProblem(where, "", "the spec is empty; start from specs/demo.yaml")])
+    if not isinstance(node, yaml.MappingNode):
+        raise SpecError([SpecProblem(_at(where, node), "", "a spec is a mapping of sections (name:, data:, model:, ...)")])
+
+    positions: dict[Loc, str] = {(): _at(where, node)}
+    problems: list[SpecProblem] = []
+    _record_positions(node, (), where, positions, problems)
+    if problems:
+        raise SpecError(problems)
+    data = yaml.SafeLoader(text).get_single_data()
+    return data, positions
+
+
+def _at(where: str, node: yaml.Node) -> str:
+    return f"{where}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+
+
+def _record_positions(node: yaml.Node, loc: Loc, where: str, positions: dict, problems: list) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                problems.append(SpecProblem(_at(where, key_node), _dotted(loc + (key,)), "key given twice; keep one"))
+            seen.add(key)
+            positions[loc + (key,)] = _at(where, key_node)
+            _record_positions(value_node, loc + (key,), where, positions, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            positions[loc + (index,)] = _at(where, item)
+            _record_positions(item, loc + (index,), where, positions, problems)
+
+
+def _locate(loc: Loc, positions: dict[Loc, str]) -> str:
+    """The position of the deepest part of `loc` that the YAML (or an override) wrote."""
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in positions:
+            return positions[loc[:end]]
+    return positions[()]
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(f"[{part}]" if isinstance(part, int) else part for part in loc).replace(".[", "[")
+
+
+# --- field paths ------------------------------------------------------------------------------
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The Pydantic model inside an annotation such as `TinyModelSpec | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found:
+                return found
+    return None
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Spec
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        model = _model_in(model.model_fields[part].annotation)
+    return model
+
+
+def _check_field_path(dotted: str) -> str | None:
+    """None if `dotted` names a spec field, else what is wrong with it (with a did-you-mean)."""
+    parts = tuple(dotted.split("."))
+    for depth, part in enumerate(parts):
+        model = _model_at(parts[:depth])
+        if model is None:
+            return f"{'.'.join(parts[:depth])} has no fields below it"
+        if part not in model.model_fields:
+            return f"unknown field '{part}'{_did_you_mean(part, list(model.model_fields))}"
+    return None
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{hint} (allowed: {', '.join(choices)})"
+
+
+# --- overrides and validation -----------------------------------------------------------------
+
+
+def _apply_override(data: dict, override: str, positions: dict[Loc, str]) -> list[SpecProblem]:
+    where = f"--set {override}"
+    dotted, sep, raw = override.partition("=")
+    dotted = dotted.strip()
+    if not sep or not dotted:
+        return [SpecProblem(where, "", "an override is path=value, e.g. --set finetune.epochs=2")]
+    wrong = _check_field_path(dotted)
+    if wrong:
+        return [SpecProblem(where, dotted, wrong)]
+    _set_path(data, dotted, yaml.safe_load(raw) if raw.strip() else None)
+    parts = tuple(dotted.split("."))
+    for loc in [key for key in positions if key[: len(parts)] == parts]:
+        del positions[loc]
+    positions[parts] = f"--set {dotted}"
+    return []
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        if not isinstance(data.get(part), dict):
+            data[part] = {}
+        data = data[part]
+    data[leaf] = value
+
+
+def _validate(data: dict, positions: dict[Loc, str], where: str, problems: list, prefix: str = "") -> Spec | None:
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as err:
+        for error in err.errors(include_url=False):
+            loc = tuple(error["loc"])
+            problems.append(SpecProblem(_locate(loc, positions), prefix + _dotted(loc), _explain(error, loc)))
+        return None
+
+
+def _explain(error: dict, loc: Loc) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        choices = list(model.model_fields) if model else []
+        return f"unknown key '{loc[-1]}'{_did_you_mean(str(loc[-1]), choices)}"
+    if kind == "missing":
+        model = _model_at(loc[:-1])
+        field = model.model_fields.get(str(loc[-1])) if model else None
+        about = f" ({field.description})" if field and field.description else ""
+        return f"required field is missing{about}"
+    message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind.startswith(("value_error", "assertion_error")) or isinstance(error.get("input"), dict):
+        return message
+    return f"{message} (got {error['input']!r})"
+
+
+def _expand_sweep(data: dict, positions: dict[Loc, str], where: str, problems: list) -> list[SweepPoint]:
+    sweep: dict[str, list] = data.get("sweep") or {}
+    for dotted in sweep:
+        wrong = "seeds are swept with the top-level `seeds:` list" if dotted in ("seeds", "sweep") else None
+        wrong = wrong or _check_field_path(dotted)
+        if wrong:
+            problems.append(SpecProblem(_locate(("sweep", dotted), positions), f"sweep.{dotted}", wrong))
+    if problems:
+        return []
+    points = []
+    for values in itertools.product(*sweep.values()):
+        assignments = dict(zip(sweep, values))
+        point_data = copy.deepcopy(data)
+        point_data["sweep"] = {}
+        for dotted, value in assignments.items():
+            _set_path(point_data, dotted, value)
+        label = ",".join(f"{k}={v}" for k, v in assignments.items())
+        spec = _validate(point_data, _sweep_positions(positions, assignments), where, problems, prefix=f"[sweep {label}] " if label else "")
+        if spec is not None:
+            points.append(SweepPoint(assignments, spec))
+    return points
+
+
+def _sweep_positions(positions: dict[Loc, str], assignments: dict[str, Any]) -> dict[Loc, str]:
+    """Errors in a swept value point at the value in the `sweep:` list."""
+    located = dict(positions)
+    for dotted in assignments:
+        located[tuple(dotted.split("."))] = _locate(("sweep", dotted), positions)
+    return located

@@ -1,0 +1,113 @@
+"""Loading specs: every problem located as file:line:col with its field path, all at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from langspec.errors import SpecError
+from langspec.load import load_spec
+
+GOOD = "name: t\nmodel:\n  tiny: {layers: 2}\nfinetune:\n  epochs: 2\n"
+
+
+def problems(path, overrides=()) -> list[str]:
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, overrides)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_good_spec_and_defaults(spec_file):
+    loaded = load_spec(spec_file(GOOD))
+    assert loaded.spec.finetune.epochs == 2
+    assert loaded.spec.finetune.lr == 2e-5  # the documented default
+    assert len(loaded.points) == 1
+
+
+def test_unknown_key_is_located_with_did_you_mean(spec_file):
+    path = spec_file("name: t\nmodel: {tiny: {layers: 2}}\nfinetune:\n  epoch: 2\n")
+    [problem] = problems(path)
+    assert problem.startswith(f"{path}:4:3: finetune.epoch: unknown key 'epoch'; did you mean 'epochs'?")
+
+
+def test_unknown_top_level_key(spec_file):
+    [problem] = problems(spec_file(GOOD + "seed: [1]\n"))
+    assert ":6:1: seed: unknown key 'seed'; did you mean 'seeds'?" in problem
+
+
+def test_all_problems_reported_at_once(spec_file):
+    path = spec_file("""\
+        name: t
+        model: {tiny: {layers: 2, hidden: 30}}
+        finetune: {epochs: -1, lr: abc}
+        data: {languages: [ka, ka]}
+    """)
+    found = problems(path)
+    assert len(found) == 4, found
+    assert any(":2:" in p and "divisible by heads" in p for p in found)
+    assert any(":3:" in p and "finetune.epochs" in p and "greater than or equal to 1" in p and "got -1" in p for p in found)
+    assert any(":3:" in p and "finetune.lr" in p and "'abc'" in p for p in found)
+    assert any(":4:" in p and "languages are listed twice" in p for p in found)
+
+
+def test_missing_required_field_points_at_its_parent(spec_file):
+    [problem] = problems(spec_file("name: t\nfinetune: {epochs: 2}\n"))
+    assert "model: required field is missing (The model to fine-tune.)" in problem
+
+
+def test_empty_file(spec_file):
+    [problem] = problems(spec_file(""))
+    assert "the spec is empty" in problem
+
+
+def test_invalid_yaml_is_located(spec_file):
+    path = spec_file("name: t\nmodel: {tiny: {layers: 2}\nfinetune: [\n")
+    [problem] = problems(path)
+    assert problem.startswith(f"{path}:3:") and "invalid YAML" in problem
+
+
+def test_list_where_mapping_expected(spec_file):
+    [problem] = problems(spec_file("name: t\nmodel: [tiny]\n"))
+    assert ":2:1: model:" in problem and "valid dictionary" in problem and "got ['tiny']" in problem
+
+
+def test_top_level_not_a_mapping(spec_file):
+    [problem] = problems(spec_file("- name: t\n"))
+    assert "a spec is a mapping of sections" in problem
+
+
+def test_duplicate_key(spec_file):
+    [problem] = problems(spec_file(GOOD + "finetune: {epochs: 3}\n"))
+    assert ":6:1: finetune: key given twice" in problem
+
+
+def test_missing_file(tmp_path):
+    [problem] = problems(tmp_path / "nope.yaml")
+    assert "spec file not found" in problem
+
+
+def test_overrides_are_applied_and_validated(spec_file):
+    path = spec_file(GOOD)
+    loaded = load_spec(path, ["finetune.epochs=4", "data.languages=[ka, mi]"])
+    assert loaded.spec.finetune.epochs == 4 and loaded.spec.data.languages == ["ka", "mi"]
+    [problem] = problems(path, ["finetune.epochs=0"])
+    assert problem.startswith("--set finetune.epochs: finetune.epochs:") and "greater than or equal to 1" in problem
+    [problem] = problems(path, ["finetune.lrr=3"])
+    assert "unknown field 'lrr'; did you mean 'lr'?" in problem
+    [problem] = problems(path, ["finetune.epochs"])
+    assert "an override is path=value" in problem
+
+
+def test_sweep_expands_every_combination(spec_file):
+    loaded = load_spec(spec_file(GOOD + "sweep:\n  finetune.lr: [1.0e-4, 2.0e-4]\n  prune.threshold: [0.9, 0.95, 0.98]\n"))
+    assert len(loaded.points) == 6
+    combos = {(p.spec.finetune.lr, p.spec.prune.threshold) for p in loaded.points}
+    assert combos == {(lr, t) for lr in (1e-4, 2e-4) for t in (0.9, 0.95, 0.98)}
+    assert all(p.spec.sweep == {} for p in loaded.points)
+
+
+def test_sweep_key_and_value_errors_are_located(spec_file):
+    found = problems(spec_file(GOOD + "sweep:\n  prune.treshold: [0.9]\n"))
+    assert found == [f"{found[0].split(':')[0]}:7:3: sweep.prune.treshold: unknown field 'treshold'; did you mean 'threshold'? "
+                     "(allowed: enabled, threshold, step, split, normalize_per_layer, normalize_global, max_examples, keep_one_head_per_layer)"]
+    [problem] = problems(spec_file(GOOD + "sweep:\n  prune.threshold: [0.9, 1.5]\n", name="b.yaml"))
+    assert ":7:3:" in problem and "prune.threshold=1.5" in problem and "less than or equal to 1" in problem
