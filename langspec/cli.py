@@ -1,0 +1,207 @@
+"""The `langspec` command: validate, plan, run, query and inspect a study."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from langspec.errors import LangspecError
+from langspec.load import LoadedSpec, load_spec
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+
+SpecArg = Annotated[Path, typer.Argument(help="The YAML spec, e.g. specs/demo.yaml.", show_default=False)]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set finetune.epochs=2 (repeatable).")]
+StoreOpt = Annotated[Path, typer.Option("--store", help="Store directory: langspec.duckdb and tasks/.")]
+FormatOpt = Annotated[str, typer.Option("--format", help="table, csv or json.")]
+DEFAULT_STORE = Path("results")
+
+
+def main() -> None:
+    app()
+
+
+def _fail(error: LangspecError) -> None:
+    err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+    raise typer.Exit(error.exit_code)
+
+
+def _load(spec: Path, overrides: list[str] | None) -> LoadedSpec:
+    return load_spec(spec, overrides or [])
+
+
+@app.command()
+def validate(spec: SpecArg, set_: SetOpt = None) -> None:
+    """Check a spec (and overrides); print every problem with its file:line:col."""
+    try:
+        loaded = _load(spec, set_)
+    except LangspecError as error:
+        _fail(error)
+    points = len(loaded.points)
+    out.print(f"{spec}: valid ({points} sweep point{'s' if points > 1 else ''}, seeds {list(loaded.spec.seeds)})")
+
+
+@app.command()
+def schema() -> None:
+    """Print the spec's JSON Schema (for editors: # yaml-language-server: $schema=...)."""
+    from langspec.spec import Spec
+
+    print(json.dumps(Spec.model_json_schema(), indent=2))
+
+
+@app.command()
+def plan(spec: SpecArg, set_: SetOpt = None, store: StoreOpt = DEFAULT_STORE) -> None:
+    """Show the task graph: each task, its key, and whether it is cached or why it will run."""
+    from langspec.compile import compile_spec
+    from langspec.plan import plan_tree
+
+    try:
+        graph = compile_spec(_load(spec, set_))
+        out.print(plan_tree(graph, store))
+    except LangspecError as error:
+        _fail(error)
+
+
+@app.command()
+def run(
+    spec: SpecArg,
+    set_: SetOpt = None,
+    store: StoreOpt = DEFAULT_STORE,
+    executor: Annotated[str, typer.Option(help="ray (default) or local (in-process, for debugging).")] = "ray",
+    address: Annotated[str | None, typer.Option(help="Join a Ray cluster (auto, ray://host:10001); default: start a local Ray.")] = None,
+) -> None:
+    """Run the study: every task not already in the store, results ingested into DuckDB."""
+    from langspec.compile import compile_spec
+    from langspec.execute import execute
+    from langspec.progress import RunDisplay
+
+    if executor not in ("ray", "local"):
+        _fail(LangspecError(f"--executor must be ray or local, not {executor!r}"))
+    try:
+        loaded = _load(spec, set_)
+        graph = compile_spec(loaded)
+        result = execute(graph, loaded, store, executor=executor, address=address, display=RunDisplay(err))
+    except LangspecError as error:
+        _fail(error)
+    _print_run_summary(result, store)
+    if result.status != "completed":
+        raise typer.Exit(1)
+
+
+def _print_run_summary(result, store: Path) -> None:
+    from store.db import connect_read_only
+    from store.queries import run_named
+
+    counts: dict[str, int] = {}
+    for record in result.records.values():
+        counts[record.outcome] = counts.get(record.outcome, 0) + 1
+    out.print(f"run {result.run_id} {result.status}: " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
+    for record in result.failed:
+        first_line = (record.error or "").splitlines()[0] if record.error else "unknown error"
+        out.print(f"[red]failed[/] {escape(record.name)}: {escape(first_line)}", highlight=False)
+        out.print(escape(f"  traceback: langspec query \"SELECT error FROM tasks WHERE run_id = {result.run_id} AND name = '{record.name}'\""), highlight=False)
+    with connect_read_only(store) as con:
+        accuracy = run_named(con, "final_accuracy", run_id=result.run_id, split="test").to_pylist()
+    if accuracy:
+        variants = sorted({row["variant"] for row in accuracy})
+        out.print("test accuracy at the last epoch (mean over seeds):")
+        table = Table()
+        table.add_column("language")
+        for variant in variants:
+            table.add_column(variant, justify="right")
+        cells = {(row["language"], row["variant"]): row for row in accuracy}
+        for language in sorted({row["language"] for row in accuracy}):
+            table.add_row(language, *[_accuracy_cell(cells.get((language, v))) for v in variants])
+        out.print(table)
+    out.print(escape(f"results: {store / 'langspec.duckdb'}  (try: langspec query \"SELECT * FROM metrics LIMIT 5\" --store {store})"))
+
+
+def _accuracy_cell(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    spread = f" ± {row['sd']:.3f}" if row["sd"] is not None else ""
+    return f"{row['accuracy']:.3f}{spread}"
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="A SQL query over the store (read-only).")],
+    store: StoreOpt = DEFAULT_STORE,
+    format: FormatOpt = "table",
+) -> None:
+    """Run SQL over the store, read-only, and print the result."""
+    import duckdb
+
+    from store.db import connect_read_only
+
+    try:
+        with connect_read_only(store) as con:
+            result = con.sql(sql)
+            table = result.to_arrow_table() if result is not None else None
+    except LangspecError as error:
+        _fail(error)
+    except duckdb.Error as error:
+        hint = " (the store is read-only here: queries cannot change it)" if "read-only" in str(error) else ""
+        _fail(LangspecError(f"query failed: {error}{hint}"))
+    if table is not None:
+        print_table(table, format)
+
+
+def print_table(table, format: str) -> None:
+    rows = table.to_pylist()
+    if format == "json":
+        print(json.dumps(rows, default=str, indent=1))
+    elif format == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=table.column_names)
+        writer.writeheader()
+        writer.writerows(rows)
+    elif format == "table":
+        view = Table(*table.column_names)
+        for row in rows:
+            view.add_row(*[_cell(v) for v in row.values()])
+        out.print(view)
+        out.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}", style="dim")
+    else:
+        _fail(LangspecError(f"--format must be table, csv or json, not {format!r}"))
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "NULL" if value is None else escape(str(value))
+
+
+@app.command()
+def status(store: StoreOpt = DEFAULT_STORE, runs: Annotated[int, typer.Option(help="How many recent runs.")] = 5) -> None:
+    """The last runs in the store and what happened to their tasks."""
+    from store.db import connect_read_only
+
+    try:
+        with connect_read_only(store) as con:
+            recent = con.sql(
+                "SELECT run_id, spec_name, status, started_at, finished_at FROM runs ORDER BY run_id DESC LIMIT $n",
+                params={"n": runs},
+            ).to_arrow_table()
+            print_table(recent, "table")
+            if recent.num_rows:
+                last = recent.column("run_id")[0].as_py()
+                tasks = con.sql(
+                    "SELECT name, outcome, round(seconds, 1) AS seconds, device, left(task_key, 12) AS key, "
+                    "split_part(error, chr(10), 1) AS error FROM tasks WHERE run_id = $run ORDER BY started_at NULLS FIRST, name",
+                    params={"run": last},
+                ).to_arrow_table()
+                out.print(f"tasks of run {last}:")
+                print_table(tasks, "table")
+    except LangspecError as error:
+        _fail(error)

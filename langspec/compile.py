@@ -1,0 +1,132 @@
+"""Compile a validated spec into the task graph: pure data, checked whole before anything runs.
+
+A task's key is the sha256 of canonical JSON over its stage, the stage's VERSION, its params and
+the keys of its inputs (a Merkle chain): equal keys mean equal results, and changing one field
+changes exactly the keys of the tasks that read it and of everything downstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass
+from types import ModuleType
+
+from pydantic import BaseModel
+
+from langspec.errors import PlanError
+from langspec.load import LoadedSpec, SweepPoint
+from langspec.spec import Spec, StageResources
+
+# The spec sections each stage reads, itself included; a swept field appears in a task's name
+# only if its section is read by the task or by something upstream of it.
+SECTIONS = {
+    "data": {"data"},
+    "finetune": {"model", "finetune"},
+    "prune": {"prune"},
+    "sparse_finetune": {"sparse_finetune"},
+    "tracin": {"tracin"},
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # "finetune[seed=0]"
+    stage: str
+    params: BaseModel
+    inputs: tuple[tuple[str, str], ...]  # (role, upstream key), e.g. ("data", "3f2a...")
+    resources: StageResources
+    key: str
+
+    @property
+    def short_key(self) -> str:
+        return self.key[:12]
+
+
+@dataclass(frozen=True)
+class TaskGraph:
+    tasks: tuple[Task, ...]  # in topological order
+
+    def __getitem__(self, key: str) -> Task:
+        return self._by_key[key]
+
+    @property
+    def _by_key(self) -> dict[str, Task]:
+        return {task.key: task for task in self.tasks}
+
+    def dependents(self, key: str) -> list[Task]:
+        return [task for task in self.tasks if any(upstream == key for _, upstream in task.inputs)]
+
+
+def stage_module(stage: str) -> ModuleType:
+    return importlib.import_module(f"runners.{stage}")
+
+
+def task_key(stage: str, version: int, params: BaseModel, inputs: tuple[tuple[str, str], ...]) -> str:
+    canonical = json.dumps(
+        {"stage": stage, "version": version, "params": params.model_dump(mode="json"), "inputs": sorted(inputs)},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def compile_spec(loaded: LoadedSpec) -> TaskGraph:
+    _check_runners_exist(loaded.spec)
+    tasks: dict[str, Task] = {}
+    for point in loaded.points:
+        for task in _point_tasks(point):
+            tasks.setdefault(task.key, task)
+    return TaskGraph(tuple(tasks.values()))
+
+
+def _check_runners_exist(spec: Spec) -> None:
+    """Asking for a stage that has no runner yet is an error before anything runs, never a skip."""
+    missing = []
+    for stage in ("prune", "sparse_finetune", "tracin"):
+        if getattr(spec, stage).enabled and not _has_runner(stage):
+            missing.append(stage)
+    if missing:
+        settings = ", ".join(f"{stage}.enabled: false" for stage in missing)
+        raise PlanError(
+            f"this version of langspec has no runner yet for stage(s) {', '.join(missing)}; "
+            f"set {settings} in the spec (or --set {missing[0]}.enabled=false) to run the stages that exist"
+        )
+
+
+def _has_runner(stage: str) -> bool:
+    try:
+        return hasattr(stage_module(stage), "run")
+    except ModuleNotFoundError:
+        return False
+
+
+def _point_tasks(point: SweepPoint) -> list[Task]:
+    """The tasks of one sweep combination. Tasks shared with other combinations get equal keys."""
+    spec = point.spec
+    data_module = stage_module("data")
+    fingerprint = data_module.files_fingerprint(spec.data) if spec.data.source == "files" else ""
+    data_task = _make_task(point, "data", {}, data_module.Params(data=spec.data, fingerprint=fingerprint), (), SECTIONS["data"])
+    tasks = [data_task]
+    for seed in spec.seeds:
+        params = stage_module("finetune").Params(seed=seed, model=spec.model, finetune=spec.finetune)
+        sections = SECTIONS["data"] | SECTIONS["finetune"]
+        tasks.append(_make_task(point, "finetune", {"seed": seed}, params, (("data", data_task.key),), sections))
+    return tasks
+
+
+def _make_task(
+    point: SweepPoint,
+    stage: str,
+    labels: dict[str, object],
+    params: BaseModel,
+    inputs: tuple[tuple[str, str], ...],
+    sections: set[str],
+) -> Task:
+    swept = {path: value for path, value in point.assignments.items() if path.split(".")[0] in sections}
+    parts = [f"{k}={v}" for k, v in {**labels, **swept}.items()]
+    name = f"{stage}[{','.join(parts)}]" if parts else stage
+    version = stage_module(stage).VERSION
+    resources = point.spec.resources.for_stage(stage)
+    return Task(name, stage, params, inputs, resources, task_key(stage, version, params, inputs))

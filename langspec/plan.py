@@ -1,0 +1,77 @@
+"""`langspec plan`: the task graph as a tree, with each task's key and why it will run or not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.markup import escape
+from rich.tree import Tree
+
+from langspec.compile import Task, TaskGraph
+from langspec.errors import StoreError
+from store.db import connect_read_only, is_complete
+
+
+def explain(graph: TaskGraph, root: Path) -> dict[str, str]:
+    """For each task key: 'cached', or 'will run: <why>'."""
+    previous = _previous_params(root)
+    reasons: dict[str, str] = {}
+    for task in graph.tasks:
+        if is_complete(root, task.key):
+            reasons[task.key] = "cached"
+            continue
+        rerun_inputs = [graph[key].name for _, key in task.inputs if reasons[key] != "cached"]
+        if rerun_inputs:
+            reasons[task.key] = f"will run: input {rerun_inputs[0]} will run"
+        elif task.name in previous:
+            changes = changed_fields(previous[task.name], task.params.model_dump(mode="json"))
+            why = ", ".join(changes[:3]) + (" ..." if len(changes) > 3 else "") if changes else "stage version or data changed"
+            reasons[task.key] = f"will run: {why}"
+        else:
+            reasons[task.key] = "will run: no result yet"
+    return reasons
+
+
+def plan_tree(graph: TaskGraph, root: Path) -> Tree:
+    reasons = explain(graph, root)
+    gpus = sum(t.resources.num_gpus for t in graph.tasks if reasons[t.key] != "cached")
+    running = sum(reason != "cached" for reason in reasons.values())
+    tree = Tree(f"[bold]{len(graph.tasks)} tasks[/]: {running} to run, {len(graph.tasks) - running} cached"
+                + (f"; GPU-tasks need {gpus:g} GPU(s) in all" if gpus else ""))
+    nodes: dict[str, Tree] = {}
+    for task in graph.tasks:
+        parent = nodes[task.inputs[-1][1]] if task.inputs else tree
+        nodes[task.key] = parent.add(_label(task, reasons[task.key]))
+    return tree
+
+
+def _label(task: Task, reason: str) -> str:
+    style = "dim" if reason == "cached" else "yellow"
+    resources = f" gpus={task.resources.num_gpus:g}" if task.resources.num_gpus else ""
+    return f"{escape(task.name)} [dim]{task.short_key}{resources}[/] [{style}]{escape(reason)}[/]"
+
+
+def changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted paths whose value differs, as 'path old -> new'."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b, path = old.get(key), new.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += changed_fields(a, b, path + ".")
+        elif a != b:
+            changes.append(f"{path} {json.dumps(a)} -> {json.dumps(b)}")
+    return changes
+
+
+def _previous_params(root: Path) -> dict[str, dict]:
+    """Params of each task name as last recorded in the store (empty if there is no store yet)."""
+    try:
+        con = connect_read_only(root)
+    except StoreError:
+        return {}
+    with con:
+        rows = con.sql(
+            "SELECT name, arg_max(params, run_id) AS params FROM tasks WHERE outcome IN ('ran', 'cached') GROUP BY name"
+        ).fetchall()
+    return {name: json.loads(params) for name, params in rows}

@@ -1,0 +1,100 @@
+"""Progress of a run: a Rich display in the driver, fed by the tasks.
+
+Ray tasks run in other processes (maybe other nodes), so a task writes its progress to a small file
+under the store, `<root>/tasks/.progress/<key>.json`, which the driver polls; in-process tasks
+report straight to the display.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+
+class ProgressFile:
+    """A task's side: (done, total, note) written atomically, at most a few times a second."""
+
+    def __init__(self, root: Path, key: str, interval: float = 0.3):
+        self.path = Path(root) / "tasks" / ".progress" / f"{key}.json"
+        self.interval = interval
+        self._last = 0.0
+
+    def write(self, done: int, total: int, note: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval and done < total:
+            return
+        self._last = now
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"done": done, "total": total, "note": note}))
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class RunDisplay:
+    """The driver's side: one bar for the whole run and one per running task."""
+
+    def __init__(self, console: Console | None = None, quiet: bool = False):
+        self.console = console or Console(stderr=True)
+        self.quiet = quiet
+        self._progress: Progress | None = None
+        self._overall: TaskID | None = None
+        self._bars: dict[str, TaskID] = {}
+        self._names: dict[str, str] = {}
+
+    def start(self, graph, done: int) -> None:
+        if self.quiet:
+            return
+        self._progress = Progress(
+            TextColumn("{task.description}", justify="left"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=self.console, transient=False,
+        )
+        self._progress.start()
+        self._overall = self._progress.add_task("[bold]tasks", total=len(graph.tasks), completed=done, note=f"{done} cached")
+
+    def begin(self, task) -> None:
+        self._names[task.key] = task.name
+        if self._progress:
+            self._bars[task.key] = self._progress.add_task(f"  {escape(task.name)}", total=None, note="starting")
+
+    def reporter(self, key: str):
+        def report(done: int, total: int, note: str) -> None:
+            if self._progress and key in self._bars:
+                self._progress.update(self._bars[key], completed=done, total=total, note=note)
+
+        return report
+
+    def poll_files(self, root: Path) -> None:
+        if not self._progress:
+            return
+        for key, bar in self._bars.items():
+            path = Path(root) / "tasks" / ".progress" / f"{key}.json"
+            try:
+                state = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            self._progress.update(bar, completed=state["done"], total=state["total"], note=state["note"])
+
+    def finish(self, task, outcome: str, error: str | None = None) -> None:
+        if not self._progress:
+            return
+        bar = self._bars.pop(task.key, None)
+        if bar is not None:
+            self._progress.remove_task(bar)
+        style = {"ran": "green", "failed": "red", "skipped": "yellow"}.get(outcome, "")
+        detail = f": {error.splitlines()[0]}" if error else ""
+        self._progress.console.print(f"[{style}]{outcome:>7}[/] {escape(task.name + detail)}", highlight=False)
+        self._progress.advance(self._overall)
+
+    def stop(self) -> None:
+        if self._progress:
+            self._progress.stop()
+            self._progress = None

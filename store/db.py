@@ -1,0 +1,214 @@
+"""The store on disk: `<root>/langspec.duckdb` and one artifact directory per task, `<root>/tasks/<key>/`.
+
+Only the driver of a run writes the database, holding `<root>/.lock` for the whole run; each finished
+task is ingested in one transaction that first deletes that task's rows, so ingesting twice is
+harmless. Readers open the file read-only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from langspec.errors import StoreError
+
+SCHEMA_VERSION = 1
+DB_FILE = "langspec.duckdb"
+LOCK_FILE = ".lock"
+SUCCESS_FILE = "_SUCCESS.json"
+# Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input.
+TASK_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "influence")
+SCHEMA_SQL = Path(__file__).with_name("schema.sql")
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """What happened to one task in one run (a row of `tasks`)."""
+
+    task_key: str
+    name: str
+    stage: str
+    params: str  # JSON
+    outcome: str  # cached | ran | failed | skipped
+    reason: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    seconds: float | None = None
+    device: str | None = None
+    error: str | None = None
+    summary: str | None = None  # JSON
+
+
+def artifact_dir(root: Path, key: str) -> Path:
+    return Path(root) / "tasks" / key
+
+
+def is_complete(root: Path, key: str) -> bool:
+    """A task is done exactly when its `_SUCCESS.json` exists (it is written last, then renamed in)."""
+    return (artifact_dir(root, key) / SUCCESS_FILE).is_file()
+
+
+def read_success(root: Path, key: str) -> dict:
+    return json.loads((artifact_dir(root, key) / SUCCESS_FILE).read_text())
+
+
+def lock_holder(root: Path) -> str:
+    try:
+        return (Path(root) / LOCK_FILE).read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+class StoreWriter:
+    """The one writer of a store, for the length of a run."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        try:
+            (self.root / "tasks").mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.root / LOCK_FILE, "a+")
+        except OSError as err:
+            raise StoreError(f"cannot write the store at {self.root}: {err.strerror}; choose a writable --store DIR") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise StoreError(
+                f"the store {self.root} is in use by another langspec run (pid {lock_holder(self.root)}); "
+                "wait for it to finish or use another --store DIR"
+            ) from None
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
+        try:
+            self.con = duckdb.connect(str(self.root / DB_FILE))
+        except duckdb.IOException as err:
+            self._release()
+            raise StoreError(f"the store {self.root} is open in another process ({err}); close it and retry") from None
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        self.con.execute(SCHEMA_SQL.read_text())
+        found = _first(self.con, "SELECT value FROM meta WHERE key = 'schema_version'")
+        if found is None:
+            versions = {"schema_version": str(SCHEMA_VERSION), "langspec_version": package_version("langspec"),
+                        "duckdb_version": duckdb.__version__}
+            self.con.executemany("INSERT INTO meta VALUES (?, ?)", list(versions.items()))
+        elif found[0] != str(SCHEMA_VERSION):
+            self.close()
+            raise StoreError(
+                f"the store {self.root} has schema version {found[0]}, this langspec reads version {SCHEMA_VERSION}; "
+                "use a new --store DIR (or the langspec version that wrote it)"
+            )
+
+    # --- runs and tasks -------------------------------------------------------------------------
+
+    def begin_run(self, *, spec_name: str, spec_path: str, spec_text: str, overrides: list[str], spec_hash: str,
+                  git_commit: str | None, versions: dict, host: str, executor: str) -> int:
+        # The lock guarantees that a run still marked running was ended by a crash or a kill.
+        self.con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+        run_id = _first(self.con, "SELECT coalesce(max(run_id), 0) + 1 FROM runs")[0]
+        self.con.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), NULL, 'running')",
+            [run_id, spec_name, spec_path, spec_text, overrides, spec_hash, git_commit, json.dumps(versions), host,
+             os.getpid(), executor],
+        )
+        return run_id
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        self.con.execute("UPDATE runs SET status = ?, finished_at = now() WHERE run_id = ?", [status, run_id])
+
+    def record_task(self, run_id: int, record: TaskRecord) -> None:
+        self.con.execute("DELETE FROM tasks WHERE run_id = ? AND task_key = ?", [run_id, record.task_key])
+        self.con.execute(
+            "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, record.task_key, record.name, record.stage, record.params, record.outcome, record.reason,
+             record.started_at, record.finished_at, record.seconds, record.device, record.error, record.summary],
+        )
+
+    # --- results --------------------------------------------------------------------------------
+
+    def is_ingested(self, key: str) -> bool:
+        return _first(self.con, "SELECT count(*) FROM results WHERE task_key = $key", key=key)[0] > 0
+
+    def ingest(self, key: str, stage: str, name: str) -> dict[str, int]:
+        """Replace the task's rows in every task table by the Parquet tables it wrote; one transaction."""
+        tables_dir = artifact_dir(self.root, key) / "tables"
+        files = {path.stem: path for path in sorted(tables_dir.glob("*.parquet"))}
+        unknown = set(files) - set(TASK_TABLES)
+        if unknown:
+            raise StoreError(f"task {name} wrote tables the store does not know: {', '.join(sorted(unknown))}")
+        counts = {}
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for table in TASK_TABLES:
+                self.con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
+            for table, path in files.items():
+                counts[table] = self._insert(table, key, path)
+            self.con.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, now())", [key, stage, name])
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+        return counts
+
+    def _insert(self, table: str, key: str, path: Path) -> int:
+        columns = pq.read_schema(path).names
+        # A `path` column is relative to the task directory; rows store it relative to the store root.
+        select = f"* REPLACE ('tasks/{key}/' || path AS path)" if "path" in columns else "*"
+        self.con.execute(f"INSERT INTO {table} BY NAME SELECT ? AS task_key, {select} FROM read_parquet(?)", [key, str(path)])
+        return _first(self.con, f"SELECT count(*) FROM {table} WHERE task_key = $key", key=key)[0]
+
+    def close(self) -> None:
+        if getattr(self, "con", None) is not None:
+            self.con.close()
+            self.con = None
+        self._release()
+
+    def _release(self) -> None:
+        if not self._lock.closed:
+            self._lock.seek(0)
+            self._lock.truncate()
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _first(con: duckdb.DuckDBPyConnection, sql: str, **params) -> tuple | None:
+    """The first row of a query (DuckDB 2.0 relations have no fetchone())."""
+    rows = con.sql(sql, params=params or None).limit(1).fetchall()
+    return rows[0] if rows else None
+
+
+def connect_read_only(root: str | Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection for queries and analyses; writes through it fail."""
+    path = Path(root) / DB_FILE
+    if not path.is_file():
+        raise StoreError(f"no store at {root}: run `langspec run SPEC --store {root}` first")
+    try:
+        return duckdb.connect(str(path), read_only=True)
+    except (duckdb.IOException, duckdb.ConnectionException):  # another process's lock, or this one's writer
+        raise StoreError(
+            f"the store {root} is busy: a langspec run (pid {lock_holder(Path(root))}) is writing it; retry when it finishes"
+        ) from None
+
+
+def package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,68 @@
+"""The compiler: content keys that are stable across processes and change exactly downstream."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from langspec.compile import compile_spec
+from langspec.errors import PlanError
+from langspec.load import load_spec
+
+
+def graph_of(path, *overrides):
+    return compile_spec(load_spec(path, list(overrides)))
+
+
+def keys_by_name(graph) -> dict[str, str]:
+    return {task.name: task.key for task in graph.tasks}
+
+
+def test_graph_shape_and_names(small_spec):
+    graph = graph_of(small_spec, "seeds=[0, 1]")
+    assert [t.name for t in graph.tasks] == ["data", "finetune[seed=0]", "finetune[seed=1]"]
+    data = graph.tasks[0]
+    assert all(t.inputs == (("data", data.key),) for t in graph.tasks[1:])
+    assert len({t.key for t in graph.tasks}) == 3
+
+
+def test_keys_are_stable_across_processes(small_spec):
+    here = keys_by_name(graph_of(small_spec))
+    code = (
+        "import json, sys; from langspec.compile import compile_spec; from langspec.load import load_spec; "
+        "print(json.dumps({t.name: t.key for t in compile_spec(load_spec(sys.argv[1])).tasks}))"
+    )
+    other = subprocess.run([sys.executable, "-c", code, str(small_spec)], capture_output=True, text=True, check=True)
+    assert here == __import__("json").loads(other.stdout)
+
+
+def test_changing_a_field_changes_exactly_the_dependent_keys(small_spec):
+    base = keys_by_name(graph_of(small_spec))
+    epochs = keys_by_name(graph_of(small_spec, "finetune.epochs=3"))
+    assert epochs["data"] == base["data"]
+    assert epochs["finetune[seed=0]"] != base["finetune[seed=0]"]
+    data_seed = keys_by_name(graph_of(small_spec, "data.seed=7"))
+    assert data_seed["data"] != base["data"] and data_seed["finetune[seed=0]"] != base["finetune[seed=0]"]
+    # Fields that no built stage reads, and the resources, change nothing.
+    unrelated = keys_by_name(graph_of(small_spec, "analysis.top_k=5", "resources.default.num_cpus=2"))
+    assert unrelated == base
+
+
+def test_sweep_names_only_tasks_that_read_the_swept_field(small_spec):
+    graph = graph_of(small_spec, "sweep={finetune.lr: [0.001, 0.002]}")
+    assert [t.name for t in graph.tasks] == ["data", "finetune[seed=0,finetune.lr=0.001]", "finetune[seed=0,finetune.lr=0.002]"]
+    # The point equal to the unswept spec has the unswept key: caches carry over into a sweep.
+    assert graph.tasks[1].key == keys_by_name(graph_of(small_spec))["finetune[seed=0]"]
+
+
+def test_a_stage_without_a_runner_is_an_error_before_anything_runs(small_spec):
+    with pytest.raises(PlanError, match=r"no runner yet for stage\(s\) prune.*prune.enabled: false"):
+        graph_of(small_spec, "prune.enabled=true")
+
+
+def test_resources_per_stage(small_spec):
+    graph = graph_of(small_spec, "resources.finetune={num_cpus: 2, num_gpus: 1}")
+    assert graph.tasks[0].resources.num_gpus == 0
+    assert graph.tasks[1].resources.num_gpus == 1 and graph.tasks[1].resources.num_cpus == 2

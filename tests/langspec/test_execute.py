@@ -1,0 +1,112 @@
+"""Both executors on real tasks: results in DuckDB, failures skip only their dependents, caching."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from langspec.compile import compile_spec
+from langspec.errors import PlanError
+from langspec.execute import execute
+from langspec.load import load_spec
+from runners import toy
+from store.db import connect_read_only, is_complete
+
+FILES_SPEC = """\
+    name: branches
+    data: {{source: files, path: {good}, languages: [ka, la], train_per_language: 40,
+           validation_per_language: 10, test_per_language: 10}}
+    model: {{tiny: {{layers: 1, heads: 2, hidden: 16, intermediate: 32, vocab_size: 200}}}}
+    finetune: {{epochs: 1, lr: 1.0e-3, batch_size: 16, max_length: 32}}
+    prune: {{enabled: false}}
+    sparse_finetune: {{enabled: false}}
+    tracin: {{enabled: false}}
+    sweep: {{data.path: [{good}, {bad}]}}
+"""
+
+
+def write_files_source(root, languages=("ka", "la"), corrupt=False):
+    sizes = {"train": 40, "validation": 10, "test": 10}
+    rows = toy.generate(list(languages), sizes, parallel=True, lexicon_overlap=0.5, seed=0)
+    for language in languages:
+        for split in sizes:
+            path = root / language / f"{split}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lines = [json.dumps(r) for r in rows if r["language"] == language and r["split"] == split]
+            if corrupt and split == "test":
+                lines[3] = "{not json"
+            path.write_text("\n".join(lines) + "\n")
+    return root
+
+
+def query(root, sql):
+    with connect_read_only(root) as con:
+        return con.sql(sql).fetchall()
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_executor_runs_the_graph_into_the_store(executor, small_spec, tmp_path, request):
+    if executor == "ray":
+        request.getfixturevalue("ray_session")
+    loaded = load_spec(small_spec)
+    graph = compile_spec(loaded)
+    result = execute(graph, loaded, tmp_path / "store", executor=executor)
+    assert result.status == "completed"
+    assert [r.outcome for r in result.records.values()] == ["ran", "ran"]
+    store = tmp_path / "store"
+    assert query(store, "SELECT DISTINCT language FROM metrics WHERE metric = 'accuracy' ORDER BY 1") == [("ka",), ("la",)]
+    assert query(store, "SELECT count(*) FROM examples") == [(200,)]
+    assert query(store, "SELECT epoch FROM checkpoints ORDER BY epoch") == [(1,), (2,)]
+    assert query(store, "SELECT count(*) FROM tasks WHERE outcome = 'ran' AND device = 'cpu'") == [(2,)]
+    assert all(is_complete(store, t.key) for t in graph.tasks)
+    assert not list((store / "tasks").glob(".tmp-*"))
+
+    again = execute(graph, loaded, store, executor=executor)
+    assert [r.outcome for r in again.records.values()] == ["cached", "cached"]
+    assert query(store, "SELECT count(*) FROM metrics") == query(store, "SELECT count(*) FROM metrics WHERE task_key IN "
+                                                                       "(SELECT task_key FROM results)")
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_failed_task_skips_only_its_dependents(executor, tmp_path, spec_file, request):
+    if executor == "ray":
+        request.getfixturevalue("ray_session")
+    good = write_files_source(tmp_path / "good")
+    bad = write_files_source(tmp_path / "bad", corrupt=True)
+    loaded = load_spec(spec_file(FILES_SPEC.format(good=good, bad=bad)))
+    graph = compile_spec(loaded)
+    assert len(graph.tasks) == 4
+    result = execute(graph, loaded, tmp_path / "store", executor=executor)
+    outcomes = {r.name: r.outcome for r in result.records.values()}
+    assert result.status == "failed"
+    assert sorted(outcomes.values()) == ["failed", "ran", "ran", "skipped"]
+    [failed] = result.failed
+    assert failed.name == f"data[data.path={bad}]" and "JSONDecodeError" in failed.error and "Traceback" in failed.error
+    assert outcomes[f"finetune[seed=0,data.path={bad}]"] == "skipped"
+    assert query(tmp_path / "store", "SELECT count(DISTINCT task_key) FROM metrics") == [(1,)]
+
+    # After the fix only what is missing runs.
+    write_files_source(tmp_path / "bad")
+    fixed = load_spec(spec_file(FILES_SPEC.format(good=good, bad=bad), name="fixed.yaml"))
+    rerun = execute(compile_spec(fixed), fixed, tmp_path / "store", executor=executor)
+    assert sorted(r.outcome for r in rerun.records.values()) == ["cached", "cached", "ran", "ran"]
+
+
+def test_too_few_gpus_is_an_error_before_anything_runs(small_spec, tmp_path):
+    loaded = load_spec(small_spec, ["resources.finetune={num_gpus: 1}"])
+    with pytest.raises(PlanError, match=r"finetune ask for 1 GPU\(s\) per task, but local has 0"):
+        execute(compile_spec(loaded), loaded, tmp_path / "store", executor="local")
+    assert query(tmp_path / "store", "SELECT count(*) FROM runs") == [(0,)]
+    assert list((tmp_path / "store" / "tasks").iterdir()) == []
+
+
+def test_same_spec_gives_bit_identical_weights_and_metrics(small_spec, tmp_path):
+    loaded = load_spec(small_spec)
+    graph = compile_spec(loaded)
+    for store in ("a", "b"):
+        execute(graph, loaded, tmp_path / store, executor="local")
+    sql = "SELECT language, split, epoch, value FROM metrics ORDER BY ALL"
+    assert query(tmp_path / "a", sql) == query(tmp_path / "b", sql)
+    weights = f"tasks/{graph.tasks[1].key}/checkpoints/epoch-2/model.safetensors"
+    assert (tmp_path / "a" / weights).read_bytes() == (tmp_path / "b" / weights).read_bytes()

@@ -1,0 +1,137 @@
+"""The DuckDB store: idempotent ingest, one writer, read-only readers, schema versions."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from langspec.errors import StoreError
+from store.db import DB_FILE, StoreWriter, artifact_dir, connect_read_only
+
+KEY = "k" * 64
+
+
+def write_task_tables(root, key=KEY, n=5):
+    tables = artifact_dir(root, key) / "tables"
+    tables.mkdir(parents=True)
+    metrics = pa.table({
+        "seed": pa.array([0] * n, pa.int32()), "variant": ["full"] * n, "language": [f"l{i}" for i in range(n)],
+        "split": ["test"] * n, "metric": ["accuracy"] * n, "value": [i / n for i in range(n)],
+        "epoch": pa.array([1] * n, pa.int32()),
+    })
+    pq.write_table(metrics, tables / "metrics.parquet")
+    checkpoints = pa.table({"seed": [0], "variant": ["full"], "epoch": [1], "step": [10], "learning_rate": [1e-3],
+                            "path": ["checkpoints/epoch-1"]})
+    pq.write_table(checkpoints, tables / "checkpoints.parquet")
+
+
+def rows(root, sql):
+    with connect_read_only(root) as con:
+        return con.sql(sql).fetchall()
+
+
+def test_ingest_twice_gives_the_same_rows(tmp_path):
+    write_task_tables(tmp_path)
+    with StoreWriter(tmp_path) as writer:
+        counts = writer.ingest(KEY, "finetune", "finetune[seed=0]")
+        first = writer.con.sql("SELECT * FROM metrics ORDER BY language").fetchall()
+        writer.ingest(KEY, "finetune", "finetune[seed=0]")
+        assert writer.con.sql("SELECT * FROM metrics ORDER BY language").fetchall() == first
+        assert writer.is_ingested(KEY)
+    assert counts == {"metrics": 5, "checkpoints": 1}
+    assert rows(tmp_path, "SELECT count(*), min(task_key), max(task_key) FROM metrics") == [(5, KEY, KEY)]
+    # paths are rebased from the task directory to the store root
+    assert rows(tmp_path, "SELECT path FROM checkpoints") == [(f"tasks/{KEY}/checkpoints/epoch-1",)]
+
+
+def test_ingest_replaces_only_that_tasks_rows(tmp_path):
+    other = "o" * 64
+    write_task_tables(tmp_path, KEY, n=5)
+    write_task_tables(tmp_path, other, n=3)
+    with StoreWriter(tmp_path) as writer:
+        writer.ingest(KEY, "finetune", "a")
+        writer.ingest(other, "finetune", "b")
+        writer.ingest(KEY, "finetune", "a")
+    assert rows(tmp_path, "SELECT task_key, count(*) FROM metrics GROUP BY ALL ORDER BY 1") == [(KEY, 5), (other, 3)]
+
+
+def test_failed_ingest_leaves_no_rows(tmp_path):
+    write_task_tables(tmp_path)
+    pq.write_table(pa.table({"nonsense_column": [1]}), artifact_dir(tmp_path, KEY) / "tables" / "prune_steps.parquet")
+    with StoreWriter(tmp_path) as writer:
+        with pytest.raises(duckdb.Error):
+            writer.ingest(KEY, "finetune", "a")
+        assert writer.con.sql("SELECT count(*) FROM metrics").fetchall() == [(0,)]
+        assert not writer.is_ingested(KEY)
+
+
+def test_unknown_table_is_refused(tmp_path):
+    write_task_tables(tmp_path)
+    pq.write_table(pa.table({"x": [1]}), artifact_dir(tmp_path, KEY) / "tables" / "runs.parquet")
+    with StoreWriter(tmp_path) as writer, pytest.raises(StoreError, match="tables the store does not know: runs"):
+        writer.ingest(KEY, "finetune", "a")
+
+
+def test_read_only_connection_cannot_write(tmp_path):
+    StoreWriter(tmp_path).close()
+    with connect_read_only(tmp_path) as con, pytest.raises(duckdb.Error, match="read-only"):
+        con.execute("DELETE FROM metrics")
+
+
+def _try_second_writer(root, queue):
+    try:
+        StoreWriter(root).close()
+        queue.put("opened")
+    except StoreError as error:
+        queue.put(str(error))
+
+
+def test_second_writer_is_refused_with_the_holders_pid(tmp_path):
+    import os
+
+    with StoreWriter(tmp_path):
+        queue = multiprocessing.get_context("spawn").Queue()
+        process = multiprocessing.get_context("spawn").Process(target=_try_second_writer, args=(tmp_path, queue))
+        process.start()
+        process.join(60)
+        message = queue.get(timeout=5)
+        assert f"in use by another langspec run (pid {os.getpid()})" in message
+        with pytest.raises(StoreError, match="is busy"):
+            connect_read_only(tmp_path)  # DuckDB's own lock: readers are told to retry
+    StoreWriter(tmp_path).close()  # released on exit
+
+
+def test_store_not_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="cannot write the store"):
+        StoreWriter(blocker / "store")
+
+
+def test_other_schema_version_is_refused(tmp_path):
+    StoreWriter(tmp_path).close()
+    con = duckdb.connect(str(tmp_path / DB_FILE))
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(StoreError, match="schema version 99, this langspec reads version 1"):
+        StoreWriter(tmp_path)
+
+
+def test_meta_and_interrupted_runs(tmp_path):
+    with StoreWriter(tmp_path) as writer:
+        first = writer.begin_run(spec_name="s", spec_path="s.yaml", spec_text="", overrides=[], spec_hash="h",
+                                 git_commit=None, versions={"duckdb": duckdb.__version__}, host="h", executor="local")
+    # The first run never finished (its driver was killed); the next one marks it interrupted.
+    with StoreWriter(tmp_path) as writer:
+        second = writer.begin_run(spec_name="s", spec_path="s.yaml", spec_text="", overrides=[], spec_hash="h",
+                                  git_commit=None, versions={}, host="h", executor="local")
+        writer.finish_run(second, "completed")
+    assert rows(tmp_path, "SELECT run_id, status FROM runs ORDER BY run_id") == [(first, "interrupted"), (second, "completed")]
+    meta = dict(rows(tmp_path, "SELECT key, value FROM meta"))
+    assert meta["schema_version"] == "1" and meta["duckdb_version"] == duckdb.__version__
+    assert json.loads(rows(tmp_path, "SELECT versions FROM runs WHERE run_id = 1")[0][0]) == {"duckdb": duckdb.__version__}
