@@ -1,0 +1,17 @@
+"""What the executor hands a stage besides its params: where to compute and how to show progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+def _ignore(done: int, total: int, note: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    device: str = "cpu"  # "cpu" or "cuda:0" (the GPU Ray assigned)
+    num_cpus: int = 1  # torch's thread count
+    report: Callable[[int, int, str], None] = field(default=_ignore)  # (done, total, note) progress

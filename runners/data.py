@@ -1,0 +1,123 @@
+"""The data stage: load the examples of every language and split from the spec's source into one
+table of the common schema (example_id, language, split, text_a, text_b, label)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
+
+from langspec.errors import LangspecError
+from langspec.spec import DataSpec
+from runners import toy
+from runners.context import TaskContext
+
+VERSION = 1
+SPLITS = ("train", "validation", "test")
+EXAMPLES_FILE = "tables/examples.parquet"
+SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("language", pa.string()),
+        ("split", pa.string()),
+        ("text_a", pa.string()),
+        ("text_b", pa.string()),
+        ("label", pa.int32()),
+    ]
+)
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    data: DataSpec
+    fingerprint: str  # of the source's content where it lives outside langspec (files); "" for toy
+
+
+class DataSourceError(LangspecError):
+    exit_code = 2
+
+
+def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
+    data = params.data
+    ctx.report(0, 1, f"loading {data.source} data")
+    sizes = {"train": data.train_per_language, "validation": data.validation_per_language, "test": data.test_per_language}
+    if data.source == "toy":
+        rows = toy.generate(list(data.languages), sizes, parallel=data.parallel, lexicon_overlap=data.lexicon_overlap, seed=data.seed)
+    elif data.source == "files":
+        rows = _load_files(Path(data.path), list(data.languages), sizes, data.seed)
+    else:
+        raise DataSourceError("source: hub is not built yet (issue #7); use source: toy or source: files")
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    (workdir / "tables").mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, workdir / EXAMPLES_FILE)
+    ctx.report(1, 1, f"{table.num_rows} examples")
+    counts = {f"{lang}/{split}": 0 for lang in data.languages for split in SPLITS}
+    for row in rows:
+        counts[f"{row['language']}/{row['split']}"] += 1
+    return {"examples": table.num_rows, "num_labels": int(max(r["label"] for r in rows)) + 1, "counts": counts}
+
+
+def read_examples(data_dir: Path, split: str | None = None, language: str | None = None) -> list[dict]:
+    """The examples a data task wrote, optionally of one split and language, in stored order."""
+    rows = pq.read_table(data_dir / EXAMPLES_FILE).to_pylist()
+    return [r for r in rows if (split is None or r["split"] == split) and (language is None or r["language"] == language)]
+
+
+# --- source: files ----------------------------------------------------------------------------
+
+
+def files_fingerprint(data: DataSpec) -> str:
+    """sha256 over the names and contents of the files a `files` source reads."""
+    digest = hashlib.sha256()
+    for path in sorted(_source_files(Path(data.path), list(data.languages)).values()):
+        digest.update(str(path.name).encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _source_files(root: Path, languages: list[str]) -> dict[tuple[str, str], Path]:
+    if not root.is_dir():
+        raise DataSourceError(f"data.path {root} is not a directory; it should hold <language>/<split>.jsonl or .parquet")
+    found, missing = {}, []
+    for language in languages:
+        for split in SPLITS:
+            candidates = [root / language / f"{split}.{ext}" for ext in ("jsonl", "parquet")]
+            existing = [c for c in candidates if c.is_file()]
+            if existing:
+                found[(language, split)] = existing[0]
+            else:
+                missing.append(f"{language}/{split}.jsonl")
+    if missing:
+        raise DataSourceError(f"data.path {root} lacks {', '.join(missing)} (JSONL or Parquet)")
+    return found
+
+
+def _load_files(root: Path, languages: list[str], sizes: dict[str, int], seed: int) -> list[dict]:
+    rows = []
+    for (language, split), path in _source_files(root, languages).items():
+        if path.suffix == ".jsonl":
+            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        else:
+            records = pq.read_table(path).to_pylist()
+        if len(records) > sizes[split]:
+            records = random.Random(f"{seed}-{language}-{split}").sample(records, sizes[split])
+        for index, record in enumerate(records):
+            missing = {"text_a", "label"} - record.keys()
+            if missing:
+                raise DataSourceError(f"{path} record {index} lacks {', '.join(sorted(missing))}")
+            rows.append(
+                {
+                    "example_id": str(record.get("example_id", f"{language}-{split}-{index:06d}")),
+                    "language": language,
+                    "split": split,
+                    "text_a": record["text_a"],
+                    "text_b": record.get("text_b"),
+                    "label": int(record["label"]),
+                }
+            )
+    return rows

@@ -1,0 +1,28 @@
+"""Tables a stage hands to the store: Parquet files under `<task dir>/tables/<table>.parquet`.
+
+A column named `path` holds a path relative to the task directory; the store rebases it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMAS = {
+    "metrics": pa.schema(
+        [("seed", pa.int32()), ("variant", pa.string()), ("language", pa.string()), ("split", pa.string()),
+         ("metric", pa.string()), ("value", pa.float64()), ("epoch", pa.int32())]
+    ),
+    "checkpoints": pa.schema(
+        [("seed", pa.int32()), ("variant", pa.string()), ("epoch", pa.int32()), ("step", pa.int64()),
+         ("learning_rate", pa.float64()), ("path", pa.string())]
+    ),
+}
+
+
+def write_table(workdir: Path, name: str, rows: list[dict]) -> Path:
+    path = workdir / "tables" / f"{name}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMAS[name]), path)
+    return path

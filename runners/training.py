@@ -1,0 +1,83 @@
+"""The fine-tuning loop shared by full and sparse fine-tuning: AdamW, linear schedule, seeded order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from runners.models import Encoded, collate
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    epoch: int  # 1-based
+    step: int  # optimiser steps so far
+    learning_rate: float  # mean learning rate of this epoch's steps: the TracIn weight of its checkpoint
+    loss: float  # mean training loss of the epoch
+
+
+def train(
+    model: torch.nn.Module,
+    encoded: Encoded,
+    epoch_orders: Callable[[int], list[list[int]]],
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    warmup_ratio: float,
+    pad_id: int,
+    device: torch.device,
+    report: Callable[[int, int, str], None],
+    step_hook: Callable[[list[int]], object] | None = None,
+) -> Iterator[EpochEnd]:
+    """Train for `epochs`, yielding after each one so the caller can checkpoint and evaluate.
+
+    epoch_orders(epoch) gives that epoch's batches as lists of example indices. step_hook, if
+    given, is called with a batch's indices before its forward pass and returns a context manager
+    that is open for the step (SFT uses it to mask heads and confine the update).
+    """
+    steps_per_epoch = len(epoch_orders(0))
+    total_steps = steps_per_epoch * epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    step = 0
+    for epoch in range(epochs):
+        model.train()
+        losses, rates = [], []
+        for indices in epoch_orders(epoch):
+            batch = collate(encoded, indices, pad_id, device)
+            rates.append(schedule.get_last_lr()[0])
+            with step_hook(indices) if step_hook else _nothing():
+                with autocast:
+                    loss = model(**batch).loss
+                loss.backward()
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            schedule.step()
+            losses.append(loss.item())
+            step += 1
+            report(step, total_steps, f"epoch {epoch + 1}/{epochs} loss {sum(losses) / len(losses):.3f}")
+        yield EpochEnd(epoch + 1, step, sum(rates) / len(rates), sum(losses) / len(losses))
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int) -> Callable[[int], list[list[int]]]:
+    """Mixed-language batches in a fresh seeded order every epoch."""
+
+    def orders(epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=generator).tolist()
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+    return orders
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
