@@ -1,0 +1,125 @@
+"""Attention-head masking and head importance for transformers 5 models, which have no `head_mask`.
+
+A forward pre-hook on each layer's attention output projection (`attention.output.dense`) scales
+each head's slice of its input — the heads' outputs concatenated, (B, T, H*d) — by a gate. The
+projection is the first place where heads are mixed, so this is exact under eager and sdpa alike.
+
+A fully masked layer is well defined: its attention sublayer outputs
+LayerNorm(hidden_states + output.dense.bias) (dropout is off in eval), i.e. only the residual
+stream goes on, shifted by the projection's bias; the feed-forward sublayer then runs as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Batch = Mapping[str, torch.Tensor]  # input_ids (B, T), attention_mask (B, T), labels (B,)
+
+
+def attention_output_projections(model: nn.Module) -> list[nn.Linear]:
+    """Each encoder layer's attention output projection, in layer order."""
+    encoder = model.base_model.encoder
+    return [layer.attention.output.dense for layer in encoder.layer]
+
+
+def head_grid(model: nn.Module) -> tuple[int, int]:
+    """(layers, heads) of the model's attention."""
+    config = model.config
+    return config.num_hidden_layers, config.num_attention_heads
+
+
+@contextmanager
+def head_mask(model: nn.Module, gates: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Scale every head's output by `gates` while the context is open.
+
+    gates: (L, H) for one mask over the batch, or (B, L, H) for one mask per example. A 0/1 tensor
+    masks heads; a float tensor with requires_grad gives d loss / d gate (head importance). The
+    hooks read `gates` at every forward, so changing it in place (SFT switching languages) works.
+    """
+    layers, heads = head_grid(model)
+    if gates.shape[-2:] != (layers, heads):
+        raise ValueError(f"head mask has shape {tuple(gates.shape)}, the model has {layers} layers x {heads} heads")
+
+    def hook_for(layer: int):
+        def scale_heads(module: nn.Linear, args: tuple[torch.Tensor, ...]):
+            (context,) = args  # (B, T, H*d)
+            batch, tokens, width = context.shape
+            gate = gates[..., layer, :]  # (H,) or (B, H)
+            gate = gate.view(-1, 1, heads, 1) if gate.dim() == 2 else gate.view(1, 1, heads, 1)
+            gate = gate.to(device=context.device, dtype=context.dtype)
+            scaled = context.view(batch, tokens, heads, width // heads) * gate
+            return (scaled.view(batch, tokens, width),)
+
+        return scale_heads
+
+    handles = [proj.register_forward_pre_hook(hook_for(i)) for i, proj in enumerate(attention_output_projections(model))]
+    try:
+        yield gates
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def head_importance(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    gates: torch.Tensor | None = None,
+    *,
+    normalize_per_layer: bool = True,
+    normalize_global: bool = True,
+) -> torch.Tensor:
+    """Head importance (Michel et al. 2019): how much the loss moves when a head's gate moves.
+
+    I[l, h] = sum over batches |d loss_batch / d gate[l, h]| / (non-padding tokens in all batches),
+    evaluated at `gates` (default all ones; pass the current 0/1 mask so that importance is
+    recomputed under it, as the iterative pruning loop does). As in HF `run_bertology.py`:
+    - loss_batch is the mean cross-entropy over the batch's examples (the model's own loss);
+    - a masked head (gate 0) gets the gradient at gate 0 — a first-order estimate of what
+      re-enabling it would change — and takes part in both normalisations; the pruning loop
+      itself never re-selects a masked head;
+    - then `normalize_importance`: each layer's row over its L2 norm, then a global min-max.
+    Unlike `run_bertology.py`, the gate gradient is taken per batch with `autograd.grad`, so it
+    does not accumulate across batches and leaves the parameters' `.grad` untouched.
+
+    Runs in eval mode (no dropout) and restores the training flag. Returns (L, H) float32.
+    """
+    layers, heads = head_grid(model)
+    parameter = next(model.parameters())
+    if gates is None:
+        gates = torch.ones(layers, heads)
+    gates = gates.detach().to(device=parameter.device, dtype=parameter.dtype).clone().requires_grad_(True)  # (L, H)
+    importance = torch.zeros(layers, heads, dtype=parameter.dtype, device=parameter.device)
+    tokens = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with head_mask(model, gates):
+            for batch in batches:
+                attention_mask = batch["attention_mask"].to(parameter.device)  # (B, T)
+                logits = model(input_ids=batch["input_ids"].to(parameter.device), attention_mask=attention_mask).logits
+                loss = F.cross_entropy(logits, batch["labels"].to(parameter.device))  # mean over the batch
+                (gate_grad,) = torch.autograd.grad(loss, gates)  # (L, H)
+                importance += gate_grad.abs()
+                tokens += int(attention_mask.sum())
+    finally:
+        model.train(was_training)
+    importance = importance / max(tokens, 1)
+    return normalize_importance(importance, per_layer=normalize_per_layer, global_min_max=normalize_global).float()
+
+
+def normalize_importance(importance: torch.Tensor, *, per_layer: bool, global_min_max: bool) -> torch.Tensor:
+    """Make importance comparable across layers (per-layer L2) and bounded to [0, 1] (global min-max).
+
+    As in `run_bertology.py`; a flat tensor min-max rescales to all zeros instead of 0/0 = NaN.
+    """
+    if per_layer:
+        importance = importance / (importance.norm(p=2, dim=-1, keepdim=True) + 1e-20)  # (L, H)
+    if global_min_max:
+        spread = importance.max() - importance.min()
+        importance = (importance - importance.min()) / spread if spread > 0 else torch.zeros_like(importance)
+    return importance
