@@ -134,18 +134,27 @@ def _accuracy_cell(row: dict | None) -> str:
 
 @app.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="A SQL query over the store (read-only).")],
+    sql: Annotated[str, typer.Argument(help="SQL over the store (read-only), or the name of a named query (see `langspec queries`).")],
     store: StoreOpt = DEFAULT_STORE,
     format: FormatOpt = "table",
+    param: Annotated[list[str] | None, typer.Option("--param", help="A named query's parameter: --param language=ka (repeatable).")] = None,
 ) -> None:
     """Run SQL over the store, read-only, and print the result."""
     import duckdb
 
     from store.db import connect_read_only
+    from store.queries import named_queries, register_views
 
+    named = named_queries().get(sql.strip())
     try:
+        params = _query_params(param or [])
+        missing = [p for p in named.params if p not in params] if named else []
+        if missing:
+            needed = " ".join(f"--param {p}=..." for p in missing)
+            raise LangspecError(f"the named query {named.name} needs {needed}")
         with connect_read_only(store) as con:
-            result = con.sql(sql)
+            register_views(con)
+            result = con.sql(named.sql if named else sql, params=params or None)
             table = result.to_arrow_table() if result is not None else None
     except LangspecError as error:
         _fail(error)
@@ -154,6 +163,30 @@ def query(
         _fail(LangspecError(f"query failed: {error}{hint}"))
     if table is not None:
         print_table(table, format)
+
+
+def _query_params(pairs: list[str]) -> dict[str, object]:
+    """--param name=value pairs; values are read as YAML scalars (0 is a number, ka a string)."""
+    import yaml
+
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise LangspecError(f"--param {pair!r}: write it as name=value, e.g. --param language=ka")
+        params[name.strip()] = yaml.safe_load(value)
+    return params
+
+
+@app.command()
+def queries() -> None:
+    """List the named queries (store/sql/) that `langspec query NAME` runs."""
+    from store.queries import named_queries
+
+    view = Table("name", "parameters", "what it answers")
+    for q in named_queries().values():
+        view.add_row(q.name, ", ".join(q.params), escape(q.doc))
+    out.print(view)
 
 
 def print_table(table, format: str) -> None:

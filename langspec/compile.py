@@ -112,7 +112,18 @@ def _point_tasks(point: SweepPoint) -> list[Task]:
     for seed in spec.seeds:
         params = stage_module("finetune").Params(seed=seed, model=spec.model, finetune=spec.finetune)
         sections = SECTIONS["data"] | SECTIONS["finetune"]
-        tasks.append(_make_task(point, "finetune", {"seed": seed}, params, (("data", data_task.key),), sections))
+        finetune = _make_task(point, "finetune", {"seed": seed}, params, (("data", data_task.key),), sections)
+        tasks.append(finetune)
+        if not spec.prune.enabled:
+            continue
+        for language in spec.data.languages:
+            params = stage_module("prune").Params(
+                seed=seed, language=language, prune=spec.prune,
+                attention=spec.model.attention, max_length=spec.finetune.max_length,
+            )
+            inputs = (("data", data_task.key), ("finetune", finetune.key))
+            labels = {"seed": seed, "language": language}
+            tasks.append(_make_task(point, "prune", labels, params, inputs, sections | SECTIONS["prune"]))
     return tasks
 
 

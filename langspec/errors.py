@@ -3,6 +3,7 @@ where and how to fix it."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -25,13 +26,21 @@ class SpecProblem:
         return f"{self.where}:{field} {self.message}"
 
 
+def _reading_order(problem: SpecProblem) -> tuple:
+    """Problems in the order a reader meets them: by file, then line and column numerically."""
+    match = re.fullmatch(r"(.*):(\d+):(\d+)", problem.where)
+    if match is None:
+        return (problem.where, 0, 0)
+    return (match[1], int(match[2]), int(match[3]))
+
+
 class SpecError(LangspecError):
     """The spec is invalid; carries every problem found, not just the first."""
 
     exit_code = 2
 
     def __init__(self, problems: list[SpecProblem]):
-        self.problems = list(problems)
+        self.problems = sorted(problems, key=_reading_order)
         count = len(self.problems)
         lines = [f"{count} problem{'s' if count > 1 else ''} in the spec:"] + [f"  {p}" for p in self.problems]
         super().__init__("\n".join(lines))

@@ -305,7 +305,8 @@ def _finish(writer: StoreWriter, result: RunResult, task: Task, outcome: dict) -
 
 
 def _record(writer: StoreWriter, result: RunResult, task: Task, outcome: str, reason: str, **fields) -> None:
-    record = TaskRecord(task.key, task.name, task.stage, task.params.model_dump_json(), outcome, reason, **fields)
+    inputs = json.dumps(dict(task.inputs))
+    record = TaskRecord(task.key, task.name, task.stage, task.params.model_dump_json(), inputs, outcome, reason, **fields)
     writer.record_task(result.run_id, record)
     result.records[task.key] = record
 

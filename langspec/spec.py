@@ -138,8 +138,15 @@ class PruneSpec(Section):
     )
     normalize_per_layer: bool = Field(True, description="L2-normalise importance within each layer.")
     normalize_global: bool = Field(True, description="Min-max rescale importance over all heads.")
-    max_examples: int | None = Field(None, ge=1, description="Cap on examples per language for pruning (None: all).")
-    keep_one_head_per_layer: bool = Field(False, description="Never mask the last head of a layer.")
+    max_examples: int | None = Field(
+        None, ge=1, description="Use only the first N examples per language of the split (None: all)."
+    )
+    batch_size: int = Field(
+        32, ge=1, description="Examples per batch for importance; importance sums per-batch gradients, so it matters."
+    )
+    keep_one_head_per_layer: bool = Field(
+        False, description="Never mask a layer's last head (off as in Michel et al.; a fully masked layer passes only the residual stream)."
+    )
 
 
 class SparseFinetuneSpec(Section):

@@ -83,17 +83,21 @@ def files_fingerprint(data: DataSpec) -> str:
 def _source_files(root: Path, languages: list[str]) -> dict[tuple[str, str], Path]:
     if not root.is_dir():
         raise DataSourceError(f"data.path {root} is not a directory; it should hold <language>/<split>.jsonl or .parquet")
-    found, missing = {}, []
+    found, missing, empty = {}, [], []
     for language in languages:
         for split in SPLITS:
             candidates = [root / language / f"{split}.{ext}" for ext in ("jsonl", "parquet")]
             existing = [c for c in candidates if c.is_file()]
-            if existing:
-                found[(language, split)] = existing[0]
-            else:
+            if not existing:
                 missing.append(f"{language}/{split}.jsonl")
+            elif existing[0].stat().st_size == 0:
+                empty.append(str(existing[0].relative_to(root)))
+            else:
+                found[(language, split)] = existing[0]
     if missing:
         raise DataSourceError(f"data.path {root} lacks {', '.join(missing)} (JSONL or Parquet)")
+    if empty:
+        raise DataSourceError(f"data.path {root}: {', '.join(empty)} are empty; every language needs examples in every split")
     return found
 
 

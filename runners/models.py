@@ -7,9 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+# Stages report progress through langspec's own display; transformers' bars would interleave with it.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch  # noqa: E402
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-from transformers import (
+from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedTokenizerBase,
@@ -18,7 +21,7 @@ from transformers import (
     XLMRobertaForSequenceClassification,
 )
 
-from langspec.spec import ModelSpec
+from langspec.spec import ModelSpec  # noqa: E402
 
 # XLM-R's special tokens and ids, so a tiny model is laid out like the real one (pad id 1 is
 # also the position embeddings' padding_idx).

@@ -1,136 +1,100 @@
-"""Language subnetworks by iterative attention-head pruning (Michel et al. 2019; Prasanna et al. 2020).
+"""Language subnetworks (stage 2): one task per (seed, language) prunes attention heads of the
+fully fine-tuned model until that language's metric would drop below threshold x the full model's.
 
-The loop of HF `run_bertology.py`: mask the least important unmasked heads a step at a time,
-recompute importance under the new mask, stop when the metric drops below a fraction of the full
-model's and keep the last mask above it. Pure functions over callables; the stage wires in a
-model, a language's batches and `runners.heads`.
+The method is in `runners.pruning` (the loop) and `runners.heads` (gates and importance); this
+module wires them to a checkpoint and a language's examples and writes the store's tables.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
-import torch
-from torch import nn
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
 
-from runners.heads import Batch, head_mask
+from langspec.spec import PruneSpec
+from runners.context import TaskContext
+from runners.data import read_examples
+from runners.tables import write_table
 
-
-@dataclass(frozen=True)
-class PruneStep:
-    """One evaluated mask of the pruning loop; step 0 is the full model."""
-
-    step: int
-    heads_kept: int
-    metric_value: float
-    ratio_to_full: float  # metric_value / full_metric (nan if full_metric is 0)
-    mask: torch.Tensor  # (L, H) float 0/1
-    accepted: bool  # metric_value >= threshold * full_metric
+VERSION = 1
+EVAL_SPLITS = ("validation", "test")
 
 
-def heads_per_step(total_heads: int, step: float) -> int:
-    """Heads masked per step: `step` of ALL heads, rounded, at least one.
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    seed: int
+    language: str
+    prune: PruneSpec
+    attention: Literal["sdpa", "eager"]
+    max_length: int
 
-    Rounded (Python's round, half to even) rather than truncated as `run_bertology.py` does with
-    int(): 0.29 * 100 heads is 28.999... in floating point, and 0.3 * 12 heads gives 4, not 3.
-    """
-    return max(1, round(step * total_heads))
+
+def last_checkpoint(finetune_dir: Path) -> tuple[int, Path]:
+    """(epoch, directory) of a fine-tuning task's last checkpoint."""
+    rows = pq.read_table(finetune_dir / "tables" / "checkpoints.parquet").to_pylist()
+    last = max(rows, key=lambda row: row["epoch"])
+    return last["epoch"], finetune_dir / last["path"]
 
 
-def heads_to_mask(
-    mask: torch.Tensor, importance: torch.Tensor, count: int, keep_one_head_per_layer: bool
-) -> list[tuple[int, int]]:
-    """The `count` unmasked heads of lowest importance, ties broken by (layer, head) index.
+def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
+    import torch
 
-    Never returns an already masked head; with keep_one_head_per_layer, never a layer's last one.
-    May return fewer than `count` (none) when too few heads are left to mask.
-    """
-    layers, heads = mask.shape
-    if importance.shape != mask.shape or torch.isnan(importance).any():
-        raise ValueError(f"head importance must be a NaN-free {layers} x {heads} tensor, got {importance}")
-    candidates = sorted(
-        ((float(importance[l, h]), l, h) for l in range(layers) for h in range(heads) if mask[l, h] != 0),
+    from runners import heads, models, pruning
+
+    config = params.prune
+    device = torch.device(ctx.device)
+    epoch, checkpoint = last_checkpoint(inputs["finetune"])
+    model, tokenizer = models.load_checkpoint(checkpoint, params.attention)
+    model.to(device).eval()
+    pad_id = tokenizer.pad_token_id
+
+    def language_batches(split: str, limit: int | None = None) -> list[dict]:
+        rows = read_examples(inputs["data"], split=split, language=params.language)[:limit]
+        if not rows:
+            raise ValueError(f"language {params.language!r} has no {split} examples to prune on")
+        encoded = models.encode(tokenizer, rows, params.max_length)
+        return list(models.batches(encoded, config.batch_size, pad_id, device))
+
+    batches = language_batches(config.split, config.max_examples)
+    layers, heads_per_layer = heads.head_grid(model)
+    evaluated = 0
+
+    def importance(mask: torch.Tensor) -> torch.Tensor:
+        return heads.head_importance(
+            model, batches, mask,
+            normalize_per_layer=config.normalize_per_layer, normalize_global=config.normalize_global,
+        ).cpu()
+
+    def evaluate(mask: torch.Tensor) -> float:
+        nonlocal evaluated
+        evaluated += 1
+        value = pruning.evaluate_accuracy(model, batches, mask)
+        ctx.report(evaluated, 0, f"{params.language}: {int(mask.sum())} heads kept, accuracy {value:.3f}")
+        return value
+
+    mask, scores, steps = pruning.iterative_prune(
+        layers, heads_per_layer, importance, evaluate, full_metric=None,
+        threshold=config.threshold, step=config.step, keep_one_head_per_layer=config.keep_one_head_per_layer,
     )
-    live_per_layer = (mask != 0).sum(dim=1).tolist()  # (L,)
-    chosen: list[tuple[int, int]] = []
-    for _, l, h in candidates:
-        if len(chosen) == count:
-            break
-        if keep_one_head_per_layer and live_per_layer[l] <= 1:
-            continue
-        chosen.append((l, h))
-        live_per_layer[l] -= 1
-    return chosen
-
-
-def iterative_prune(
-    n_layers: int,
-    n_heads: int,
-    importance_fn: Callable[[torch.Tensor], torch.Tensor],
-    evaluate_fn: Callable[[torch.Tensor], float],
-    full_metric: float | None,
-    threshold: float = 0.95,
-    step: float = 0.1,
-    keep_one_head_per_layer: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, list[PruneStep]]:
-    """Prune heads until the metric falls below `threshold` x `full_metric`; keep the last mask above.
-
-    importance_fn(mask (L, H)) -> (L, H) importance under that mask (higher = keep);
-    evaluate_fn(mask (L, H)) -> metric under that mask (higher = better).
-    full_metric: the full model's metric the threshold is relative to; None uses step 0's
-    evaluation of the all-ones mask (which is always evaluated and recorded as step 0).
-
-    Returns (final_mask (L, H) float 0/1, final_importance (L, H), steps): final_mask is the last
-    accepted mask (all ones if step 1 is already rejected); final_importance is importance_fn
-    under final_mask — the importance that chose the rejected step's heads, or the importance of
-    the surviving heads when the loop ends because no head can be masked any more. `steps` holds
-    every evaluated mask, the rejected one last (accepted=False).
-    """
-    mask = torch.ones(n_layers, n_heads)  # (L, H)
-    metric = float(evaluate_fn(mask.clone()))
-    reference = metric if full_metric is None else float(full_metric)
-    bar = threshold * reference
-    steps = [_record(0, mask, metric, reference, accepted=metric >= bar)]
-    count = heads_per_step(n_layers * n_heads, step)
-    while True:
-        importance = importance_fn(mask.clone())  # (L, H)
-        chosen = heads_to_mask(mask, importance, count, keep_one_head_per_layer)
-        if not chosen:
-            return mask, importance, steps
-        candidate = mask.clone()
-        for l, h in chosen:
-            candidate[l, h] = 0.0
-        metric = float(evaluate_fn(candidate.clone()))
-        accepted = metric >= bar
-        steps.append(_record(len(steps), candidate, metric, reference, accepted))
-        if not accepted:
-            return mask, importance, steps
-        mask = candidate
-
-
-def _record(index: int, mask: torch.Tensor, metric: float, full_metric: float, accepted: bool) -> PruneStep:
-    ratio = metric / full_metric if full_metric != 0 else float("nan")
-    return PruneStep(index, int(mask.sum()), metric, ratio, mask.clone(), accepted)
-
-
-@torch.no_grad()
-def evaluate_accuracy(model: nn.Module, batches: Iterable[Batch], gates: torch.Tensor) -> float:
-    """Accuracy over all examples (not a mean of batch means) with heads masked by `gates` (L, H).
-
-    Runs in eval mode and restores the training flag.
-    """
-    device = next(model.parameters()).device
-    correct = total = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with head_mask(model, gates):
-            for batch in batches:
-                input_ids = batch["input_ids"].to(device)  # (B, T)
-                logits = model(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device)).logits  # (B, C)
-                correct += int((logits.argmax(dim=-1) == batch["labels"].to(device)).sum())
-                total += len(input_ids)
-    finally:
-        model.train(was_training)
-    return correct / total if total else float("nan")
+    common = {"seed": params.seed, "language": params.language}
+    write_table(workdir, "subnetworks", [
+        {**common, "layer": l, "head": h, "kept": bool(mask[l, h]), "importance": float(scores[l, h])}
+        for l in range(layers) for h in range(heads_per_layer)
+    ])
+    write_table(workdir, "prune_steps", [
+        {**common, "step": s.step, "heads_kept": s.heads_kept, "metric_value": s.metric_value,
+         "ratio_to_full": s.ratio_to_full, "accepted": s.accepted}
+        for s in steps
+    ])
+    metrics = []
+    for split in EVAL_SPLITS:
+        accuracy = pruning.evaluate_accuracy(model, language_batches(split), mask)
+        metrics.append({**common, "variant": "subnetwork", "split": split, "metric": "accuracy", "value": accuracy, "epoch": epoch})
+    write_table(workdir, "metrics", metrics)
+    final = [s for s in steps if s.accepted][-1]  # step 0, the full model, is always accepted
+    return {
+        "heads_kept": final.heads_kept, "heads_total": layers * heads_per_layer, "steps": len(steps) - 1,
+        "full_metric": steps[0].metric_value, "subnetwork_metric": final.metric_value,
+    }

@@ -18,6 +18,14 @@ SCHEMAS = {
         [("seed", pa.int32()), ("variant", pa.string()), ("epoch", pa.int32()), ("step", pa.int64()),
          ("learning_rate", pa.float64()), ("path", pa.string())]
     ),
+    "subnetworks": pa.schema(
+        [("seed", pa.int32()), ("language", pa.string()), ("layer", pa.int32()), ("head", pa.int32()),
+         ("kept", pa.bool_()), ("importance", pa.float64())]
+    ),
+    "prune_steps": pa.schema(
+        [("seed", pa.int32()), ("language", pa.string()), ("step", pa.int32()), ("heads_kept", pa.int32()),
+         ("metric_value", pa.float64()), ("ratio_to_full", pa.float64()), ("accepted", pa.bool_())]
+    ),
 }
 
 

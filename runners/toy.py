@@ -3,9 +3,11 @@
 Every language realises one shared concept inventory with its own lexicon and word order. Languages
 of one family (ka/kb, la/lb, na/nb; mi stands alone) share a word order and `lexicon_overlap` of
 their words, so cross-language transfer is real and stronger inside a family. The label follows
-from the concepts: the hypothesis restates the premise (entailment), negates it (contradiction),
-or changes its object (neutral); negation can sit in either sentence, so the model must compare
-the two sentences rather than spot one word.
+from the concepts, as in NLI: the hypothesis restates the premise, perhaps with less detail
+(entailment), negates it (contradiction), or adds a circumstance (a place) the premise does not
+state (neutral). Negation and places can sit in either sentence, so the model must compare the
+two sentences rather than spot one word: a negated hypothesis of a negated premise is entailment,
+and a premise's own place repeated in the hypothesis is not new information.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from dataclasses import dataclass
 ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2
 LABELS = ("entailment", "neutral", "contradiction")
 
-N_NOUNS, N_VERBS, N_ADJECTIVES = 40, 16, 10
+N_NOUNS, N_VERBS, N_ADJECTIVES, N_PLACES = 40, 16, 10, 12
 NEGATED_PREMISE_SHARE = 0.3
+PLACED_PREMISE_SHARE = 0.3
 
 # Word order per family, and which side of the noun an adjective goes. Related languages agree.
 FAMILIES = {"ka": "k", "kb": "k", "la": "l", "lb": "l", "mi": "m", "na": "n", "nb": "n"}
@@ -38,6 +41,7 @@ class Proposition:
     verb: int
     obj: int
     negated: bool
+    place: int | None = None  # "... in the market": a circumstance of the event
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Language:
     nouns: tuple[str, ...]
     verbs: tuple[str, ...]
     adjectives: tuple[str, ...]
+    places: tuple[str, ...]
     negation: str
     order: str
     adjective_after_noun: bool
@@ -64,7 +69,10 @@ class Language:
             subject = subject + [adjective] if self.adjective_after_noun else [adjective] + subject
         verb = [self.negation, self.verbs[p.verb]] if p.negated else [self.verbs[p.verb]]
         parts = {"S": subject, "V": verb, "O": [self.nouns[p.obj]]}
-        return " ".join(word for slot in self.order for word in parts[slot])
+        words = [word for slot in self.order for word in parts[slot]]
+        if p.place is not None:  # verb-final languages put the place first, the others last
+            words = [self.places[p.place], *words] if self.order.endswith("V") else [*words, self.places[p.place]]
+        return " ".join(words)
 
 
 def build_languages(codes: list[str], lexicon_overlap: float, seed: int) -> dict[str, Language]:
@@ -80,7 +88,7 @@ def build_languages(codes: list[str], lexicon_overlap: float, seed: int) -> dict
                 used.add(word)
                 return word
 
-    sizes = {"nouns": N_NOUNS, "verbs": N_VERBS, "adjectives": N_ADJECTIVES, "negation": 1}
+    sizes = {"nouns": N_NOUNS, "verbs": N_VERBS, "adjectives": N_ADJECTIVES, "places": N_PLACES, "negation": 1}
     family_lexicon = {
         family: {kind: [new_word(family) for _ in range(n)] for kind, n in sizes.items()}
         for family in sorted({FAMILIES[c] for c in codes})
@@ -97,6 +105,7 @@ def build_languages(codes: list[str], lexicon_overlap: float, seed: int) -> dict
             nouns=tuple(lexicon["nouns"]),
             verbs=tuple(lexicon["verbs"]),
             adjectives=tuple(lexicon["adjectives"]),
+            places=tuple(lexicon["places"]),
             negation=lexicon["negation"][0],
             order=ORDERS[family],
             adjective_after_noun=ADJECTIVE_AFTER_NOUN[family],
@@ -107,17 +116,21 @@ def build_languages(codes: list[str], lexicon_overlap: float, seed: int) -> dict
 def draw_item(rng: random.Random) -> Item:
     subject, obj = rng.sample(range(N_NOUNS), 2)
     adjective = rng.randrange(N_ADJECTIVES) if rng.random() < 0.5 else None
-    premise = Proposition(subject, adjective, rng.randrange(N_VERBS), obj, rng.random() < NEGATED_PREMISE_SHARE)
+    place = rng.randrange(N_PLACES) if rng.random() < PLACED_PREMISE_SHARE else None
+    negated = rng.random() < NEGATED_PREMISE_SHARE
+    premise = Proposition(subject, adjective, rng.randrange(N_VERBS), obj, negated, place)
     label = rng.randrange(3)
-    # The hypothesis drops the adjective half of the time, whatever the label, so length is no cue.
+    # Whatever the label, the hypothesis drops the adjective half of the time and the premise's
+    # place half of the time (less detail is still entailed), so length is no cue.
     kept_adjective = premise.adjective if rng.random() < 0.5 else None
+    kept_place = premise.place if rng.random() < 0.5 else None
     if label == ENTAILMENT:
-        hypothesis = Proposition(subject, kept_adjective, premise.verb, obj, premise.negated)
+        hypothesis = Proposition(subject, kept_adjective, premise.verb, obj, negated, kept_place)
     elif label == CONTRADICTION:
-        hypothesis = Proposition(subject, kept_adjective, premise.verb, obj, not premise.negated)
+        hypothesis = Proposition(subject, kept_adjective, premise.verb, obj, not negated, kept_place)
     else:
-        other = rng.choice([n for n in range(N_NOUNS) if n not in (subject, obj)])
-        hypothesis = Proposition(subject, kept_adjective, premise.verb, other, rng.random() < 0.5)
+        new_place = rng.choice([n for n in range(N_PLACES) if n != premise.place])
+        hypothesis = Proposition(subject, kept_adjective, premise.verb, obj, negated, new_place)
     return Item(premise, hypothesis, label)
 
 

@@ -37,6 +37,7 @@ class TaskRecord:
     name: str
     stage: str
     params: str  # JSON
+    inputs: str  # JSON: {role: upstream task_key}
     outcome: str  # cached | ran | failed | skipped
     reason: str = ""
     started_at: datetime | None = None
@@ -130,8 +131,8 @@ class StoreWriter:
     def record_task(self, run_id: int, record: TaskRecord) -> None:
         self.con.execute("DELETE FROM tasks WHERE run_id = ? AND task_key = ?", [run_id, record.task_key])
         self.con.execute(
-            "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [run_id, record.task_key, record.name, record.stage, record.params, record.outcome, record.reason,
+            "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, record.task_key, record.name, record.stage, record.params, record.inputs, record.outcome, record.reason,
              record.started_at, record.finished_at, record.seconds, record.device, record.error, record.summary],
         )
 

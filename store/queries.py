@@ -4,6 +4,7 @@ Parameters are DuckDB's `$name` placeholders, bound by value: no SQL is ever ass
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,11 @@ class NamedQuery:
     doc: str
     sql: str
 
+    @property
+    def params(self) -> list[str]:
+        """The `$name` placeholders the query needs, sorted."""
+        return sorted(set(re.findall(r"\$([A-Za-z_]\w*)", self.sql)))
+
 
 def named_queries() -> dict[str, NamedQuery]:
     queries = {}
@@ -33,3 +39,11 @@ def named_queries() -> dict[str, NamedQuery]:
 def run_named(con: duckdb.DuckDBPyConnection, name: str, **params) -> pa.Table:
     query = named_queries()[name]
     return con.sql(query.sql, params=params).to_arrow_table()
+
+
+def register_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Make every named query without parameters a temporary view, so ad-hoc SQL can build on it
+    (`PIVOT subnetwork_jaccard ON language_b ...`). Temporary views work on a read-only store."""
+    for query in named_queries().values():
+        if not query.params:
+            con.sql(f"CREATE OR REPLACE TEMP VIEW {query.name} AS {query.sql.rstrip().removesuffix(';')}")

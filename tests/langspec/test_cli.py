@@ -61,3 +61,27 @@ def test_query_without_a_store(tmp_path):
 def test_schema_is_json_schema():
     schema = json.loads(invoke("schema").output)
     assert schema["title"] == "Spec" and "finetune" in schema["properties"]
+
+
+def test_prune_stage_end_to_end_and_named_queries(small_spec, tmp_path, ray_session):
+    store = tmp_path / "results"
+    result = invoke("run", small_spec, "--store", store, "--set", "prune.enabled=true")
+    assert result.exit_code == 0, result.output
+    assert "run 1 completed: 4 ran" in result.output and "subnetwork" in result.output
+
+    def rows(*args):
+        return json.loads(invoke("query", *args, "--store", store, "--format", "json").output)
+
+    grid = rows("SELECT language, count(*) AS heads FROM subnetworks GROUP BY 1 ORDER BY 1")
+    assert grid == [{"language": "ka", "heads": 4}, {"language": "la", "heads": 4}]  # 2 layers x 2 heads
+    variants = rows("SELECT DISTINCT variant, split FROM metrics WHERE variant = 'subnetwork' ORDER BY split")
+    assert variants == [{"variant": "subnetwork", "split": "test"}, {"variant": "subnetwork", "split": "validation"}]
+    jaccard = rows("subnetwork_jaccard")
+    assert {(r["language_a"], r["language_b"]) for r in jaccard} == {(a, b) for a in ("ka", "la") for b in ("ka", "la")}
+    assert all(r["jaccard"] == 1.0 for r in jaccard if r["language_a"] == r["language_b"])
+    layers = rows("subnetwork_grid", "--param", "language=la")
+    assert [r["layer"] for r in layers] == [0, 1] and all(len(r["heads"].split()) == 2 for r in layers)
+    missing = invoke("query", "subnetwork_grid", "--store", store)
+    assert missing.exit_code == 1 and "--param language=..." in missing.output
+    listed = invoke("queries")
+    assert "subnetwork_jaccard" in listed.output and "final_accuracy" in listed.output

@@ -58,8 +58,37 @@ def test_sweep_names_only_tasks_that_read_the_swept_field(small_spec):
 
 
 def test_a_stage_without_a_runner_is_an_error_before_anything_runs(small_spec):
-    with pytest.raises(PlanError, match=r"no runner yet for stage\(s\) prune.*prune.enabled: false"):
-        graph_of(small_spec, "prune.enabled=true")
+    with pytest.raises(PlanError, match=r"no runner yet for stage\(s\) sparse_finetune.*sparse_finetune.enabled: false"):
+        graph_of(small_spec, "prune.enabled=true", "sparse_finetune.enabled=true")
+
+
+def test_prune_tasks_per_seed_and_language(small_spec):
+    graph = graph_of(small_spec, "seeds=[0, 1]", "prune.enabled=true")
+    by_name = {t.name: t for t in graph.tasks}
+    prune = [t for t in graph.tasks if t.stage == "prune"]
+    assert [t.name for t in prune] == [
+        "prune[seed=0,language=ka]", "prune[seed=0,language=la]", "prune[seed=1,language=ka]", "prune[seed=1,language=la]"
+    ]
+    for task in prune:
+        assert dict(task.inputs) == {"data": by_name["data"].key, "finetune": by_name[f"finetune[seed={task.params.seed}]"].key}
+
+
+def test_a_prune_field_changes_only_prune_keys(small_spec):
+    base = keys_by_name(graph_of(small_spec, "prune.enabled=true"))
+    changed = keys_by_name(graph_of(small_spec, "prune.enabled=true", "prune.threshold=0.9"))
+    assert {name for name in base if base[name] != changed[name]} == {"prune[seed=0,language=ka]", "prune[seed=0,language=la]"}
+    # Fine-tuning upstream changes every prune key too (the Merkle chain).
+    epochs = keys_by_name(graph_of(small_spec, "prune.enabled=true", "finetune.epochs=3"))
+    assert {name for name in base if base[name] != epochs[name]} == set(base) - {"data"}
+
+
+def test_a_prune_sweep_shares_the_fine_tuning(small_spec):
+    graph = graph_of(small_spec, "prune.enabled=true", "sweep={prune.threshold: [0.9, 0.95]}")
+    names = [t.name for t in graph.tasks]
+    assert names.count("finetune[seed=0]") == 1
+    assert "prune[seed=0,language=ka,prune.threshold=0.9]" in names
+    assert "prune[seed=0,language=la,prune.threshold=0.95]" in names
+    assert len(names) == 2 + 4
 
 
 def test_resources_per_stage(small_spec):

@@ -108,6 +108,6 @@ def test_sweep_expands_every_combination(spec_file):
 def test_sweep_key_and_value_errors_are_located(spec_file):
     found = problems(spec_file(GOOD + "sweep:\n  prune.treshold: [0.9]\n"))
     assert found == [f"{found[0].split(':')[0]}:7:3: sweep.prune.treshold: unknown field 'treshold'; did you mean 'threshold'? "
-                     "(allowed: enabled, threshold, step, split, normalize_per_layer, normalize_global, max_examples, keep_one_head_per_layer)"]
+                     "(allowed: enabled, threshold, step, split, normalize_per_layer, normalize_global, max_examples, batch_size, keep_one_head_per_layer)"]
     [problem] = problems(spec_file(GOOD + "sweep:\n  prune.threshold: [0.9, 1.5]\n", name="b.yaml"))
     assert ":7:3:" in problem and "prune.threshold=1.5" in problem and "less than or equal to 1" in problem

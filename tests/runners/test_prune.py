@@ -7,7 +7,7 @@ import torch
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
 from runners.heads import head_importance, head_mask
-from runners.prune import evaluate_accuracy, heads_per_step, heads_to_mask, iterative_prune
+from runners.pruning import evaluate_accuracy, heads_per_step, heads_to_mask, iterative_prune
 
 torch.set_num_threads(1)
 

@@ -37,7 +37,7 @@ def test_related_languages_share_the_configured_share_of_words():
 
     def shared(a, b):
         x, y = languages[a], languages[b]
-        pairs = list(zip(x.nouns + x.verbs + x.adjectives, y.nouns + y.verbs + y.adjectives))
+        pairs = list(zip(x.nouns + x.verbs + x.adjectives + x.places, y.nouns + y.verbs + y.adjectives + y.places))
         return sum(p == q for p, q in pairs) / len(pairs)
 
     assert 0.15 < shared("ka", "kb") < 0.4  # both keep a family word with p=0.5: about 0.25
@@ -52,14 +52,14 @@ def test_labels_follow_from_the_concepts():
     for _ in range(500):
         item = toy.draw_item(rng)
         p, h = item.premise, item.hypothesis
-        assert (h.subject, h.verb) == (p.subject, p.verb)
+        assert (h.subject, h.verb, h.obj) == (p.subject, p.verb, p.obj)
         assert h.adjective in (None, p.adjective)
         if item.label == toy.ENTAILMENT:
-            assert h.obj == p.obj and h.negated == p.negated
+            assert h.negated == p.negated and h.place in (None, p.place)
         elif item.label == toy.CONTRADICTION:
-            assert h.obj == p.obj and h.negated != p.negated
-        else:
-            assert h.obj != p.obj
+            assert h.negated != p.negated and h.place in (None, p.place)
+        else:  # the hypothesis states a place the premise does not
+            assert h.negated == p.negated and h.place is not None and h.place != p.place
 
 
 def test_realisation_follows_word_order():
@@ -68,3 +68,20 @@ def test_realisation_follows_word_order():
     k, l = ka["ka"], ka["la"]
     assert k.realise(p).split() == [k.nouns[0], k.negation, k.verbs[1], k.nouns[2]]  # SVO
     assert l.realise(p).split() == [l.nouns[0], l.nouns[2], l.negation, l.verbs[1]]  # SOV
+
+
+def test_places_go_first_in_verb_final_languages():
+    languages = toy.build_languages(["ka", "la"], 0.5, 0)
+    p = toy.Proposition(subject=0, adjective=None, verb=1, obj=2, negated=False, place=3)
+    k, l = languages["ka"], languages["la"]
+    assert k.realise(p).split() == [k.nouns[0], k.verbs[1], k.nouns[2], k.places[3]]  # SVO + place
+    assert l.realise(p).split() == [l.places[3], l.nouns[0], l.nouns[2], l.verbs[1]]  # place + SOV
+
+
+def test_no_single_word_gives_the_label_away():
+    """Negation and places appear under every label: only comparing the sentences decides."""
+    rows = toy.generate(["ka"], {"train": 3000}, parallel=True, lexicon_overlap=0.5, seed=0)
+    ka = toy.build_languages(["ka"], 0.5, 0)["ka"]
+    for word in (ka.negation, *ka.places[:3]):
+        labels = {r["label"] for r in rows if word in r["text_b"].split()}
+        assert labels == {toy.ENTAILMENT, toy.NEUTRAL, toy.CONTRADICTION}, word
