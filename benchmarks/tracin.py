@@ -1,4 +1,4 @@
-"""TracInCP speed, memory and exactness: runners.tracin.checkpoint_scores against a one-backward-per-
+"""TracInCP speed, memory and exactness: runners.influence.checkpoint_scores against a one-backward-per-
 example loop, the floor (one ordinary batched forward+backward over every example), and Captum.
 
 Run (about 5 minutes without Captum on one quiet thread; results go in benchmarks/RESULTS.md "## TracIn"):
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-from runners.tracin import checkpoint_scores, naive_scores
+from runners.influence import checkpoint_scores, naive_scores
 
 METHODS = ("fast", "naive", "floor", "reference")  # reference: the float64 loop the errors are taken against
 LEARNING_RATES = (1e-3, 5e-4)  # one per checkpoint

@@ -114,16 +114,27 @@ def _point_tasks(point: SweepPoint) -> list[Task]:
         sections = SECTIONS["data"] | SECTIONS["finetune"]
         finetune = _make_task(point, "finetune", {"seed": seed}, params, (("data", data_task.key),), sections)
         tasks.append(finetune)
-        if not spec.prune.enabled:
-            continue
-        for language in spec.data.languages:
-            params = stage_module("prune").Params(
-                seed=seed, language=language, prune=spec.prune,
-                attention=spec.model.attention, max_length=spec.finetune.max_length,
-            )
-            inputs = (("data", data_task.key), ("finetune", finetune.key))
-            labels = {"seed": seed, "language": language}
-            tasks.append(_make_task(point, "prune", labels, params, inputs, sections | SECTIONS["prune"]))
+        upstream = (("data", data_task.key), ("finetune", finetune.key))
+        prune = {}
+        if spec.prune.enabled:
+            for language in spec.data.languages:
+                params = stage_module("prune").Params(
+                    seed=seed, language=language, prune=spec.prune,
+                    attention=spec.model.attention, max_length=spec.finetune.max_length,
+                )
+                labels = {"seed": seed, "language": language}
+                prune[language] = _make_task(point, "prune", labels, params, upstream, sections | SECTIONS["prune"])
+            tasks += prune.values()
+        if spec.tracin.enabled:
+            tracin = stage_module("tracin")
+            for variant in spec.tracin.variants:
+                params = tracin.Params(
+                    seed=seed, variant=variant, languages=tuple(spec.data.languages), tracin=spec.tracin,
+                    attention=spec.model.attention, max_length=spec.finetune.max_length,
+                )
+                masks = tuple((tracin.prune_role(lang), task.key) for lang, task in prune.items()) if variant == "subnetwork" else ()
+                read = sections | SECTIONS["tracin"] | (SECTIONS["prune"] if masks else set())
+                tasks.append(_make_task(point, "tracin", {"seed": seed, "variant": variant}, params, upstream + masks, read))
     return tasks
 
 

@@ -164,15 +164,12 @@ class TracinSpec(Section):
     variants: list[Literal["full", "subnetwork", "sft"]] = Field(
         default=["full", "subnetwork", "sft"], min_length=1, description="Which models to score."
     )
-    train_per_language: int = Field(200, ge=1, description="Training examples scored per language.")
-    test_per_language: int = Field(20, ge=1, description="Influence-test examples per language.")
+    train_per_language: int = Field(200, ge=1, description="Training examples scored per language: the first N of its train split.")
+    test_per_language: int = Field(20, ge=1, description="Influence-test examples per language: the first N of its test split.")
     params: list[Literal["embeddings", "encoder", "classifier"]] = Field(
         default=["embeddings", "encoder", "classifier"], min_length=1, description="Parameter groups of the gradients."
     )
-    batch_size: int = Field(32, ge=1, description="Examples per gradient batch (bounds memory).")
-    projection_dim: int | None = Field(
-        None, ge=1, description="Random projection of gradients (approximate scores for large models); None: exact."
-    )
+    batch_size: int = Field(32, ge=1, description="Examples per gradient batch (bounds memory; no effect on scores).")
 
 
 class AnalysisSpec(Section):

@@ -26,11 +26,20 @@ SCHEMAS = {
         [("seed", pa.int32()), ("language", pa.string()), ("step", pa.int32()), ("heads_kept", pa.int32()),
          ("metric_value", pa.float64()), ("ratio_to_full", pa.float64()), ("accepted", pa.bool_())]
     ),
+    "influence": pa.schema(
+        [("seed", pa.int32()), ("variant", pa.string()), ("checkpoint", pa.int32()), ("test_id", pa.string()),
+         ("train_id", pa.string()), ("score", pa.float32())]
+    ),
 }
 
 
 def write_table(workdir: Path, name: str, rows: list[dict]) -> Path:
+    return write_arrow(workdir, name, pa.Table.from_pylist(rows, schema=SCHEMAS[name]))
+
+
+def write_arrow(workdir: Path, name: str, table: pa.Table) -> Path:
+    """Write a table given as columns (large tables: influence), checked against its schema."""
     path = workdir / "tables" / f"{name}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMAS[name]), path)
+    pq.write_table(table.cast(SCHEMAS[name]), path)
     return path

@@ -95,3 +95,18 @@ def test_resources_per_stage(small_spec):
     graph = graph_of(small_spec, "resources.finetune={num_cpus: 2, num_gpus: 1}")
     assert graph.tasks[0].resources.num_gpus == 0
     assert graph.tasks[1].resources.num_gpus == 1 and graph.tasks[1].resources.num_cpus == 2
+
+
+def test_tracin_tasks_read_the_masks_only_for_the_subnetwork_variant(small_spec):
+    graph = graph_of(small_spec, "prune.enabled=true", "tracin.enabled=true", "tracin.variants=[full, subnetwork]")
+    by_name = {t.name: t for t in graph.tasks}
+    full, subnetwork = by_name["tracin[seed=0,variant=full]"], by_name["tracin[seed=0,variant=subnetwork]"]
+    upstream = {"data": by_name["data"].key, "finetune": by_name["finetune[seed=0]"].key}
+    assert dict(full.inputs) == upstream
+    assert dict(subnetwork.inputs) == {**upstream, "prune.ka": by_name["prune[seed=0,language=ka]"].key,
+                                       "prune.la": by_name["prune[seed=0,language=la]"].key}
+    # A prune setting changes the subnetwork variant's key, not the full variant's.
+    other = keys_by_name(graph_of(small_spec, "prune.enabled=true", "tracin.enabled=true",
+                                  "tracin.variants=[full, subnetwork]", "prune.threshold=0.9"))
+    assert other["tracin[seed=0,variant=full]"] == full.key
+    assert other["tracin[seed=0,variant=subnetwork]"] != subnetwork.key

@@ -7,35 +7,20 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from langspec.spec import DataSpec, FinetuneSpec, ModelSpec, PruneSpec
-from runners import data, finetune, models, prune
-from runners.context import TaskContext
+from runners import data, models, prune
 
-LANGUAGES = ["ka", "la"]
-THRESHOLD = 0.95
+THRESHOLD = 0.95  # the study fixture's prune.threshold
+EPOCHS = 4  # and its fine-tuning epochs
 
 
 @pytest.fixture(scope="module")
-def pruned(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prune")
-    dirs = {name: root / name for name in ("data", "finetune", "prune")}
-    for path in dirs.values():
-        path.mkdir()
-    data_spec = DataSpec(languages=LANGUAGES, train_per_language=300, validation_per_language=40, test_per_language=40)
-    data.run(data.Params(data=data_spec, fingerprint=""), {}, dirs["data"], TaskContext())
-    model = ModelSpec(tiny={"layers": 2, "heads": 4, "hidden": 32, "intermediate": 64, "vocab_size": 300})
-    finetune.run(
-        finetune.Params(seed=0, model=model, finetune=FinetuneSpec(epochs=4, lr=2e-3, batch_size=16, max_length=32)),
-        {"data": dirs["data"]}, dirs["finetune"], TaskContext(),
-    )
-    params = prune.Params(
-        seed=0, language="ka", prune=PruneSpec(threshold=THRESHOLD, step=0.1, batch_size=5),
-        attention="sdpa", max_length=32,
-    )
-    summary = prune.run(params, {"data": dirs["data"], "finetune": dirs["finetune"]}, dirs["prune"], TaskContext())
+def pruned(study):
+    """The study's ka subnetwork: its directories, summary and tables."""
+    assert (study["prune"].threshold, study["epochs"]) == (THRESHOLD, EPOCHS)
+    dirs = {"data": study["data"], "finetune": study["finetune"], "prune": study["prune.ka"]}
     tables = {name: pq.read_table(dirs["prune"] / "tables" / f"{name}.parquet").to_pylist()
               for name in ("subnetworks", "prune_steps", "metrics")}
-    return dirs, summary, tables
+    return dirs, study["summaries"]["ka"], tables
 
 
 def masked_by_hand(checkpoint, kept: dict[tuple[int, int], bool]):
@@ -75,16 +60,16 @@ def test_mask_grid_and_trajectory(pruned):
 def test_subnetwork_metrics_match_hand_masked_model(pruned):
     dirs, _, tables = pruned
     epoch, checkpoint = prune.last_checkpoint(dirs["finetune"])
-    assert epoch == 4
+    assert epoch == EPOCHS
     model, tokenizer = masked_by_hand(checkpoint, {(r["layer"], r["head"]): r["kept"] for r in tables["subnetworks"]})
     metrics = {(m["split"], m["variant"], m["language"], m["epoch"]): m["value"] for m in tables["metrics"]}
-    assert set(metrics) == {("validation", "subnetwork", "ka", 4), ("test", "subnetwork", "ka", 4)}
+    assert set(metrics) == {("validation", "subnetwork", "ka", EPOCHS), ("test", "subnetwork", "ka", EPOCHS)}
     for split in ("validation", "test"):
         rows = data.read_examples(dirs["data"], split=split, language="ka")
         by_hand = models.accuracy_by_language(
             model, models.encode(tokenizer, rows, 32), 7, tokenizer.pad_token_id, torch.device("cpu")
         )
-        assert metrics[(split, "subnetwork", "ka", 4)] == by_hand["ka"]
+        assert metrics[(split, "subnetwork", "ka", EPOCHS)] == by_hand["ka"]
     # The stopping rule ran on validation: the last accepted step is the stored validation accuracy.
     final = [s for s in tables["prune_steps"] if s["accepted"]][-1]
-    assert final["metric_value"] == metrics[("validation", "subnetwork", "ka", 4)]
+    assert final["metric_value"] == metrics[("validation", "subnetwork", "ka", EPOCHS)]

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-from runners import tracin
-from runners.tracin import checkpoint_scores, naive_scores, selected_parameters
+from runners import influence as tracin
+from runners.influence import checkpoint_scores, naive_scores, selected_parameters
 
 VOCAB, LAYERS, HEADS, HIDDEN = 40, 2, 4, 32  # a small vocabulary: tokens repeat within and across examples
 
@@ -219,7 +219,7 @@ def test_modules_without_fast_path_fall_back_exactly(caplog, module):
     torch.manual_seed(7)
     model.classifier.dropout = module(HIDDEN)
     masks = {"train_masks": random_masks(TRAIN, seed=3), "test_masks": random_masks(TEST, seed=4)}
-    with caplog.at_level(logging.WARNING, logger="runners.tracin"):
+    with caplog.at_level(logging.WARNING, logger="runners.influence"):
         fast = checkpoint_scores(model, TRAIN, TEST, **masks)
     assert "classifier.dropout" in caplog.text
     assert_close(fast, naive_scores(model, TRAIN, TEST, **masks))
@@ -229,7 +229,7 @@ def test_linear_called_twice_uses_fast_path(caplog):
     model = tiny_model()
     torch.manual_seed(7)
     model.classifier.dropout = nn.Linear(HIDDEN, HIDDEN)
-    with caplog.at_level(logging.WARNING, logger="runners.tracin"):
+    with caplog.at_level(logging.WARNING, logger="runners.influence"):
         fast = checkpoint_scores(model, TRAIN, TEST)
     assert "classifier.dropout" not in caplog.text
     assert_close(fast, naive_scores(model, TRAIN, TEST))
@@ -240,7 +240,7 @@ def test_parameter_tied_between_modules_falls_back(caplog):
     tied = model.roberta.encoder.layer[1].attention.output.dense.weight
     model.classifier.dense.weight = tied
     (name,) = [n for n, p in model.named_parameters() if p is tied]  # named once, held by two modules
-    with caplog.at_level(logging.WARNING, logger="runners.tracin"):
+    with caplog.at_level(logging.WARNING, logger="runners.influence"):
         fast = checkpoint_scores(model, TRAIN, TEST)
     assert name in caplog.text
     assert_close(fast, naive_scores(model, TRAIN, TEST))

@@ -1,0 +1,71 @@
+"""The tracin stage equals TracInCP computed naively: one backward per example in float64 at every
+checkpoint, weighted by that checkpoint's learning rate, each example in its own batch in stored
+order (so the stage's length sorting, batching and id bookkeeping are checked too)."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from langspec.spec import TracinSpec
+from runners import data, influence, models, tracin
+from runners.context import TaskContext
+
+TRAIN, TEST = 12, 3  # per language
+
+
+@pytest.fixture(scope="module", params=["full", "subnetwork"])
+def scored(request, study, tmp_path_factory):
+    variant = request.param
+    workdir = tmp_path_factory.mktemp(f"tracin-{variant}")
+    params = tracin.Params(
+        seed=0, variant=variant, languages=study["languages"], attention="sdpa", max_length=study["max_length"],
+        tracin=TracinSpec(variants=[variant], train_per_language=TRAIN, test_per_language=TEST, batch_size=5),
+    )
+    inputs = {role: study[role] for role in ("data", "finetune", "prune.ka", "prune.la")}
+    summary = tracin.run(params, inputs, workdir, TaskContext())
+    rows = pq.read_table(workdir / "tables" / "influence.parquet").to_pylist()
+    return variant, summary, rows
+
+
+def naive_tracin(study, variant: str) -> dict[tuple[int, str, str], float]:
+    """{(epoch, test_id, train_id): lr_epoch * <grad, grad>} from the reference loop."""
+    languages = study["languages"]
+    train = [r for lang in languages for r in data.read_examples(study["data"], "train", lang)[:TRAIN]]
+    test = [r for lang in languages for r in data.read_examples(study["data"], "test", lang)[:TEST]]
+    masks = {lang: tracin.subnetwork_mask(study[f"prune.{lang}"]) for lang in languages}
+    checkpoints = pq.read_table(study["finetune"] / "tables" / "checkpoints.parquet").to_pylist()
+    expected = {}
+    for checkpoint in checkpoints:
+        model, tokenizer = models.load_checkpoint(study["finetune"] / checkpoint["path"])
+
+        def one_by_one(rows):
+            encoded = models.encode(tokenizer, rows, study["max_length"])
+            return list(models.batches(encoded, 1, tokenizer.pad_token_id, torch.device("cpu")))
+
+        test_masks = [masks[r["language"]] for r in test] if variant == "subnetwork" else None
+        scores = influence.naive_scores(model, one_by_one(train), one_by_one(test), test_masks=test_masks)
+        for i, t in enumerate(test):
+            for j, z in enumerate(train):
+                expected[(checkpoint["epoch"], t["example_id"], z["example_id"])] = checkpoint["learning_rate"] * float(scores[i, j])
+    return expected
+
+
+def test_scores_equal_the_naive_reference(scored, study):
+    variant, summary, rows = scored
+    expected = naive_tracin(study, variant)
+    got = {(r["checkpoint"], r["test_id"], r["train_id"]): r["score"] for r in rows}
+    assert len(rows) == len(got) == len(expected) == study["epochs"] * 2 * TEST * 2 * TRAIN
+    assert got.keys() == expected.keys()
+    scale = max(abs(v) for v in expected.values())
+    assert max(abs(got[k] - expected[k]) for k in expected) <= 1e-5 * scale
+    assert {r["variant"] for r in rows} == {variant} and {r["seed"] for r in rows} == {0}
+    assert summary["scores"] == len(rows)
+
+
+def test_subnetwork_masks_change_the_scores(study):
+    """The study's subnetworks mask heads, so masked test gradients differ from the full model's."""
+    assert all(s["heads_kept"] < 8 for s in study["summaries"].values())
+    full, masked = naive_tracin(study, "full"), naive_tracin(study, "subnetwork")
+    assert max(abs(full[k] - masked[k]) for k in full) > 1e-3 * max(abs(v) for v in full.values())
