@@ -112,7 +112,8 @@ def _print_run_summary(result, store: Path) -> None:
     with connect_read_only(store) as con:
         accuracy = run_named(con, "final_accuracy", run_id=result.run_id, split="test").to_pylist()
     if accuracy:
-        variants = sorted({row["variant"] for row in accuracy})
+        order = ("full", "subnetwork", "sft")  # the study's order: the model, its subnetworks, SFT
+        variants = sorted({row["variant"] for row in accuracy}, key=lambda v: (order.index(v) if v in order else len(order), v))
         out.print("test accuracy at the last epoch (mean over seeds):")
         table = Table()
         table.add_column("language")

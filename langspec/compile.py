@@ -15,9 +15,8 @@ from types import ModuleType
 
 from pydantic import BaseModel
 
-from langspec.errors import PlanError
 from langspec.load import LoadedSpec, SweepPoint
-from langspec.spec import Spec, StageResources
+from langspec.spec import StageResources
 
 # The spec sections each stage reads, itself included; a swept field appears in a task's name
 # only if its section is read by the task or by something upstream of it.
@@ -73,33 +72,11 @@ def task_key(stage: str, version: int, params: BaseModel, inputs: tuple[tuple[st
 
 
 def compile_spec(loaded: LoadedSpec) -> TaskGraph:
-    _check_runners_exist(loaded.spec)
     tasks: dict[str, Task] = {}
     for point in loaded.points:
         for task in _point_tasks(point):
             tasks.setdefault(task.key, task)
     return TaskGraph(tuple(tasks.values()))
-
-
-def _check_runners_exist(spec: Spec) -> None:
-    """Asking for a stage that has no runner yet is an error before anything runs, never a skip."""
-    missing = []
-    for stage in ("prune", "sparse_finetune", "tracin"):
-        if getattr(spec, stage).enabled and not _has_runner(stage):
-            missing.append(stage)
-    if missing:
-        settings = ", ".join(f"{stage}.enabled: false" for stage in missing)
-        raise PlanError(
-            f"this version of langspec has no runner yet for stage(s) {', '.join(missing)}; "
-            f"set {settings} in the spec (or --set {missing[0]}.enabled=false) to run the stages that exist"
-        )
-
-
-def _has_runner(stage: str) -> bool:
-    try:
-        return hasattr(stage_module(stage), "run")
-    except ModuleNotFoundError:
-        return False
 
 
 def _point_tasks(point: SweepPoint) -> list[Task]:
@@ -125,16 +102,33 @@ def _point_tasks(point: SweepPoint) -> list[Task]:
                 labels = {"seed": seed, "language": language}
                 prune[language] = _make_task(point, "prune", labels, params, upstream, sections | SECTIONS["prune"])
             tasks += prune.values()
+        masks = tuple((stage_module("prune").mask_role(lang), task.key) for lang, task in prune.items())
+        sparse = None
+        if spec.sparse_finetune.enabled:
+            sft = spec.sparse_finetune
+            overrides = {"epochs": sft.epochs, "lr": sft.lr, "batch_size": sft.batch_size}
+            params = stage_module("sparse_finetune").Params(
+                seed=seed, languages=tuple(spec.data.languages), model=spec.model,
+                finetune=spec.finetune.model_copy(update={k: v for k, v in overrides.items() if v is not None}),
+                language_sampling=sft.language_sampling,
+            )
+            read = sections | SECTIONS["prune"] | SECTIONS["sparse_finetune"]
+            sparse = _make_task(point, "sparse_finetune", {"seed": seed}, params, (("data", data_task.key),) + masks, read)
+            tasks.append(sparse)
         if spec.tracin.enabled:
-            tracin = stage_module("tracin")
             for variant in spec.tracin.variants:
-                params = tracin.Params(
-                    seed=seed, variant=variant, languages=tuple(spec.data.languages), tracin=spec.tracin,
+                params = stage_module("tracin").Params(  # the other variants are not this task's business
+                    seed=seed, variant=variant, languages=tuple(spec.data.languages),
+                    tracin=spec.tracin.model_copy(update={"variants": [variant]}),
                     attention=spec.model.attention, max_length=spec.finetune.max_length,
                 )
-                masks = tuple((tracin.prune_role(lang), task.key) for lang, task in prune.items()) if variant == "subnetwork" else ()
-                read = sections | SECTIONS["tracin"] | (SECTIONS["prune"] if masks else set())
-                tasks.append(_make_task(point, "tracin", {"seed": seed, "variant": variant}, params, upstream + masks, read))
+                inputs, read = upstream, sections | SECTIONS["tracin"]
+                if variant == "subnetwork":
+                    inputs, read = upstream + masks, read | SECTIONS["prune"]
+                elif variant == "sft":
+                    inputs = (("data", data_task.key), ("sft", sparse.key)) + masks
+                    read = read | SECTIONS["prune"] | SECTIONS["sparse_finetune"]
+                tasks.append(_make_task(point, "tracin", {"seed": seed, "variant": variant}, params, inputs, read))
     return tasks
 
 

@@ -23,40 +23,82 @@ class Params(BaseModel):
 
 
 def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
+    return fine_tune(inputs["data"], workdir, ctx, seed=params.seed, model_spec=params.model, config=params.finetune)
+
+
+def fine_tune(
+    data_dir: Path,
+    workdir: Path,
+    ctx: TaskContext,
+    *,
+    seed: int,
+    model_spec: ModelSpec,
+    config: FinetuneSpec,
+    masks: dict | None = None,
+    language_sampling: str = "proportional",
+) -> dict:
+    """Fine-tune from the seed's initialisation; a checkpoint and an evaluation after every epoch.
+
+    Without `masks` (full fine-tuning) batches mix languages. With masks ({language: (L, H) 0/1
+    tensor}, sparse fine-tuning) batches are language-pure, a batch of language l runs with mask
+    l and updates only l's heads and the shared parameters, and each language is evaluated with
+    its own mask.
+    """
     import torch  # heavy imports live here so that compiling a spec stays fast
 
-    from runners import models, training
+    from runners import heads, models, pruning, training
 
-    config = params.finetune
+    variant = "full" if masks is None else "sft"
     device = torch.device(ctx.device)
-    rows = read_examples(inputs["data"])
+    rows = read_examples(data_dir)
     train_rows = [r for r in rows if r["split"] == "train"]
-    tokenizer = models.build_tokenizer(params.model, [t for r in train_rows for t in (r["text_a"], r["text_b"]) if t])
+    tokenizer = models.build_tokenizer(model_spec, [t for r in train_rows for t in (r["text_a"], r["text_b"]) if t])
     num_labels = max(r["label"] for r in rows) + 1
-    model = models.build_model(params.model, tokenizer, num_labels, config.max_length, params.seed).to(device)
+    model = models.build_model(model_spec, tokenizer, num_labels, config.max_length, seed).to(device)
     pad_id = tokenizer.pad_token_id
 
     train = models.encode(tokenizer, train_rows, config.max_length)
-    evaluation = {s: models.encode(tokenizer, [r for r in rows if r["split"] == s], config.max_length) for s in EVAL_SPLITS}
-    orders = training.shuffled_batches(len(train), config.batch_size, params.seed)
+    if masks is None:
+        orders = training.shuffled_batches(len(train), config.batch_size, seed)
+        step_hook = None
+    else:
+        masks = {language: mask.to(device) for language, mask in masks.items()}
+        orders = training.language_batches(train.languages, config.batch_size, seed, language_sampling)
+
+        def step_hook(indices: list[int], optimizer):
+            mask = masks[train.languages[indices[0]]]
+            return heads.only_heads(model, optimizer, mask)
+
+    # Evaluation sets: all languages at once, or each language alone (to run under its own mask).
+    evaluation = {}
+    for split in EVAL_SPLITS:
+        split_rows = [r for r in rows if r["split"] == split]
+        groups = {None: split_rows} if masks is None else {lang: [r for r in split_rows if r["language"] == lang] for lang in masks}
+        evaluation[split] = {lang: models.encode(tokenizer, group, config.max_length) for lang, group in groups.items()}
 
     metrics, checkpoints = [], []
     epochs = training.train(
         model, train, orders, epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio, pad_id=pad_id, device=device, report=ctx.report,
+        warmup_ratio=config.warmup_ratio, pad_id=pad_id, device=device, report=ctx.report, step_hook=step_hook,
     )
     for end in epochs:
         path = f"checkpoints/epoch-{end.epoch}"
         model.save_pretrained(workdir / path)
         tokenizer.save_pretrained(workdir / path)
         checkpoints.append(
-            {"seed": params.seed, "variant": "full", "epoch": end.epoch, "step": end.step,
+            {"seed": seed, "variant": variant, "epoch": end.epoch, "step": end.step,
              "learning_rate": end.learning_rate, "path": path}
         )
-        for split, encoded in evaluation.items():
-            accuracy = models.accuracy_by_language(model, encoded, config.eval_batch_size, pad_id, device)
+        for split, groups in evaluation.items():
+            accuracy = {}
+            for language, encoded in groups.items():
+                if language is None:
+                    accuracy.update(models.accuracy_by_language(model, encoded, config.eval_batch_size, pad_id, device))
+                else:
+                    batches = models.batches(encoded, config.eval_batch_size, pad_id, device)
+                    accuracy[language] = pruning.evaluate_accuracy(model, batches, masks[language])
             metrics += [
-                {"seed": params.seed, "variant": "full", "language": language, "split": split,
+                {"seed": seed, "variant": variant, "language": language, "split": split,
                  "metric": "accuracy", "value": value, "epoch": end.epoch}
                 for language, value in sorted(accuracy.items())
             ]

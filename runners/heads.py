@@ -123,3 +123,52 @@ def normalize_importance(importance: torch.Tensor, *, per_layer: bool, global_mi
         spread = importance.max() - importance.min()
         importance = (importance - importance.min()) / spread if spread > 0 else torch.zeros_like(importance)
     return importance
+
+
+def head_parameters(model: nn.Module) -> list[tuple[int, nn.Parameter, int]]:
+    """(layer, parameter, dim) for every parameter that holds per-head slices: the query, key and
+    value weights and biases (head h owns rows h*d:(h+1)*d, dim 0) and the attention output
+    projection's weight (head h owns those columns, dim 1). The projection's bias is shared."""
+    slices = []
+    for layer, block in enumerate(model.base_model.encoder.layer):
+        for linear in (block.attention.self.query, block.attention.self.key, block.attention.self.value):
+            slices += [(layer, linear.weight, 0), (layer, linear.bias, 0)]
+        slices.append((layer, block.attention.output.dense.weight, 1))
+    return slices
+
+
+@contextmanager
+def only_heads(model: nn.Module, optimizer: torch.optim.Optimizer, mask: torch.Tensor) -> Iterator[None]:
+    """One training step that runs with `mask` (L, H) applied and updates only its kept heads.
+
+    The heads outside the mask get a zero gradient, but that is not enough: AdamW's weight decay
+    and momentum would still move their weights. So the update is confined the simple, exact way:
+    their slices are copied before the step and written back after it, and so are their slices of
+    AdamW's moments (exp_avg, exp_avg_sq), so a step of another language neither moves those heads
+    nor decays their momentum. Every kept head and every shared parameter (embeddings, FFN,
+    LayerNorms, the output projection's bias, the classifier) is updated as usual. AdamW's step
+    counter (bias correction) is per tensor and keeps counting: a slice's moments are frozen, not
+    its step count. With every head kept this is exactly an ordinary masked step.
+    """
+    head_dim = model.config.hidden_size // head_grid(model)[1]
+    frozen = (mask == 0).nonzero().tolist()
+    saved = []
+    for layer, parameter, dim in head_parameters(model) if frozen else []:
+        channels = [h * head_dim + i for (l, h) in frozen if l == layer for i in range(head_dim)]
+        if not channels:
+            continue
+        index = torch.tensor(channels, device=parameter.device)
+        tensors = [parameter.data, *(optimizer.state.get(parameter, {}).get(k) for k in ("exp_avg", "exp_avg_sq"))]
+        saved.append((parameter, dim, index, [t.index_select(dim, index) if t is not None else None for t in tensors]))
+    with head_mask(model, mask):
+        yield
+    with torch.no_grad():
+        for parameter, dim, index, values in saved:
+            state = optimizer.state.get(parameter, {})
+            targets = [parameter.data, state.get("exp_avg"), state.get("exp_avg_sq")]
+            for target, value in zip(targets, values):
+                if target is None:
+                    continue
+                # A moment created by this very step started at zero and saw a zero gradient: it is
+                # still zero there, which is what restoring "nothing" means.
+                target.index_copy_(dim, index, value if value is not None else torch.zeros_like(target.index_select(dim, index)))

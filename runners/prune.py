@@ -31,6 +31,22 @@ class Params(BaseModel):
     max_length: int
 
 
+def mask_role(language: str) -> str:
+    """The input role under which a downstream task receives a language's prune task."""
+    return f"prune.{language}"
+
+
+def read_mask(prune_dir: Path):
+    """A prune task's final mask as an (L, H) float tensor of 0/1."""
+    import torch
+
+    rows = pq.read_table(prune_dir / "tables" / "subnetworks.parquet").to_pylist()
+    mask = torch.zeros(max(r["layer"] for r in rows) + 1, max(r["head"] for r in rows) + 1)
+    for r in rows:
+        mask[r["layer"], r["head"]] = float(r["kept"])
+    return mask
+
+
 def last_checkpoint(finetune_dir: Path) -> tuple[int, Path]:
     """(epoch, directory) of a fine-tuning task's last checkpoint."""
     rows = pq.read_table(finetune_dir / "tables" / "checkpoints.parquet").to_pylist()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -31,13 +32,14 @@ def train(
     pad_id: int,
     device: torch.device,
     report: Callable[[int, int, str], None],
-    step_hook: Callable[[list[int]], object] | None = None,
+    step_hook: Callable[[list[int], torch.optim.Optimizer], object] | None = None,
 ) -> Iterator[EpochEnd]:
     """Train for `epochs`, yielding after each one so the caller can checkpoint and evaluate.
 
     epoch_orders(epoch) gives that epoch's batches as lists of example indices. step_hook, if
-    given, is called with a batch's indices before its forward pass and returns a context manager
-    that is open for the step (SFT uses it to mask heads and confine the update).
+    given, is called with a batch's indices and the optimizer before the forward pass and returns
+    a context manager that is open for the whole step, optimizer.step() included (SFT uses it to
+    mask heads and confine the update).
     """
     steps_per_epoch = len(epoch_orders(0))
     total_steps = steps_per_epoch * epochs
@@ -51,7 +53,7 @@ def train(
         for indices in epoch_orders(epoch):
             batch = collate(encoded, indices, pad_id, device)
             rates.append(schedule.get_last_lr()[0])
-            with step_hook(indices) if step_hook else _nothing():
+            with step_hook(indices, optimizer) if step_hook else nullcontext():
                 with autocast:
                     loss = model(**batch).loss
                 loss.backward()
@@ -75,9 +77,27 @@ def shuffled_batches(n: int, batch_size: int, seed: int) -> Callable[[int], list
     return orders
 
 
-class _nothing:
-    def __enter__(self):
-        return None
+def language_batches(languages: list[str], batch_size: int, seed: int, sampling: str) -> Callable[[int], list[list[int]]]:
+    """Language-pure batches, a fresh seeded order every epoch.
 
-    def __exit__(self, *exc):
-        return False
+    Each language's examples are shuffled and cut into batches (its last batch may be short);
+    `proportional` shuffles all languages' batches together, so a language comes up in proportion
+    to its data; `round_robin` takes one batch of each language in turn until all are used.
+    """
+    by_language: dict[str, list[int]] = {}
+    for index, language in enumerate(languages):
+        by_language.setdefault(language, []).append(index)
+
+    def orders(epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        queues = []
+        for language in sorted(by_language):
+            indices = by_language[language]
+            shuffled = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
+            queues.append([shuffled[i : i + batch_size] for i in range(0, len(shuffled), batch_size)])
+        if sampling == "round_robin":
+            return [queue[turn] for turn in range(max(map(len, queues))) for queue in queues if turn < len(queue)]
+        pooled = [batch for queue in queues for batch in queue]
+        return [pooled[i] for i in torch.randperm(len(pooled), generator=generator).tolist()]
+
+    return orders

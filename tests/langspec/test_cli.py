@@ -63,19 +63,24 @@ def test_schema_is_json_schema():
     assert schema["title"] == "Spec" and "finetune" in schema["properties"]
 
 
-def test_prune_stage_end_to_end_and_named_queries(small_spec, tmp_path, ray_session):
+def test_whole_study_end_to_end_and_named_queries(small_spec, tmp_path, ray_session):
     store = tmp_path / "results"
-    result = invoke("run", small_spec, "--store", store, "--set", "prune.enabled=true")
+    stages = ["prune.enabled=true", "sparse_finetune.enabled=true", "tracin.enabled=true",
+              "tracin.train_per_language=10", "tracin.test_per_language=3"]
+    result = invoke("run", small_spec, "--store", store, *[a for s in stages for a in ("--set", s)])
     assert result.exit_code == 0, result.output
-    assert "run 1 completed: 4 ran" in result.output and "subnetwork" in result.output
+    assert "run 1 completed: 8 ran" in result.output  # data, finetune, 2 x prune, sft, 3 x tracin
+    assert all(variant in result.output for variant in ("full", "subnetwork", "sft"))
 
     def rows(*args):
         return json.loads(invoke("query", *args, "--store", store, "--format", "json").output)
 
     grid = rows("SELECT language, count(*) AS heads FROM subnetworks GROUP BY 1 ORDER BY 1")
     assert grid == [{"language": "ka", "heads": 4}, {"language": "la", "heads": 4}]  # 2 layers x 2 heads
-    variants = rows("SELECT DISTINCT variant, split FROM metrics WHERE variant = 'subnetwork' ORDER BY split")
-    assert variants == [{"variant": "subnetwork", "split": "test"}, {"variant": "subnetwork", "split": "validation"}]
+    variants = rows("SELECT variant, count(DISTINCT language) AS languages FROM metrics WHERE split = 'test' GROUP BY 1 ORDER BY 1")
+    assert variants == [{"variant": v, "languages": 2} for v in ("full", "sft", "subnetwork")]
+    influence = rows("SELECT variant, count(*) AS n FROM influence GROUP BY 1 ORDER BY 1")
+    assert influence == [{"variant": v, "n": 2 * 3 * 2 * 10 * 2} for v in ("full", "sft", "subnetwork")]  # epochs x test x train
     jaccard = rows("subnetwork_jaccard")
     assert {(r["language_a"], r["language_b"]) for r in jaccard} == {(a, b) for a in ("ka", "la") for b in ("ka", "la")}
     assert all(r["jaccard"] == 1.0 for r in jaccard if r["language_a"] == r["language_b"])

@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from langspec.compile import compile_spec
-from langspec.errors import PlanError
 from langspec.load import load_spec
 
 
@@ -55,11 +54,6 @@ def test_sweep_names_only_tasks_that_read_the_swept_field(small_spec):
     assert [t.name for t in graph.tasks] == ["data", "finetune[seed=0,finetune.lr=0.001]", "finetune[seed=0,finetune.lr=0.002]"]
     # The point equal to the unswept spec has the unswept key: caches carry over into a sweep.
     assert graph.tasks[1].key == keys_by_name(graph_of(small_spec))["finetune[seed=0]"]
-
-
-def test_a_stage_without_a_runner_is_an_error_before_anything_runs(small_spec):
-    with pytest.raises(PlanError, match=r"no runner yet for stage\(s\) sparse_finetune.*sparse_finetune.enabled: false"):
-        graph_of(small_spec, "prune.enabled=true", "sparse_finetune.enabled=true")
 
 
 def test_prune_tasks_per_seed_and_language(small_spec):
@@ -110,3 +104,25 @@ def test_tracin_tasks_read_the_masks_only_for_the_subnetwork_variant(small_spec)
                                   "tracin.variants=[full, subnetwork]", "prune.threshold=0.9"))
     assert other["tracin[seed=0,variant=full]"] == full.key
     assert other["tracin[seed=0,variant=subnetwork]"] != subnetwork.key
+
+
+def test_sparse_finetune_reads_every_mask_and_applies_its_overrides(small_spec):
+    on = ("prune.enabled=true", "sparse_finetune.enabled=true", "tracin.enabled=true", "tracin.variants=[sft]")
+    graph = graph_of(small_spec, *on)
+    by_name = {t.name: t for t in graph.tasks}
+    sft = by_name["sparse_finetune[seed=0]"]
+    masks = {"prune.ka": by_name["prune[seed=0,language=ka]"].key, "prune.la": by_name["prune[seed=0,language=la]"].key}
+    assert dict(sft.inputs) == {"data": by_name["data"].key, **masks}
+    assert sft.params.finetune == by_name["finetune[seed=0]"].params.finetune  # no overrides: finetune's settings
+    assert dict(by_name["tracin[seed=0,variant=sft]"].inputs) == {"data": by_name["data"].key, "sft": sft.key, **masks}
+    overridden = {t.name: t for t in graph_of(small_spec, *on, "sparse_finetune.lr=0.01").tasks}
+    assert overridden["sparse_finetune[seed=0]"].params.finetune.lr == 0.01
+    changed = {name for name, task in overridden.items() if task.key != by_name[name].key}
+    assert changed == {"sparse_finetune[seed=0]", "tracin[seed=0,variant=sft]"}
+
+
+def test_adding_a_tracin_variant_keeps_the_others_cached(small_spec):
+    on = ("prune.enabled=true", "tracin.enabled=true")
+    one = keys_by_name(graph_of(small_spec, *on, "tracin.variants=[full]"))
+    two = keys_by_name(graph_of(small_spec, *on, "tracin.variants=[full, subnetwork]"))
+    assert two["tracin[seed=0,variant=full]"] == one["tracin[seed=0,variant=full]"]

@@ -1,6 +1,8 @@
 """The tracin stage equals TracInCP computed naively: one backward per example in float64 at every
 checkpoint, weighted by that checkpoint's learning rate, each example in its own batch in stored
-order (so the stage's length sorting, batching and id bookkeeping are checked too)."""
+order (so the stage's length sorting, batching and id bookkeeping are checked too), under the
+variant's masks: none (full), the test language's (subnetwork), and the train and test examples'
+languages' on the SFT checkpoints (sft)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,13 @@ import pytest
 import torch
 
 from langspec.spec import TracinSpec
-from runners import data, influence, models, tracin
+from runners import data, influence, models, prune, tracin
 from runners.context import TaskContext
 
 TRAIN, TEST = 12, 3  # per language
 
 
-@pytest.fixture(scope="module", params=["full", "subnetwork"])
+@pytest.fixture(scope="module", params=["full", "subnetwork", "sft"])
 def scored(request, study, tmp_path_factory):
     variant = request.param
     workdir = tmp_path_factory.mktemp(f"tracin-{variant}")
@@ -23,7 +25,7 @@ def scored(request, study, tmp_path_factory):
         seed=0, variant=variant, languages=study["languages"], attention="sdpa", max_length=study["max_length"],
         tracin=TracinSpec(variants=[variant], train_per_language=TRAIN, test_per_language=TEST, batch_size=5),
     )
-    inputs = {role: study[role] for role in ("data", "finetune", "prune.ka", "prune.la")}
+    inputs = {role: study[role] for role in ("data", "finetune", "sft", "prune.ka", "prune.la")}
     summary = tracin.run(params, inputs, workdir, TaskContext())
     rows = pq.read_table(workdir / "tables" / "influence.parquet").to_pylist()
     return variant, summary, rows
@@ -34,18 +36,20 @@ def naive_tracin(study, variant: str) -> dict[tuple[int, str, str], float]:
     languages = study["languages"]
     train = [r for lang in languages for r in data.read_examples(study["data"], "train", lang)[:TRAIN]]
     test = [r for lang in languages for r in data.read_examples(study["data"], "test", lang)[:TEST]]
-    masks = {lang: tracin.subnetwork_mask(study[f"prune.{lang}"]) for lang in languages}
-    checkpoints = pq.read_table(study["finetune"] / "tables" / "checkpoints.parquet").to_pylist()
+    masks = {lang: prune.read_mask(study[f"prune.{lang}"]) for lang in languages}
+    source = study["sft" if variant == "sft" else "finetune"]
+    checkpoints = pq.read_table(source / "tables" / "checkpoints.parquet").to_pylist()
     expected = {}
     for checkpoint in checkpoints:
-        model, tokenizer = models.load_checkpoint(study["finetune"] / checkpoint["path"])
+        model, tokenizer = models.load_checkpoint(source / checkpoint["path"])
 
         def one_by_one(rows):
             encoded = models.encode(tokenizer, rows, study["max_length"])
             return list(models.batches(encoded, 1, tokenizer.pad_token_id, torch.device("cpu")))
 
-        test_masks = [masks[r["language"]] for r in test] if variant == "subnetwork" else None
-        scores = influence.naive_scores(model, one_by_one(train), one_by_one(test), test_masks=test_masks)
+        test_masks = [masks[r["language"]] for r in test] if variant != "full" else None
+        train_masks = [masks[r["language"]] for r in train] if variant == "sft" else None
+        scores = influence.naive_scores(model, one_by_one(train), one_by_one(test), train_masks=train_masks, test_masks=test_masks)
         for i, t in enumerate(test):
             for j, z in enumerate(train):
                 expected[(checkpoint["epoch"], t["example_id"], z["example_id"])] = checkpoint["learning_rate"] * float(scores[i, j])
