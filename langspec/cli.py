@@ -135,27 +135,61 @@ def _accuracy_cell(row: dict | None) -> str:
 
 @app.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="SQL over the store (read-only), or the name of a named query (see `langspec queries`).")],
+    sql: Annotated[str, typer.Argument(help="SQL over the store (read-only); the analyses without parameters are views.")],
     store: StoreOpt = DEFAULT_STORE,
     format: FormatOpt = "table",
-    param: Annotated[list[str] | None, typer.Option("--param", help="A named query's parameter: --param language=ka (repeatable).")] = None,
 ) -> None:
     """Run SQL over the store, read-only, and print the result."""
+    _run_sql(store, format, lambda con: con.sql(sql))
+
+
+@app.command()
+def analyze(
+    name: Annotated[str | None, typer.Argument(help="An analysis (store/sql/NAME.sql); none lists them.", show_default=False)] = None,
+    store: StoreOpt = DEFAULT_STORE,
+    format: FormatOpt = "table",
+    param: Annotated[list[str] | None, typer.Option("--param", help="Set a parameter: --param k=20 (repeatable).")] = None,
+) -> None:
+    """Run one of the study's analyses; without NAME, list them. run_id defaults to the last
+    completed run and k to that run's analysis.top_k."""
+    from store.queries import defaults, named_queries
+
+    queries = named_queries()
+    if name is None:
+        view = Table("analysis", "parameters", "what it answers")
+        for q in queries.values():
+            view.add_row(q.name, ", ".join(q.params), escape(q.doc))
+        out.print(view)
+        return
+    if name not in queries:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, list(queries), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        _fail(LangspecError(f"no analysis named {name!r}{hint} (`langspec analyze` lists them)"))
+    chosen = queries[name]
+
+    def run(con):
+        params = {**defaults(con, chosen), **_query_params(param or [])}
+        missing = [p for p in chosen.params if p not in params]
+        if missing:
+            raise LangspecError(f"the analysis {name} needs " + " ".join(f"--param {p}=..." for p in missing))
+        return con.sql(chosen.sql, params={p: params[p] for p in chosen.params} or None)
+
+    _run_sql(store, format, run)
+
+
+def _run_sql(store: Path, format: str, run) -> None:
+    """Open the store read-only (the parameterless analyses as views), run, print."""
     import duckdb
 
     from store.db import connect_read_only
-    from store.queries import named_queries, register_views
+    from store.queries import register_views
 
-    named = named_queries().get(sql.strip())
     try:
-        params = _query_params(param or [])
-        missing = [p for p in named.params if p not in params] if named else []
-        if missing:
-            needed = " ".join(f"--param {p}=..." for p in missing)
-            raise LangspecError(f"the named query {named.name} needs {needed}")
         with connect_read_only(store) as con:
             register_views(con)
-            result = con.sql(named.sql if named else sql, params=params or None)
+            result = run(con)
             table = result.to_arrow_table() if result is not None else None
     except LangspecError as error:
         _fail(error)
@@ -177,17 +211,6 @@ def _query_params(pairs: list[str]) -> dict[str, object]:
             raise LangspecError(f"--param {pair!r}: write it as name=value, e.g. --param language=ka")
         params[name.strip()] = yaml.safe_load(value)
     return params
-
-
-@app.command()
-def queries() -> None:
-    """List the named queries (store/sql/) that `langspec query NAME` runs."""
-    from store.queries import named_queries
-
-    view = Table("name", "parameters", "what it answers")
-    for q in named_queries().values():
-        view.add_row(q.name, ", ".join(q.params), escape(q.doc))
-    out.print(view)
 
 
 def print_table(table, format: str) -> None:

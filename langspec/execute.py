@@ -219,7 +219,7 @@ def execute(
         backend = _start_backend(pending, root, executor, address, display) if pending else None
         run_id = writer.begin_run(
             spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_text=loaded.text,
-            overrides=list(loaded.overrides), spec_hash=loaded.spec_hash, git_commit=_git_commit(),
+            overrides=list(loaded.overrides), spec_json=loaded.spec.model_dump_json(), spec_hash=loaded.spec_hash, git_commit=_git_commit(),
             versions=_versions(), host=socket.gethostname(), executor=executor,
         )
         try:

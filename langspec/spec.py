@@ -233,4 +233,10 @@ class Spec(Section):
             raise ValueError(f"tracin variants {sorted(needs_masks)} need prune enabled")
         if self.tracin.enabled and "sft" in self.tracin.variants and not self.sparse_finetune.enabled:
             raise ValueError("tracin variant sft needs sparse_finetune enabled")
+        scored = min(self.tracin.train_per_language, self.data.train_per_language) * len(self.data.languages)
+        if self.tracin.enabled and self.analysis.top_k >= scored:
+            raise ValueError(
+                f"analysis.top_k ({self.analysis.top_k}) must be smaller than the {scored} training examples TracIn "
+                "scores, or every one of them is a proponent; lower analysis.top_k or raise tracin.train_per_language"
+            )
         return self

@@ -113,14 +113,14 @@ class StoreWriter:
 
     # --- runs and tasks -------------------------------------------------------------------------
 
-    def begin_run(self, *, spec_name: str, spec_path: str, spec_text: str, overrides: list[str], spec_hash: str,
-                  git_commit: str | None, versions: dict, host: str, executor: str) -> int:
+    def begin_run(self, *, spec_name: str, spec_path: str, spec_text: str, overrides: list[str], spec_json: str,
+                  spec_hash: str, git_commit: str | None, versions: dict, host: str, executor: str) -> int:
         # The lock guarantees that a run still marked running was ended by a crash or a kill.
         self.con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
         run_id = _first(self.con, "SELECT coalesce(max(run_id), 0) + 1 FROM runs")[0]
         self.con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), NULL, 'running')",
-            [run_id, spec_name, spec_path, spec_text, overrides, spec_hash, git_commit, json.dumps(versions), host,
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), NULL, 'running')",
+            [run_id, spec_name, spec_path, spec_text, overrides, spec_json, spec_hash, git_commit, json.dumps(versions), host,
              os.getpid(), executor],
         )
         return run_id

@@ -47,3 +47,19 @@ def register_views(con: duckdb.DuckDBPyConnection) -> None:
     for query in named_queries().values():
         if not query.params:
             con.sql(f"CREATE OR REPLACE TEMP VIEW {query.name} AS {query.sql.rstrip().removesuffix(';')}")
+
+
+def defaults(con: duckdb.DuckDBPyConnection, query: NamedQuery) -> dict[str, object]:
+    """Default values of the parameters a query takes: run_id is the last completed run, k its
+    spec's analysis.top_k. Parameters without a default are left out (the caller must give them)."""
+    wanted = set(query.params)
+    if not wanted & {"run_id", "k"}:
+        return {}
+    last = con.sql(
+        "SELECT run_id, CAST(spec -> 'analysis' ->> 'top_k' AS INTEGER) FROM runs "
+        "WHERE status = 'completed' ORDER BY run_id DESC LIMIT 1"
+    ).fetchall()
+    if not last:
+        return {}
+    run_id, top_k = last[0]
+    return {name: value for name, value in (("run_id", run_id), ("k", top_k)) if name in wanted and value is not None}

@@ -6,7 +6,8 @@ CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 -- One row per `langspec run`.
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY, spec_name VARCHAR, spec_path VARCHAR, spec_text VARCHAR,
-    overrides VARCHAR[], spec_hash VARCHAR, git_commit VARCHAR, versions JSON, host VARCHAR,
+    overrides VARCHAR[], spec JSON, -- the validated spec with the overrides applied, every default filled in
+    spec_hash VARCHAR, git_commit VARCHAR, versions JSON, host VARCHAR,
     pid INTEGER, executor VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP,
     status VARCHAR -- running | completed | failed | interrupted
 );
@@ -68,3 +69,72 @@ SELECT s.task_key, s.seed, s.language, t.inputs ->> 'finetune' AS finetune_key,
        s.layer, s.head, s.kept, s.importance
 FROM subnetworks AS s
 JOIN (SELECT DISTINCT ON (task_key) task_key, params, inputs FROM tasks) AS t USING (task_key);
+
+-- Each task once, with its params and inputs (the same for every run it appears in).
+CREATE OR REPLACE VIEW task_params AS
+SELECT DISTINCT ON (task_key) task_key, name, stage, params, inputs FROM tasks ORDER BY task_key, run_id DESC;
+
+-- The metrics of each task's last epoch (per variant): what "the model's accuracy" means.
+CREATE OR REPLACE VIEW final_metrics AS
+SELECT * EXCLUDE (last_epoch)
+FROM (SELECT *, max(epoch) OVER (PARTITION BY task_key, variant) AS last_epoch FROM metrics)
+WHERE epoch IS NOT DISTINCT FROM last_epoch;
+
+-- Influence rows with the languages of both examples (from the data task the TracIn task read).
+CREATE OR REPLACE VIEW influence_by_language AS
+SELECT i.task_key, i.seed, i.variant, i.checkpoint, i.test_id, te.language AS test_language,
+       i.train_id, tr.language AS train_language, i.score
+FROM influence AS i
+JOIN task_params AS t USING (task_key)
+JOIN examples AS te ON te.task_key = t.inputs ->> 'data' AND te.example_id = i.test_id
+JOIN examples AS tr ON tr.task_key = t.inputs ->> 'data' AND tr.example_id = i.train_id;
+
+-- TracIn scores of one run's tasks: TracInCP (summed over checkpoints; checkpoint NULL), or each
+-- checkpoint's term alone when per_checkpoint.
+CREATE OR REPLACE MACRO run_influence(run, per_checkpoint) AS TABLE
+SELECT task_key, seed, variant, CASE WHEN per_checkpoint THEN checkpoint END AS checkpoint,
+       test_id, test_language, train_id, train_language, sum(score) AS score
+FROM influence_by_language
+WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = run)
+GROUP BY ALL;
+
+-- The study's shares (DESIGN.md §3.5). For every TracIn task of the run, test language t and
+-- training language s: the mean over t's test examples of the share of their top-k proponents
+-- (side = 'proponents', highest scores) or opponents ('opponents', lowest scores) that come from
+-- s. share is M+[t, s] / M-[t, s]; on the diagonal it is S+(t) / S-(t). chance is s's share of
+-- the scored training examples. Every (t, s) pair is present, zero when s supplies none.
+CREATE OR REPLACE MACRO language_shares(run, k, per_checkpoint) AS TABLE
+WITH scores AS (SELECT * FROM run_influence(run, per_checkpoint)),
+ranked AS (
+    SELECT *,
+           row_number() OVER (PARTITION BY task_key, checkpoint, test_id ORDER BY score DESC, train_id) AS pro,
+           row_number() OVER (PARTITION BY task_key, checkpoint, test_id ORDER BY score ASC, train_id) AS con
+    FROM scores
+),
+top AS (
+    SELECT task_key, checkpoint, test_id, train_language, 'proponents' AS side FROM ranked WHERE pro <= k
+    UNION ALL
+    SELECT task_key, checkpoint, test_id, train_language, 'opponents' AS side FROM ranked WHERE con <= k
+),
+per_test AS (
+    SELECT task_key, checkpoint, side, test_id, train_language,
+           count(*) / sum(count(*)) OVER (PARTITION BY task_key, checkpoint, side, test_id) AS share
+    FROM top GROUP BY task_key, checkpoint, side, test_id, train_language
+),
+tests AS (SELECT DISTINCT task_key, seed, variant, checkpoint, test_id, test_language FROM scores),
+train_languages AS (
+    SELECT task_key, train_language, count(*) / sum(count(*)) OVER (PARTITION BY task_key) AS chance
+    FROM (SELECT DISTINCT task_key, train_id, train_language FROM scores) GROUP BY task_key, train_language
+),
+grid AS (
+    SELECT t.*, l.train_language, l.chance, side
+    FROM tests AS t JOIN train_languages AS l USING (task_key)
+    CROSS JOIN (VALUES ('proponents'), ('opponents')) AS sides(side)
+)
+SELECT g.task_key, g.seed, g.variant, g.checkpoint, g.side, g.test_language, g.train_language,
+       avg(coalesce(p.share, 0)) AS share, any_value(g.chance) AS chance, count(*) AS test_examples
+FROM grid AS g
+LEFT JOIN per_test AS p
+  ON p.task_key = g.task_key AND p.checkpoint IS NOT DISTINCT FROM g.checkpoint AND p.side = g.side
+ AND p.test_id = g.test_id AND p.train_language = g.train_language
+GROUP BY ALL;

@@ -65,7 +65,7 @@ def test_schema_is_json_schema():
 
 def test_whole_study_end_to_end_and_named_queries(small_spec, tmp_path, ray_session):
     store = tmp_path / "results"
-    stages = ["prune.enabled=true", "sparse_finetune.enabled=true", "tracin.enabled=true",
+    stages = ["prune.enabled=true", "sparse_finetune.enabled=true", "tracin.enabled=true", "analysis.top_k=5",
               "tracin.train_per_language=10", "tracin.test_per_language=3"]
     result = invoke("run", small_spec, "--store", store, *[a for s in stages for a in ("--set", s)])
     assert result.exit_code == 0, result.output
@@ -81,12 +81,26 @@ def test_whole_study_end_to_end_and_named_queries(small_spec, tmp_path, ray_sess
     assert variants == [{"variant": v, "languages": 2} for v in ("full", "sft", "subnetwork")]
     influence = rows("SELECT variant, count(*) AS n FROM influence GROUP BY 1 ORDER BY 1")
     assert influence == [{"variant": v, "n": 2 * 3 * 2 * 10 * 2} for v in ("full", "sft", "subnetwork")]  # epochs x test x train
-    jaccard = rows("subnetwork_jaccard")
+    jaccard = rows("SELECT * FROM subnetwork_jaccard")  # a parameterless analysis is a view
     assert {(r["language_a"], r["language_b"]) for r in jaccard} == {(a, b) for a in ("ka", "la") for b in ("ka", "la")}
     assert all(r["jaccard"] == 1.0 for r in jaccard if r["language_a"] == r["language_b"])
-    layers = rows("subnetwork_grid", "--param", "language=la")
+
+    def analysis(*args):
+        result = invoke("analyze", *args, "--store", store, "--format", "json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    layers = analysis("subnetwork_grid", "--param", "language=la")
     assert [r["layer"] for r in layers] == [0, 1] and all(len(r["heads"].split()) == 2 for r in layers)
-    missing = invoke("query", "subnetwork_grid", "--store", store)
+    names = ["accuracy", "in_language_share", "specialization", "cross_language", "subnetwork_similarity",
+             "similarity_vs_influence", "dynamics", "influence_mass"]
+    results = {name: analysis(name) for name in names}  # run_id and k default to run 1 and analysis.top_k
+    assert all(results[name] for name in names)
+    assert {r["variant"] for r in results["in_language_share"]} == {"full", "subnetwork", "sft"}
+    assert {r["epoch"] for r in results["dynamics"]} == {1, 2}
+    fewer = analysis("in_language_share", "--param", "k=1")
+    assert fewer != results["in_language_share"]
+    missing = invoke("analyze", "subnetwork_grid", "--store", store)
     assert missing.exit_code == 1 and "--param language=..." in missing.output
-    listed = invoke("queries")
-    assert "subnetwork_jaccard" in listed.output and "final_accuracy" in listed.output
+    listed = invoke("analyze")
+    assert all(name in listed.output for name in names)

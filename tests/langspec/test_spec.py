@@ -107,3 +107,13 @@ def test_shipped_specs_validate(path):
 def test_committed_json_schema_is_current():
     committed = json.loads((Path(__file__).parents[2] / "specs" / "langspec.schema.json").read_text())
     assert committed == Spec.model_json_schema()
+
+
+def test_top_k_below_the_scored_training_examples():
+    languages = {"languages": ["ka", "la"], "train_per_language": 30}
+    fails(Spec, r"analysis.top_k \(50\) must be smaller than the 40 training examples", name="s", model=TINY,
+          data=languages, tracin={"train_per_language": 20})
+    fails(Spec, r"analysis.top_k \(60\) must be smaller than the 60 training examples", name="s", model=TINY,
+          data=languages, tracin={"train_per_language": 200}, analysis={"top_k": 60})  # data has only 30 each
+    assert Spec(name="s", model=TINY, data=languages, tracin={"train_per_language": 20}, analysis={"top_k": 39})
+    assert Spec(name="s", model=TINY, data=languages, tracin={"enabled": False}, analysis={"top_k": 500})

@@ -124,11 +124,11 @@ def test_other_schema_version_is_refused(tmp_path):
 
 def test_meta_and_interrupted_runs(tmp_path):
     with StoreWriter(tmp_path) as writer:
-        first = writer.begin_run(spec_name="s", spec_path="s.yaml", spec_text="", overrides=[], spec_hash="h",
+        first = writer.begin_run(spec_name="s", spec_path="s.yaml", spec_text="", overrides=[], spec_json="{}", spec_hash="h",
                                  git_commit=None, versions={"duckdb": duckdb.__version__}, host="h", executor="local")
     # The first run never finished (its driver was killed); the next one marks it interrupted.
     with StoreWriter(tmp_path) as writer:
-        second = writer.begin_run(spec_name="s", spec_path="s.yaml", spec_text="", overrides=[], spec_hash="h",
+        second = writer.begin_run(spec_name="s", spec_path="s.yaml", spec_text="", overrides=[], spec_json="{}", spec_hash="h",
                                   git_commit=None, versions={}, host="h", executor="local")
         writer.finish_run(second, "completed")
     assert rows(tmp_path, "SELECT run_id, status FROM runs ORDER BY run_id") == [(first, "interrupted"), (second, "completed")]

@@ -1,0 +1,21 @@
+-- name: accuracy
+-- Test accuracy per language at the last epoch for full, subnetwork and sft, and retention = subnetwork / full; mean and sd over seeds.
+WITH per_seed AS (
+    SELECT seed, language,
+           avg(value) FILTER (WHERE variant = 'full') AS "full",
+           avg(value) FILTER (WHERE variant = 'subnetwork') AS subnetwork,
+           avg(value) FILTER (WHERE variant = 'sft') AS sft
+    FROM final_metrics
+    WHERE metric = 'accuracy' AND split = 'test'
+      AND task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id)
+    GROUP BY seed, language
+)
+SELECT language,
+       avg("full") AS "full", stddev_samp("full") AS full_sd,
+       avg(subnetwork) AS subnetwork, stddev_samp(subnetwork) AS subnetwork_sd,
+       avg(sft) AS sft, stddev_samp(sft) AS sft_sd,
+       avg(subnetwork / "full") AS retention, stddev_samp(subnetwork / "full") AS retention_sd,
+       count(*) AS seeds
+FROM per_seed
+GROUP BY language
+ORDER BY language;

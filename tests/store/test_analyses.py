@@ -1,0 +1,255 @@
+"""The study's analyses (store/sql/) on a hand-built store, against the same quantities computed
+by plain Python loops: TracInCP sums, top-k proponents and opponents, shares, Jaccard, Pearson and
+Spearman (average ranks), influence mass, means and standard deviations over seeds."""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+
+import duckdb
+import pytest
+
+from store.db import SCHEMA_SQL
+from store.queries import defaults, named_queries, run_named
+
+LANGUAGES = ["ka", "kb", "la"]
+TRAIN, TEST, CHECKPOINTS, SEEDS, K = 4, 2, (1, 2), (0, 1), 2
+VARIANTS = ("full", "subnetwork", "sft")
+LAYERS, HEADS = 2, 3
+
+
+def add_task(con, run_id, key, stage, params, inputs):
+    con.execute("INSERT INTO tasks (run_id, task_key, name, stage, params, inputs, outcome) VALUES (?, ?, ?, ?, ?, ?, 'ran')",
+                [run_id, key, key, stage, json.dumps(params), json.dumps(inputs)])
+
+
+@pytest.fixture(scope="module")
+def store():
+    rng = random.Random(7)
+    con = duckdb.connect()
+    con.execute(SCHEMA_SQL.read_text())
+    con.execute("INSERT INTO runs (run_id, spec, status) VALUES (1, ?, 'completed'), (2, '{}', 'failed')",
+                [json.dumps({"analysis": {"top_k": K}})])
+    train = [(f"{lang}-train-{i}", lang) for lang in LANGUAGES for i in range(TRAIN)]
+    test = [(f"{lang}-test-{i}", lang) for lang in LANGUAGES for i in range(TEST)]
+    con.executemany("INSERT INTO examples (task_key, example_id, language, split) VALUES ('data', ?, ?, ?)",
+                    [[i, lang, "train"] for i, lang in train] + [[i, lang, "test"] for i, lang in test])
+    truth = {"scores": {}, "masks": {}, "accuracy": {}}
+    for seed in SEEDS:
+        add_task(con, 1, f"ft{seed}", "finetune", {"seed": seed}, {"data": "data"})
+        for variant in VARIANTS:
+            key = f"tracin{seed}{variant}"
+            add_task(con, 1, key, "tracin", {"seed": seed, "variant": variant}, {"data": "data"})
+            for c in CHECKPOINTS:
+                for t, _ in test:
+                    for z, _ in train:
+                        score = rng.randint(-300, 300) / 64  # exact in float32 (REAL); ties happen
+                        truth["scores"][(seed, variant, c, t, z)] = score
+                        con.execute("INSERT INTO influence VALUES (?, ?, ?, ?, ?, ?, ?)", [key, seed, variant, c, t, z, score])
+        for lang in LANGUAGES:
+            key = f"prune{seed}{lang}"
+            add_task(con, 1, key, "prune", {"seed": seed, "language": lang, "prune": {"threshold": 0.9, "step": 0.1}},
+                     {"data": "data", "finetune": f"ft{seed}"})
+            mask = {(l, h): rng.random() < 0.5 for l in range(LAYERS) for h in range(HEADS)}
+            truth["masks"][(seed, lang)] = mask
+            con.executemany("INSERT INTO subnetworks VALUES (?, ?, ?, ?, ?, ?, 0.5)",
+                            [[key, seed, lang, l, h, kept] for (l, h), kept in mask.items()])
+        for variant, key in (("full", f"ft{seed}"), ("sft", f"sft{seed}")):
+            if variant == "sft":
+                add_task(con, 1, key, "sparse_finetune", {"seed": seed}, {"data": "data"})
+            for lang in LANGUAGES:
+                for epoch in (1, 2):  # only the last epoch counts
+                    value = round(rng.random(), 3)
+                    truth["accuracy"][(seed, variant, lang)] = value
+                    con.execute("INSERT INTO metrics VALUES (?, ?, ?, ?, 'test', 'accuracy', ?, ?)", [key, seed, variant, lang, value, epoch])
+        for lang in LANGUAGES:
+            value = round(rng.random(), 3)
+            truth["accuracy"][(seed, "subnetwork", lang)] = value
+            con.execute("INSERT INTO metrics VALUES (?, ?, 'subnetwork', ?, 'test', 'accuracy', ?, 2)", [f"prune{seed}{lang}", seed, lang, value])
+    # A task of another run must not leak into run 1's analyses.
+    add_task(con, 2, "tracin-other", "tracin", {"seed": 0, "variant": "full"}, {"data": "data"})
+    con.execute("INSERT INTO influence VALUES ('tracin-other', 0, 'full', 1, 'ka-test-0', 'la-train-0', 1000.0)")
+    truth.update(train=dict(train), test=dict(test))
+    return con, truth
+
+
+def run(con, name, **params):
+    return run_named(con, name, **params).to_pylist()
+
+
+def mean_sd(values):
+    values = list(values)
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def close(a, b):
+    return (a is None and b is None) or a == pytest.approx(b, abs=1e-9)
+
+
+def tracin_cp(truth, seed, variant, checkpoint=None):
+    """{(test, train): score}, summed over checkpoints or one checkpoint's term."""
+    out = {}
+    for (s, v, c, t, z), score in truth["scores"].items():
+        if s == seed and v == variant and checkpoint in (None, c):
+            out[(t, z)] = out.get((t, z), 0.0) + score
+    return out
+
+
+def shares(truth, seed, variant, checkpoint=None) -> dict[tuple[str, str, str], float]:
+    """{(side, t, s): M[t, s]} by the definition, with loops."""
+    scores = tracin_cp(truth, seed, variant, checkpoint)
+    result = {}
+    for side in ("proponents", "opponents"):
+        for t_lang in LANGUAGES:
+            tests = [t for t, lang in truth["test"].items() if lang == t_lang]
+            for s_lang in LANGUAGES:
+                per_test = []
+                for t in tests:
+                    ranked = sorted(truth["train"], key=lambda z: (-scores[(t, z)] if side == "proponents" else scores[(t, z)], z))
+                    top = ranked[:K]
+                    per_test.append(sum(truth["train"][z] == s_lang for z in top) / K)
+                result[(side, t_lang, s_lang)] = sum(per_test) / len(per_test)
+    return result
+
+
+def jaccard(truth, seed, a, b):
+    x = {h for h, kept in truth["masks"][(seed, a)].items() if kept}
+    y = {h for h, kept in truth["masks"][(seed, b)].items() if kept}
+    return len(x & y) / len(x | y) if x | y else 1.0
+
+
+def average_ranks(values):
+    order = sorted(values)
+    return [sum(i + 1 for i, v in enumerate(order) if v == x) / order.count(x) for x in values]
+
+
+def pearson(x, y):
+    mx, my = statistics.mean(x), statistics.mean(y)
+    num = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    return num / (sum((a - mx) ** 2 for a in x) ** 0.5 * sum((b - my) ** 2 for b in y) ** 0.5)
+
+
+def test_defaults_come_from_the_last_completed_run(store):
+    con, _ = store
+    assert defaults(con, named_queries()["in_language_share"]) == {"run_id": 1, "k": K}
+
+
+def test_accuracy(store):
+    con, truth = store
+    rows = run(con, "accuracy", run_id=1)
+    assert [r["language"] for r in rows] == LANGUAGES
+    for row in rows:
+        acc = {v: [truth["accuracy"][(s, v, row["language"])] for s in SEEDS] for v in VARIANTS}
+        for v in VARIANTS:
+            assert (row[v], row[f"{v}_sd"]) == pytest.approx(mean_sd(acc[v]))
+        assert (row["retention"], row["retention_sd"]) == pytest.approx(mean_sd([s / f for s, f in zip(acc["subnetwork"], acc["full"])]))
+
+
+def test_in_language_share_and_cross_language(store):
+    con, truth = store
+    expected = {(s, v): shares(truth, s, v) for s in SEEDS for v in VARIANTS}
+    rows = run(con, "in_language_share", run_id=1, k=K)
+    assert len(rows) == len(VARIANTS) * len(LANGUAGES)
+    for row in rows:
+        v, t = row["variant"], row["language"]
+        assert (row["s_plus"], row["s_plus_sd"]) == pytest.approx(mean_sd(expected[(s, v)][("proponents", t, t)] for s in SEEDS))
+        assert (row["s_minus"], row["s_minus_sd"]) == pytest.approx(mean_sd(expected[(s, v)][("opponents", t, t)] for s in SEEDS))
+        assert row["chance"] == pytest.approx(1 / 3) and row["seeds"] == 2
+    rows = run(con, "cross_language", run_id=1, k=K)
+    assert len(rows) == len(VARIANTS) * 2 * len(LANGUAGES) ** 2  # every (t, s), zeros included
+    for row in rows:
+        key = (row["side"], row["test_language"], row["train_language"])
+        assert (row["share"], row["share_sd"]) == pytest.approx(mean_sd(expected[(s, row["variant"])][key] for s in SEEDS))
+
+
+def test_specialization(store):
+    con, truth = store
+    s_plus = {(s, v, t): shares(truth, s, v)[("proponents", t, t)] for s in SEEDS for v in VARIANTS for t in LANGUAGES}
+    for row in run(con, "specialization", run_id=1, k=K):
+        t = row["language"]
+        assert row["s_plus_full"] == pytest.approx(statistics.mean(s_plus[(s, "full", t)] for s in SEEDS))
+        assert (row["subnetwork_minus_full"], row["subnetwork_minus_full_sd"]) == pytest.approx(
+            mean_sd(s_plus[(s, "subnetwork", t)] - s_plus[(s, "full", t)] for s in SEEDS))
+        assert (row["sft_minus_subnetwork"], row["sft_minus_subnetwork_sd"]) == pytest.approx(
+            mean_sd(s_plus[(s, "sft", t)] - s_plus[(s, "subnetwork", t)] for s in SEEDS))
+
+
+def test_subnetwork_similarity(store):
+    con, truth = store
+    rows = run(con, "subnetwork_similarity", run_id=1)
+    assert len(rows) == len(LANGUAGES) ** 2
+    for row in rows:
+        a, b = row["language_a"], row["language_b"]
+        assert (row["jaccard"], row["jaccard_sd"]) == pytest.approx(mean_sd(jaccard(truth, s, a, b) for s in SEEDS))
+        kept = [sum(truth["masks"][(s, a)].values()) for s in SEEDS]
+        assert row["heads_kept_a"] == pytest.approx(statistics.mean(kept))
+        assert row["sparsity_a"] == pytest.approx(statistics.mean(1 - k / (LAYERS * HEADS) for k in kept))
+        unused = [sum(not any(truth["masks"][(s, lang)][h] for lang in LANGUAGES) for h in truth["masks"][(s, a)]) for s in SEEDS]
+        assert row["heads_kept_by_no_language"] == pytest.approx(statistics.mean(unused))
+
+
+def test_similarity_vs_influence(store):
+    con, truth = store
+    rows = {r["variant"]: r for r in run(con, "similarity_vs_influence", run_id=1, k=K)}
+    assert list(rows) == list(VARIANTS)
+    for v in VARIANTS:
+        per_seed = []
+        for s in SEEDS:
+            m = shares(truth, s, v)
+            pairs = [(a, b) for a in LANGUAGES for b in LANGUAGES if a != b]
+            j = [jaccard(truth, s, a, b) for a, b in pairs]
+            plus = [m[("proponents", a, b)] for a, b in pairs]
+            per_seed.append((pearson(j, plus), pearson(average_ranks(j), average_ranks(plus))))
+        assert (rows[v]["pearson"], rows[v]["pearson_sd"]) == pytest.approx(mean_sd(p for p, _ in per_seed))
+        assert (rows[v]["spearman"], rows[v]["spearman_sd"]) == pytest.approx(mean_sd(r for _, r in per_seed))
+        assert rows[v]["pairs"] == 6
+
+
+def test_dynamics(store):
+    con, truth = store
+    rows = run(con, "dynamics", run_id=1, k=K)
+    assert len(rows) == len(VARIANTS) * len(LANGUAGES) * len(CHECKPOINTS)
+    for row in rows:
+        t = row["language"]
+        per_seed = [shares(truth, s, row["variant"], row["epoch"])[("proponents", t, t)] for s in SEEDS]
+        assert (row["s_plus"], row["s_plus_sd"]) == pytest.approx(mean_sd(per_seed))
+
+
+def test_influence_mass(store):
+    con, truth = store
+    for row in run(con, "influence_mass", run_id=1):
+        v, t_lang, s_lang = row["variant"], row["test_language"], row["train_language"]
+        positive, negative = [], []
+        for s in SEEDS:
+            scores = tracin_cp(truth, s, v)
+            pairs = [(t, z) for t, lang in truth["test"].items() if lang == t_lang for z in truth["train"]]
+            pos = sum(max(scores[p], 0) for p in pairs)
+            neg = sum(max(-scores[p], 0) for p in pairs)
+            from_s = [p for p in pairs if truth["train"][p[1]] == s_lang]
+            positive.append(sum(max(scores[p], 0) for p in from_s) / pos)
+            negative.append(sum(max(-scores[p], 0) for p in from_s) / neg)
+        assert (row["positive_share"], row["positive_share_sd"]) == pytest.approx(mean_sd(positive))
+        assert (row["negative_share"], row["negative_share_sd"]) == pytest.approx(mean_sd(negative))
+
+
+def test_a_hand_computed_case():
+    """One ka test example, four training examples, scores chosen by hand."""
+    con = duckdb.connect()
+    con.execute(SCHEMA_SQL.read_text())
+    con.execute("INSERT INTO runs (run_id, status) VALUES (1, 'completed')")
+    add_task(con, 1, "tr", "tracin", {}, {"data": "data"})
+    con.executemany("INSERT INTO examples (task_key, example_id, language, split) VALUES ('data', ?, ?, ?)",
+                    [["t", "ka", "test"], ["ka-0", "ka", "train"], ["ka-1", "ka", "train"], ["la-0", "la", "train"],
+                     ["la-1", "la", "train"]])
+    scores = {("ka-0", 1): 2.5, ("ka-0", 2): 0.5, ("ka-1", 1): -2.0, ("la-0", 1): -1.0, ("la-1", 1): 3.0}
+    con.executemany("INSERT INTO influence VALUES ('tr', 0, 'full', ?, 't', ?, ?)", [[c, z, s] for (z, c), s in scores.items()])
+    rows = {(r["side"], r["train_language"]): r["share"] for r in run(con, "cross_language", run_id=1, k=2)}
+    # TracInCP: ka-0 3.0, la-1 3.0 (tie: by id, ka-0 then la-1), la-0 -1, ka-1 -2.
+    assert rows == {("proponents", "ka"): 0.5, ("proponents", "la"): 0.5, ("opponents", "ka"): 0.5, ("opponents", "la"): 0.5}
+    top1 = {(r["side"], r["train_language"]): r["share"] for r in run(con, "cross_language", run_id=1, k=1)}
+    assert top1 == {("proponents", "ka"): 1.0, ("proponents", "la"): 0.0, ("opponents", "ka"): 1.0, ("opponents", "la"): 0.0}
+    # Checkpoint 2 alone: ka-0 0.5 is the only non-zero score; the rest score nothing (no row = not scored).
+    dynamics = {r["epoch"]: r["s_plus"] for r in run(con, "dynamics", run_id=1, k=1)}
+    assert dynamics == {1: 0.0, 2: 1.0}  # epoch 1: la-1 (3.0) leads; epoch 2: ka-0 is the only one scored
