@@ -179,6 +179,25 @@ def analyze(
     _run_sql(store, format, run)
 
 
+@app.command()
+def report(
+    store: StoreOpt = DEFAULT_STORE,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Directory of the page and figures (default: STORE/report).")] = None,
+    run_id: Annotated[int | None, typer.Option("--run", help="Which run (default: the last completed one).")] = None,
+    k: Annotated[int | None, typer.Option(help="Proponents per test example (default: the run's analysis.top_k).")] = None,
+) -> None:
+    """Write an HTML page with the study's figures and a summary that answers its questions."""
+    from langspec.report import write_report
+    from store.db import connect_read_only
+
+    try:
+        with connect_read_only(store) as con:
+            page = write_report(con, out_dir or store / "report", run_id, k)
+    except LangspecError as error:
+        _fail(error)
+    out.print(escape(f"report: {page}"))
+
+
 def _run_sql(store: Path, format: str, run) -> None:
     """Open the store read-only (the parameterless analyses as views), run, print."""
     import duckdb

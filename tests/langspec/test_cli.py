@@ -104,3 +104,17 @@ def test_whole_study_end_to_end_and_named_queries(small_spec, tmp_path, ray_sess
     assert missing.exit_code == 1 and "--param language=..." in missing.output
     listed = invoke("analyze")
     assert all(name in listed.output for name in names)
+
+    reported = invoke("report", "--store", store, "--out", tmp_path / "report")
+    assert reported.exit_code == 0, reported.output
+    page = (tmp_path / "report" / "index.html").read_text()
+    figures = ["accuracy", "in_language_share", "cross_language", "masks", "jaccard", "similarity_vs_influence", "dynamics"]
+    from PIL import Image
+
+    for figure in figures:
+        path = tmp_path / "report" / f"{figure}.png"
+        assert f'src="{figure}.png"' in page
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width >= 300 and image.height >= 150
+            assert len(image.convert("L").getcolors(maxcolors=1 << 16)) > 10  # not a blank canvas
+    assert page.count("<li>") == 3 and "Language subnetworks exist" in page

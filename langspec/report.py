@@ -1,0 +1,328 @@
+"""`langspec report`: the study's figures (PNG, matplotlib) and an HTML page that answers the
+paper's three questions for one run of a store, from the named analyses in store/sql/."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from langspec.errors import LangspecError
+from store.queries import defaults, named_queries, run_named
+
+VARIANTS = ("full", "subnetwork", "sft")
+COLORS = {"full": "#4c72b0", "subnetwork": "#dd8452", "sft": "#55a868"}
+
+
+@dataclass(frozen=True)
+class Figure:
+    file: str
+    title: str
+    caption: str
+
+
+def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None = None, k: int | None = None) -> Path:
+    """Write out/index.html and its PNG figures for `run_id` (default: the last completed run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    params = defaults(con, named_queries()["in_language_share"])
+    run_id = run_id if run_id is not None else params.get("run_id")
+    k = k if k is not None else params.get("k")
+    if run_id is None or k is None:
+        raise LangspecError("the store has no completed run to report on; run `langspec run SPEC` first")
+
+    def analysis(name: str) -> list[dict]:
+        wanted = {"run_id": run_id, "k": k}
+        return run_named(con, name, **{p: wanted[p] for p in named_queries()[name].params}).to_pylist()
+
+    data = {name: analysis(name) for name in (
+        "accuracy", "in_language_share", "specialization", "cross_language", "subnetwork_similarity",
+        "similarity_vs_influence", "dynamics",
+    )}
+    masks = con.sql(
+        "SELECT language, layer, head, kept FROM subnetwork_masks "
+        "WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id) "
+        "AND seed = (SELECT min(seed) FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id))",
+        params={"run_id": run_id},
+    ).to_arrow_table().to_pylist()
+    spec_name = con.sql("SELECT spec_name FROM runs WHERE run_id = $r", params={"r": run_id}).fetchall()[0][0]
+
+    out.mkdir(parents=True, exist_ok=True)
+    figures = [
+        figure for figure in (
+            _accuracy(data["accuracy"], out),
+            _in_language(data["in_language_share"], k, out),
+            _cross_language(data["cross_language"], k, out),
+            _masks(masks, out),
+            _jaccard(data["subnetwork_similarity"], out),
+            _similarity_vs_influence(data["subnetwork_similarity"], data["cross_language"], data["similarity_vs_influence"], out),
+            _dynamics(data["dynamics"], out),
+        ) if figure is not None
+    ]
+    page = out / "index.html"
+    page.write_text(_html(spec_name, run_id, k, summary(data), figures))
+    return page
+
+
+def summary(data: dict[str, list[dict]]) -> list[str]:
+    """One sentence per question of the paper, from the numbers; a question the run cannot answer says so."""
+    sentences = []
+    accuracy = [r for r in data["accuracy"] if r["retention"] is not None]
+    pairs = [r for r in data["subnetwork_similarity"] if r["language_a"] != r["language_b"]]
+    if accuracy and pairs:
+        kept = [r["heads_kept_a"] for r in pairs]
+        heads = round(pairs[0]["heads_kept_a"] / (1 - pairs[0]["sparsity_a"])) if pairs[0]["sparsity_a"] < 1 else None
+        sentences.append(
+            f"Language subnetworks exist: with {min(kept):.0f} to {max(kept):.0f} of {heads} heads, each language keeps "
+            f"{min(r['retention'] for r in accuracy):.0%} or more of its full-model test accuracy, and two languages' "
+            f"subnetworks share {_mean(r['jaccard'] for r in pairs):.2f} of their heads on average (Jaccard)."
+        )
+    else:
+        sentences.append("Subnetworks: this run has no prune results (prune.enabled: false).")
+    special = data["specialization"]
+    if special and all(r["subnetwork_minus_full"] is not None for r in special):
+        delta = _mean(r["subnetwork_minus_full"] for r in special)
+        sentences.append(
+            f"Subnetworks {'rely more' if delta > 0 else 'do not rely more'} on in-language data: S+ changes by "
+            f"{delta:+.3f} on average from the full model to the subnetwork "
+            f"({sum(r['subnetwork_minus_full'] > 0 for r in special)} of {len(special)} languages up)"
+            + (
+                f", and sparse fine-tuning changes it by a further {_mean(r['sft_minus_subnetwork'] for r in special):+.3f} "
+                f"({sum(r['sft_minus_subnetwork'] > 0 for r in special)} of {len(special)} up)."
+                if all(r["sft_minus_subnetwork"] is not None for r in special) else "."
+            )
+        )
+    else:
+        sentences.append("Specialisation: this run lacks the TracIn variants full and subnetwork.")
+    correlation = {r["variant"]: r for r in data["similarity_vs_influence"]}
+    if correlation:
+        parts = [f"{v}: Pearson {r['pearson']:.2f}, Spearman {r['spearman']:.2f}" for v, r in correlation.items() if r["pearson"] is not None]
+        strongest = max((abs(r["pearson"]) for r in correlation.values() if r["pearson"] is not None), default=0.0)
+        verdict = "go together with" if strongest >= 0.5 else "barely predict"
+        sentences.append(
+            f"Similar subnetworks {verdict} cross-language influence: the correlation of Jaccard J(a, b) with "
+            f"M+[a, b] over language pairs is {'; '.join(parts)}."
+        )
+    else:
+        sentences.append("Similarity vs influence: this run lacks subnetworks or influence scores.")
+    return sentences
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def _save(fig, out: Path, file: str, title: str, caption: str) -> Figure:
+    fig.tight_layout()
+    fig.savefig(out / file, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return Figure(file, title, caption)
+
+
+def _variants(rows: list[dict]) -> list[str]:
+    present = {r["variant"] for r in rows}
+    return [v for v in VARIANTS if v in present]
+
+
+def _accuracy(rows: list[dict], out: Path) -> Figure | None:
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return None
+    languages = [r["language"] for r in rows]
+    variants = [v for v in VARIANTS if any(r[v] is not None for r in rows)]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / len(variants)
+    for i, variant in enumerate(variants):
+        xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(languages))]
+        values = [r[variant] or 0.0 for r in rows]
+        errors = [r[f"{variant}_sd"] or 0.0 for r in rows]
+        ax.bar(xs, values, width, yerr=errors, label=variant, color=COLORS[variant])
+    ax.set_xticks(range(len(languages)), languages)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("language")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Accuracy per language: full model, its subnetworks, SFT")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, out, "accuracy.png", "Accuracy", "Test accuracy at the last epoch; each language's subnetwork and the SFT model are evaluated with that language's mask.")
+
+
+def _in_language(rows: list[dict], k: int, out: Path) -> Figure | None:
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return None
+    variants = _variants(rows)
+    languages = sorted({r["language"] for r in rows})
+    cells = {(r["variant"], r["language"]): r for r in rows}
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / len(variants)
+    for i, variant in enumerate(variants):
+        xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(languages))]
+        ax.bar(xs, [cells[(variant, lang)]["s_plus"] for lang in languages], width,
+               yerr=[cells[(variant, lang)]["s_plus_sd"] or 0.0 for lang in languages], label=variant, color=COLORS[variant])
+    chance = [cells[(variants[0], lang)]["chance"] for lang in languages]
+    ax.hlines(chance, [j - 0.45 for j in range(len(languages))], [j + 0.45 for j in range(len(languages))],
+              colors="black", linestyles="dashed", label="chance")
+    ax.set_xticks(range(len(languages)), languages)
+    ax.set_xlabel("test language t")
+    ax.set_ylabel(f"S+(t): in-language share of top-{k}")
+    ax.set_title("In-language reliance of the proponents")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, out, "in_language_share.png", "In-language share",
+                 f"S+(t): share of each test example's top-{k} proponents from its own language, averaged over the test examples of t; dashed: the language's share of the scored training examples.")
+
+
+def _matrix(rows: list[dict], row_key: str, col_key: str, value: str) -> tuple[list[str], list[str], list[list[float]]]:
+    row_labels = sorted({r[row_key] for r in rows})
+    col_labels = sorted({r[col_key] for r in rows})
+    cells = {(r[row_key], r[col_key]): r[value] for r in rows}
+    return row_labels, col_labels, [[cells.get((a, b), float("nan")) for b in col_labels] for a in row_labels]
+
+
+def _heatmap(ax, rows, cols, matrix, vmin=None, vmax=None, cmap="viridis", fmt="{:.2f}"):
+    image = ax.imshow(matrix, vmin=vmin, vmax=vmax, cmap=cmap)
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=8,
+                    color="white" if value < (min(map(min, matrix)) + max(map(max, matrix))) / 2 else "black")
+    return image
+
+
+def _cross_language(rows: list[dict], k: int, out: Path) -> Figure | None:
+    import matplotlib.pyplot as plt
+
+    proponents = [r for r in rows if r["side"] == "proponents"]
+    if not proponents:
+        return None
+    variants = _variants(proponents)
+    top = max(r["share"] for r in proponents)
+    fig, axes = plt.subplots(1, len(variants), figsize=(3.6 * len(variants), 3.6), squeeze=False)
+    for ax, variant in zip(axes[0], variants):
+        rows_, cols, matrix = _matrix([r for r in proponents if r["variant"] == variant], "test_language", "train_language", "share")
+        image = _heatmap(ax, rows_, cols, matrix, vmin=0, vmax=top)
+        ax.set_title(variant)
+        ax.set_xlabel("training language s")
+    axes[0][0].set_ylabel("test language t")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="M+[t, s]")
+    fig.suptitle(f"Where the top-{k} proponents come from")
+    fig.savefig(out / "cross_language.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Figure("cross_language.png", "Cross-language reliance",
+                  f"M+[t, s]: share of test language t's top-{k} proponents from training language s; rows sum to 1.")
+
+
+def _masks(rows: list[dict], out: Path) -> Figure | None:
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return None
+    languages = sorted({r["language"] for r in rows})
+    layers = max(r["layer"] for r in rows) + 1
+    heads = max(r["head"] for r in rows) + 1
+    fig, axes = plt.subplots(1, len(languages), figsize=(1.0 + 1.6 * len(languages), 1.2 + 0.3 * layers), squeeze=False)
+    for ax, language in zip(axes[0], languages):
+        grid = [[0.0] * heads for _ in range(layers)]
+        for r in rows:
+            if r["language"] == language:
+                grid[r["layer"]][r["head"]] = float(r["kept"])
+        ax.imshow(grid, vmin=0, vmax=1, cmap="Greens")
+        ax.set_title(f"{language} ({int(sum(map(sum, grid)))} kept)", fontsize=9)
+        ax.set_xticks(range(heads))
+        ax.set_yticks(range(layers))
+        ax.set_xlabel("head", fontsize=8)
+        ax.set_ylabel("layer", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("Subnetworks: kept (green) and masked heads")
+    return _save(fig, out, "masks.png", "Head masks", "Each language's subnetwork as a layers × heads grid (the run's first seed).")
+
+
+def _jaccard(rows: list[dict], out: Path) -> Figure | None:
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return None
+    labels, cols, matrix = _matrix(rows, "language_a", "language_b", "jaccard")
+    fig, ax = plt.subplots(figsize=(4.4, 3.8))
+    image = _heatmap(ax, labels, cols, matrix, vmin=0, vmax=1, cmap="magma")
+    fig.colorbar(image, ax=ax, label="Jaccard J(a, b)")
+    ax.set_xlabel("language b")
+    ax.set_ylabel("language a")
+    ax.set_title("Subnetwork similarity")
+    return _save(fig, out, "jaccard.png", "Subnetwork similarity", "Jaccard similarity of the kept heads of two languages' subnetworks.")
+
+
+def _similarity_vs_influence(similarity: list[dict], cross: list[dict], correlation: list[dict], out: Path) -> Figure | None:
+    import matplotlib.pyplot as plt
+
+    jaccard = {(r["language_a"], r["language_b"]): r["jaccard"] for r in similarity if r["language_a"] != r["language_b"]}
+    proponents = [r for r in cross if r["side"] == "proponents" and (r["test_language"], r["train_language"]) in jaccard]
+    if not proponents:
+        return None
+    stats = {r["variant"]: r for r in correlation}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant in _variants(proponents):
+        points = [(jaccard[(r["test_language"], r["train_language"])], r["share"]) for r in proponents if r["variant"] == variant]
+        label = variant
+        if variant in stats and stats[variant]["pearson"] is not None:
+            label += f" (Pearson {stats[variant]['pearson']:.2f}, Spearman {stats[variant]['spearman']:.2f})"
+        ax.scatter(*zip(*points), label=label, color=COLORS[variant], alpha=0.8)
+    ax.set_xlabel("subnetwork similarity J(a, b)")
+    ax.set_ylabel("cross-language share M+[a, b]")
+    ax.set_title("Similar subnetworks, more influence?")
+    ax.legend(fontsize="small")
+    return _save(fig, out, "similarity_vs_influence.png", "Similarity vs influence",
+                 "Each point is an ordered pair of different languages: test language a, training language b.")
+
+
+def _dynamics(rows: list[dict], out: Path) -> Figure | None:
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return None
+    variants = [v for v in ("full", "sft") if any(r["variant"] == v for r in rows)] or _variants(rows)
+    languages = sorted({r["language"] for r in rows})
+    fig, axes = plt.subplots(1, len(variants), figsize=(4.2 * len(variants) + 0.8, 3.4), squeeze=False, sharey=True)
+    for ax, variant in zip(axes[0], variants):
+        for language in languages:
+            series = sorted((r["epoch"], r["s_plus"]) for r in rows if r["variant"] == variant and r["language"] == language)
+            ax.plot(*zip(*series), marker="o", label=language)
+        chance = [r["chance"] for r in rows if r["variant"] == variant]
+        ax.axhline(_mean(chance), color="black", linestyle="dashed", linewidth=1, label="chance")
+        ax.set_title(variant)
+        ax.set_xlabel("epoch (checkpoint)")
+    axes[0][0].set_ylabel("S+(t) of that checkpoint's term")
+    axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("In-language reliance over training")
+    return _save(fig, out, "dynamics.png", "Dynamics", "S+(t) computed from each checkpoint's TracIn term alone.")
+
+
+def _html(spec_name: str, run_id: int, k: int, sentences: list[str], figures: list[Figure]) -> str:
+    items = "\n".join(f"  <li>{html.escape(s)}</li>" for s in sentences)
+    sections = "\n".join(
+        f'<section><h2>{html.escape(f.title)}</h2><img src="{f.file}" alt="{html.escape(f.title)}">'
+        f"<p>{html.escape(f.caption)}</p></section>"
+        for f in figures
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>langspec report: {html.escape(spec_name)}, run {run_id}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}}img{{max-width:100%}}
+section{{margin-top:2em}}p{{color:#444}}</style></head>
+<body>
+<h1>{html.escape(spec_name)}: run {run_id}</h1>
+<p>Top-{k} proponents and opponents per test example. Every number comes from <code>langspec analyze</code>.</p>
+<h2>Answers</h2>
+<ul>
+{items}
+</ul>
+{sections}
+</body></html>
+"""
