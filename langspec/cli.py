@@ -53,9 +53,9 @@ def validate(spec: SpecArg, set_: SetOpt = None) -> None:
 @app.command()
 def schema() -> None:
     """Print the spec's JSON Schema (for editors: # yaml-language-server: $schema=...)."""
-    from langspec.spec import Spec
+    from langspec.spec import json_schema
 
-    print(json.dumps(Spec.model_json_schema(), indent=2))
+    print(json.dumps(json_schema(), indent=2))
 
 
 @app.command()

@@ -83,7 +83,7 @@ def _point_tasks(point: SweepPoint) -> list[Task]:
     """The tasks of one sweep combination. Tasks shared with other combinations get equal keys."""
     spec = point.spec
     data_module = stage_module("data")
-    fingerprint = data_module.files_fingerprint(spec.data) if spec.data.source == "files" else ""
+    fingerprint = data_module.fingerprint(spec.data)
     data_task = _make_task(point, "data", {}, data_module.Params(data=spec.data, fingerprint=fingerprint), (), SECTIONS["data"])
     tasks = [data_task]
     for seed in spec.seeds:

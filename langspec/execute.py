@@ -211,7 +211,7 @@ def execute(
     display: RunDisplay | None = None,
 ) -> RunResult:
     display = display or RunDisplay(quiet=True)
-    root = Path(root)
+    root = Path(root).absolute()  # workers, on this node or another, find the store by this path
     with StoreWriter(root) as writer:
         pending = [task for task in graph.tasks if not is_complete(root, task.key)]
         # Start the backend (and check its GPUs) before the run is recorded: a spec that cannot

@@ -1,7 +1,12 @@
-"""Load a YAML spec with line numbers, apply `--set` overrides, expand `sweep:`, validate it all.
+"""Load a YAML spec with line numbers, apply `extends:`, `--set` overrides and `sweep:`, validate it all.
 
 Every problem is reported at once, located as `file:line:col` (or `--set path`), with the field path,
 the bad value and what is allowed.
+
+`extends: base.yaml` (a path relative to the spec) starts from another YAML file: mappings merge
+key by key, the spec's own values (scalars, lists) replace the base's, and the merged result is
+validated as one spec. A base may extend another base; an error points into the file that wrote
+the value.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     if not path.is_file():
         raise SpecError([SpecProblem(str(path), "", "spec file not found; give the path of a YAML spec, e.g. specs/demo.yaml")])
     text = path.read_text()
-    data, positions = _parse_yaml(text, str(path))
+    data, positions = _read_extended(path, ())
     problems: list[SpecProblem] = []
     for override in overrides:
         problems += _apply_override(data, override, positions)
@@ -68,6 +73,40 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
 
 
 # --- YAML with positions ----------------------------------------------------------------------
+
+
+def _read_extended(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[Loc, str]]:
+    """The YAML of `path` merged over the base it `extends:` (recursively), with positions."""
+    data, positions = _parse_yaml(path.read_text(), str(path))
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data, positions
+    where = positions.pop(("extends",))
+    if not isinstance(base_name, str):
+        raise SpecError([SpecProblem(where, "extends", "extends: takes the path of a base YAML file, e.g. base/paper.yaml")])
+    base = (path.parent / base_name).resolve()
+    if base in chain + (path.resolve(),):
+        raise SpecError([SpecProblem(where, "extends", f"{base_name} extends itself (through {' -> '.join(p.name for p in chain)})")])
+    if not base.is_file():
+        raise SpecError([SpecProblem(where, "extends", f"base spec {base_name} not found (looked for {base})")])
+    base_data, base_positions = _read_extended(base, chain + (path.resolve(),))
+    for loc in list(base_positions):  # the spec's own scalars and lists replace the base's, positions too
+        if any(loc[: len(own)] == own and not isinstance(_get(data, own), dict) for own in positions if own):
+            del base_positions[loc]
+    return _merge(base_data, data), {**base_positions, **positions}
+
+
+def _merge(base: dict, own: dict) -> dict:
+    merged = dict(base)
+    for key, value in own.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def _get(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        data = data[part]
+    return data
 
 
 class _Loader(yaml.SafeLoader):

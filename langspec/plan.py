@@ -35,10 +35,11 @@ def explain(graph: TaskGraph, root: Path) -> dict[str, str]:
 
 def plan_tree(graph: TaskGraph, root: Path) -> Tree:
     reasons = explain(graph, root)
-    gpus = sum(t.resources.num_gpus for t in graph.tasks if reasons[t.key] != "cached")
+    on_gpu = [t.resources.num_gpus for t in graph.tasks if reasons[t.key] != "cached" and t.resources.num_gpus > 0]
     running = sum(reason != "cached" for reason in reasons.values())
     tree = Tree(f"[bold]{len(graph.tasks)} tasks[/]: {running} to run, {len(graph.tasks) - running} cached"
-                + (f"; GPU-tasks need {gpus:g} GPU(s) in all" if gpus else ""))
+                + (f"; {len(on_gpu)} need a GPU ({max(on_gpu):g} each), as many run at once as the cluster has"
+                   if on_gpu else ""))
     nodes: dict[str, Tree] = {}
     for task in graph.tasks:
         parent = nodes[task.inputs[-1][1]] if task.inputs else tree

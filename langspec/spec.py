@@ -47,7 +47,12 @@ class DataSpec(Section):
         0.5, ge=0.0, le=1.0, description="Toy data only: share of the lexicon that related languages have in common."
     )
     seed: int = Field(0, ge=0, description="Seed of data generation and subsampling (independent of the training seeds).")
-    dataset: str | None = Field(None, description="hub only: dataset id, e.g. facebook/xnli.")
+    dataset: str | None = Field(
+        None,
+        description="hub only: a Hugging Face dataset id with one config per language (facebook/xnli, "
+        "google-research-datasets/paws-x, mteb/amazon_reviews_multi), or a local directory holding "
+        "<language>/ saved with datasets' save_to_disk.",
+    )
     path: str | None = Field(None, description="files only: directory holding <language>/<split>.jsonl or .parquet.")
 
     @field_validator("languages")
@@ -240,3 +245,16 @@ class Spec(Section):
                 "scores, or every one of them is a proponent; lower analysis.top_k or raise tracin.train_per_language"
             )
         return self
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a spec file, for editors: the Spec model plus `extends:` (a spec that
+    extends a base may leave the base's required fields out)."""
+    schema = Spec.model_json_schema()
+    schema["properties"] = {
+        "extends": {"type": "string", "title": "Extends",
+                    "description": "Path of a base YAML file (relative to this one) whose fields this spec starts from."},
+        **schema["properties"],
+    }
+    schema["anyOf"] = [{"required": ["extends"]}, {"required": schema.pop("required")}]
+    return schema

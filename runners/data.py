@@ -51,7 +51,7 @@ def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext
     elif data.source == "files":
         rows = _load_files(Path(data.path), list(data.languages), sizes, data.seed)
     else:
-        raise DataSourceError("source: hub is not built yet (issue #7); use source: toy or source: files")
+        rows = _load_hub(data.dataset, list(data.languages), sizes, data.seed)
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     (workdir / "tables").mkdir(parents=True, exist_ok=True)
     pq.write_table(table, workdir / EXAMPLES_FILE)
@@ -71,11 +71,19 @@ def read_examples(data_dir: Path, split: str | None = None, language: str | None
 # --- source: files ----------------------------------------------------------------------------
 
 
-def files_fingerprint(data: DataSpec) -> str:
-    """sha256 over the names and contents of the files a `files` source reads."""
+def fingerprint(data: DataSpec) -> str:
+    """What a task key must know about data that lives outside the spec: sha256 over the files a
+    `files` source reads, or over the dataset fingerprints of a local `hub` copy; "" otherwise
+    (toy data follows from the spec; a hub id names its data)."""
+    if data.source == "files":
+        files = sorted(_source_files(Path(data.path), list(data.languages)).values())
+    elif data.source == "hub" and Path(data.dataset).is_dir():
+        files = sorted(Path(data.dataset).glob("*/*/state.json"))  # <language>/<split>/state.json
+    else:
+        return ""
     digest = hashlib.sha256()
-    for path in sorted(_source_files(Path(data.path), list(data.languages)).values()):
-        digest.update(str(path.name).encode())
+    for path in files:
+        digest.update(str(path).encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
 
@@ -125,3 +133,69 @@ def _load_files(root: Path, languages: list[str], sizes: dict[str, int], seed: i
                 }
             )
     return rows
+
+
+# --- source: hub ------------------------------------------------------------------------------
+
+# How a dataset's columns map to the common schema, recognised by its column names:
+# NLI (XNLI), paraphrase pairs (PAWS-X), and reviews (MARC: review text; stars 1-5 become labels
+# 0-4, or an existing 0-4 `label`).
+HUB_LAYOUTS = {
+    "premise/hypothesis": (("premise", "hypothesis", "label"), lambda r: (r["premise"], r["hypothesis"], r["label"])),
+    "sentence1/sentence2": (("sentence1", "sentence2", "label"), lambda r: (r["sentence1"], r["sentence2"], r["label"])),
+    "review_body/stars": (("review_body", "stars"), lambda r: (r["review_body"], None, r["stars"] - 1)),
+    "text/label": (("text", "label"), lambda r: (r["text"], None, r["label"])),
+}
+
+
+def _load_hub(dataset: str, languages: list[str], sizes: dict[str, int], seed: int) -> list[dict]:
+    rows = []
+    for language in languages:
+        splits = _hub_splits(dataset, language)
+        for split in SPLITS:
+            if split not in splits:
+                raise DataSourceError(f"{dataset} ({language}) has no {split} split; it has {', '.join(splits)}")
+            table = splits[split]
+            layout = _hub_layout(table.column_names, dataset)
+            columns, to_example = HUB_LAYOUTS[layout]
+            indices = list(range(len(table)))
+            if len(indices) > sizes[split]:
+                indices = sorted(random.Random(f"{seed}-{language}-{split}").sample(indices, sizes[split]))
+            for index, record in zip(indices, table.select(indices).select_columns(list(columns)).to_list()):
+                text_a, text_b, label = to_example(record)
+                if label is None or label < 0:  # unlabelled rows (e.g. a test split without gold labels)
+                    continue
+                rows.append({"example_id": f"{language}-{split}-{index:06d}", "language": language, "split": split,
+                             "text_a": text_a, "text_b": text_b, "label": int(label)})
+    return rows
+
+
+def _hub_splits(dataset: str, language: str):
+    """The DatasetDict of one language: from a local save_to_disk copy, or downloaded from the hub."""
+    import datasets
+
+    local = Path(dataset)
+    if local.is_dir():
+        if not (local / language).is_dir():
+            raise DataSourceError(f"data.dataset {dataset} has no {language}/ (saved with save_to_disk per language)")
+        return datasets.load_from_disk(str(local / language))
+    try:
+        return datasets.load_dataset(dataset, language)
+    except Exception as error:  # network, unknown id or config: say what to do instead
+        raise DataSourceError(
+            f"could not load {dataset!r} ({language}) from the Hugging Face hub: {type(error).__name__}: "
+            f"{' '.join(str(error).split())} "
+            "Without internet, save it where there is: datasets.load_dataset(ID, LANG).save_to_disk(DIR/LANG) "
+            "for each language, copy DIR here and set data.dataset: DIR; or use source: files"
+        ) from None
+
+
+def _hub_layout(columns: list[str], dataset: str) -> str:
+    for name, (needed, _) in HUB_LAYOUTS.items():
+        if set(needed) <= set(columns):
+            return name
+    raise DataSourceError(
+        f"{dataset} has columns {', '.join(columns)}; langspec reads "
+        + "; ".join(" + ".join(needed) for needed, _ in HUB_LAYOUTS.values())
+        + ". Convert it to JSONL per language and split and use source: files"
+    )

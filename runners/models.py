@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from transformers import (  # noqa: E402
     XLMRobertaForSequenceClassification,
 )
 
+from langspec.errors import LangspecError  # noqa: E402
 from langspec.spec import ModelSpec  # noqa: E402
 
 # XLM-R's special tokens and ids, so a tiny model is laid out like the real one (pad id 1 is
@@ -68,7 +70,25 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
 def build_tokenizer(spec: ModelSpec, train_texts: list[str]) -> PreTrainedTokenizerBase:
     if spec.tiny is not None:
         return train_tokenizer(train_texts, spec.tiny.vocab_size)
-    return AutoTokenizer.from_pretrained(spec.pretrained)
+    with _hub(spec.pretrained):
+        return AutoTokenizer.from_pretrained(spec.pretrained)
+
+
+@contextmanager
+def _hub(model_id: str) -> Iterator[None]:
+    """Turn a failed from_pretrained into what to do about it (offline machines are common)."""
+    try:
+        yield
+    except OSError as error:
+        raise ModelSourceError(
+            f"could not load model {model_id!r}: {' '.join(str(error).split())} Without internet, save it where there is "
+            "(AutoModel.from_pretrained(ID).save_pretrained(DIR) and the same for AutoTokenizer), copy DIR "
+            "here and set model.pretrained: DIR"
+        ) from None
+
+
+class ModelSourceError(LangspecError):
+    exit_code = 2
 
 
 def build_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, num_labels: int, max_length: int, seed: int):
@@ -76,13 +96,14 @@ def build_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, num_labels:
     tiny model, the classification head for a pretrained one)."""
     torch.manual_seed(seed)
     if spec.tiny is None:
-        return AutoModelForSequenceClassification.from_pretrained(
-            spec.pretrained,
-            num_labels=num_labels,
-            attn_implementation=spec.attention,
-            hidden_dropout_prob=spec.dropout,
-            attention_probs_dropout_prob=spec.dropout,
-        )
+        with _hub(spec.pretrained):
+            return AutoModelForSequenceClassification.from_pretrained(
+                spec.pretrained,
+                num_labels=num_labels,
+                attn_implementation=spec.attention,
+                hidden_dropout_prob=spec.dropout,
+                attention_probs_dropout_prob=spec.dropout,
+            )
     tiny = spec.tiny
     assert tokenizer.pad_token_id == 1, "tiny models use XLM-R's pad id 1"
     config = XLMRobertaConfig(

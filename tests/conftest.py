@@ -10,6 +10,7 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the suite never reaches for the network
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -126,3 +126,21 @@ def test_adding_a_tracin_variant_keeps_the_others_cached(small_spec):
     one = keys_by_name(graph_of(small_spec, *on, "tracin.variants=[full]"))
     two = keys_by_name(graph_of(small_spec, *on, "tracin.variants=[full, subnetwork]"))
     assert two["tracin[seed=0,variant=full]"] == one["tracin[seed=0,variant=full]"]
+
+
+SHIPPED = {"demo": 1 + 1 + 5 + 1 + 3, "xnli": 1 + 3 * (1 + 5 + 1 + 3), "pawsx": 31, "marc": 31}
+
+
+def test_every_shipped_spec_compiles_to_its_study():
+    from pathlib import Path
+
+    specs = Path(__file__).parents[2] / "specs"
+    assert {p.stem for p in specs.glob("*.yaml")} == set(SHIPPED)
+    for name, count in SHIPPED.items():
+        graph = compile_spec(load_spec(specs / f"{name}.yaml"))
+        assert len(graph.tasks) == count, name
+        stages = {t.stage for t in graph.tasks}
+        assert stages == {"data", "finetune", "prune", "sparse_finetune", "tracin"}
+        if name != "demo":  # the paper's setups put every model stage on a GPU, and read the hub
+            assert all(t.resources.num_gpus == 1 for t in graph.tasks if t.stage != "data")
+            assert graph.tasks[0].params.data.source == "hub" and graph.tasks[0].params.data.languages == ["en", "de", "es", "fr", "zh"]

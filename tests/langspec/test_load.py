@@ -111,3 +111,35 @@ def test_sweep_key_and_value_errors_are_located(spec_file):
                      "(allowed: enabled, threshold, step, split, normalize_per_layer, normalize_global, max_examples, batch_size, keep_one_head_per_layer)"]
     [problem] = problems(spec_file(GOOD + "sweep:\n  prune.threshold: [0.9, 1.5]\n", name="b.yaml"))
     assert ":7:3:" in problem and "prune.threshold=1.5" in problem and "less than or equal to 1" in problem
+
+
+def test_extends_merges_a_base_and_locates_errors_in_either_file(spec_file):
+    spec_file("""\
+        data: {source: toy, languages: [ka, la], train_per_language: 50}
+        model: {tiny: {layers: 2, heads: 2, hidden: 16}}
+        finetune: {epochs: 3, lr: -1.0}
+        seeds: [0, 1, 2]
+        """, name="base.yaml")
+    path = spec_file("""\
+        extends: base.yaml
+        name: child
+        data: {languages: [ka, kb]}
+        finetune: {epochs: 0}
+        """, name="child.yaml")
+    found = problems(path)
+    base, child = str(path.parent / "base.yaml"), str(path)
+    assert found == [f"{base}:3:23: finetune.lr: Input should be greater than 0 (got -1.0)",
+                     f"{child}:4:12: finetune.epochs: Input should be greater than or equal to 1 (got 0)"]
+    spec_file("extends: base.yaml\nname: child\nfinetune: {lr: 0.001}\ndata: {languages: [ka, kb]}\n", name="ok.yaml")
+    loaded = load_spec(path.parent / "ok.yaml")
+    assert loaded.spec.data.languages == ["ka", "kb"]  # lists replace
+    assert loaded.spec.data.train_per_language == 50  # mappings merge
+    assert (loaded.spec.finetune.epochs, loaded.spec.finetune.lr, loaded.spec.seeds) == (3, 0.001, [0, 1, 2])
+
+
+def test_extends_errors(spec_file):
+    path = spec_file("extends: nowhere.yaml\nname: x\n")
+    assert "base spec nowhere.yaml not found" in problems(path)[0]
+    spec_file("extends: b.yaml\nname: a\n", name="a.yaml")
+    spec_file("extends: a.yaml\n", name="b.yaml")
+    assert "extends itself" in problems(path.parent / "a.yaml")[0]
