@@ -15,7 +15,6 @@ import shutil
 import socket
 import time
 import traceback
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ from langspec.compile import Task, TaskGraph
 from langspec.errors import PlanError
 from langspec.load import LoadedSpec
 from langspec.progress import ProgressFile, RunDisplay
-from runners.context import TaskContext
+from runners.context import RESUME_FILE, TaskContext
 from store.db import SUCCESS_FILE, StoreWriter, TaskRecord, artifact_dir, is_complete, package_version
 
 
@@ -58,10 +57,14 @@ def run_task(call: TaskCall, report=None) -> dict:
     torch.set_num_threads(threads)  # an oversubscribed 2-core machine runs 50x slower
     device = "cuda:0" if call.num_gpus > 0 and torch.cuda.is_available() else "cpu"
     progress = ProgressFile(root, call.key)
-    workdir = root / "tasks" / f".tmp-{call.key[:16]}-{uuid.uuid4().hex[:8]}"
-    workdir.mkdir(parents=True)
+    workdir = partial_dir(root, call.key)
     try:
         module = importlib.import_module(f"runners.{call.stage}")
+        # An earlier attempt that died (a killed driver or worker) may have left its work here: a
+        # stage that can resume continues from it, any other starts afresh.
+        if workdir.exists() and not getattr(module, "RESUMABLE", False):
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
         inputs = {role: artifact_dir(root, key) for role, key in call.inputs.items()}
         ctx = TaskContext(device=device, num_cpus=threads, report=report or progress.write)
         summary = module.run(call.params, inputs, workdir, ctx)
@@ -88,6 +91,22 @@ def run_task(call: TaskCall, report=None) -> dict:
         }
     finally:
         progress.remove()
+
+
+def partial_dir(root: Path, key: str) -> Path:
+    """Where a task works until it is complete: one place per key, so a retry can find it."""
+    return root / "tasks" / f".tmp-{key}"
+
+
+def _clean_leftovers(root: Path) -> None:
+    """Progress files and partial directories of attempts that died with an earlier driver; a
+    partial directory that a stage can resume from (it holds RESUME_FILE) is kept. Runs under the
+    store's lock, so no other run is using them."""
+    tasks = root / "tasks"
+    shutil.rmtree(tasks / ".progress", ignore_errors=True)
+    for partial in tasks.glob(".tmp-*"):
+        if not (partial / RESUME_FILE).is_file():
+            shutil.rmtree(partial, ignore_errors=True)
 
 
 def _move_into_place(workdir: Path, final: Path) -> None:
@@ -213,6 +232,7 @@ def execute(
     display = display or RunDisplay(quiet=True)
     root = Path(root).absolute()  # workers, on this node or another, find the store by this path
     with StoreWriter(root) as writer:
+        _clean_leftovers(root)
         pending = [task for task in graph.tasks if not is_complete(root, task.key)]
         # Start the backend (and check its GPUs) before the run is recorded: a spec that cannot
         # run here writes nothing. A fully cached run starts no Ray at all.

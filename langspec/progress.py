@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ class ProgressFile:
         self._last = now
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"done": done, "total": total, "note": note}))
+        tmp.write_text(json.dumps({"done": done, "total": total, "note": note, "pid": os.getpid(), "host": socket.gethostname()}))
         os.replace(tmp, self.path)
 
     def remove(self) -> None:

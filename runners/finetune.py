@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from langspec.spec import FinetuneSpec, ModelSpec
-from runners.context import TaskContext
+from runners.context import RESUME_FILE, TaskContext
 from runners.data import read_examples
 from runners.tables import write_table
 
 VERSION = 1
+RESUMABLE = True  # a fine-tuning that dies continues from its last finished epoch
 EVAL_SPLITS = ("validation", "test")
 
 
@@ -76,12 +78,22 @@ def fine_tune(
         groups = {None: split_rows} if masks is None else {lang: [r for r in split_rows if r["language"] == lang] for lang in masks}
         evaluation[split] = {lang: models.encode(tokenizer, group, config.max_length) for lang, group in groups.items()}
 
-    metrics, checkpoints = [], []
+    # An attempt that died (a killed worker or driver) left its last finished epoch: go on from there.
+    resume_path = workdir / RESUME_FILE
+    resume = torch.load(resume_path, weights_only=True) if resume_path.is_file() else None
+    metrics, checkpoints, loss = [], [], float("nan")
+    if resume is not None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(workdir / f"checkpoints/epoch-{resume['epoch']}" / "model.safetensors", device=str(device)))
+        metrics, checkpoints, loss = resume["metrics"], resume["checkpoints"], resume["loss"]
     epochs = training.train(
         model, train, orders, epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
         warmup_ratio=config.warmup_ratio, pad_id=pad_id, device=device, report=ctx.report, step_hook=step_hook,
+        resume=resume,
     )
     for end in epochs:
+        loss = end.loss
         path = f"checkpoints/epoch-{end.epoch}"
         model.save_pretrained(workdir / path)
         tokenizer.save_pretrained(workdir / path)
@@ -102,7 +114,12 @@ def fine_tune(
                  "metric": "accuracy", "value": value, "epoch": end.epoch}
                 for language, value in sorted(accuracy.items())
             ]
+        # Written last, atomically: a resume finds this epoch's checkpoint and metrics complete.
+        torch.save({**end.state, "metrics": metrics, "checkpoints": checkpoints, "loss": loss}, resume_path.with_suffix(".tmp"))
+        os.replace(resume_path.with_suffix(".tmp"), resume_path)
+    resume_path.unlink(missing_ok=True)  # the task is complete: nothing to resume, and it is big
     write_table(workdir, "metrics", metrics)
     write_table(workdir, "checkpoints", checkpoints)
     final = {m["language"]: m["value"] for m in metrics if m["split"] == "test" and m["epoch"] == config.epochs}
-    return {"epochs": config.epochs, "final_loss": end.loss, "test_accuracy": final, "device": str(device)}
+    return {"epochs": config.epochs, "final_loss": loss, "test_accuracy": final, "device": str(device),
+            "resumed_from_epoch": resume["epoch"] if resume else 0}

@@ -18,6 +18,7 @@ from runners.finetune import fine_tune
 from runners.prune import mask_role, read_mask
 
 VERSION = 1
+RESUMABLE = True  # like fine-tuning, it continues from its last finished epoch
 
 
 class Params(BaseModel):

@@ -18,6 +18,7 @@ class EpochEnd:
     step: int  # optimiser steps so far
     learning_rate: float  # mean learning rate of this epoch's steps: the TracIn weight of its checkpoint
     loss: float  # mean training loss of the epoch
+    state: dict  # what resuming after this epoch needs: optimizer, schedule and random-number state
 
 
 def train(
@@ -33,21 +34,31 @@ def train(
     device: torch.device,
     report: Callable[[int, int, str], None],
     step_hook: Callable[[list[int], torch.optim.Optimizer], object] | None = None,
+    resume: dict | None = None,
 ) -> Iterator[EpochEnd]:
     """Train for `epochs`, yielding after each one so the caller can checkpoint and evaluate.
 
     epoch_orders(epoch) gives that epoch's batches as lists of example indices. step_hook, if
     given, is called with a batch's indices and the optimizer before the forward pass and returns
     a context manager that is open for the whole step, optimizer.step() included (SFT uses it to
-    mask heads and confine the update).
+    mask heads and confine the update). resume: an EpochEnd's state, with the model already holding
+    that epoch's weights: training continues with the next epoch exactly as if never interrupted.
     """
     steps_per_epoch = len(epoch_orders(0))
     total_steps = steps_per_epoch * epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    step = 0
-    for epoch in range(epochs):
+    first = 0
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        torch.set_rng_state(resume["rng"])
+        if resume["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(resume["cuda_rng"], device)
+        first = resume["epoch"]
+    step = first * steps_per_epoch
+    for epoch in range(first, epochs):
         model.train()
         losses, rates = [], []
         for indices in epoch_orders(epoch):
@@ -63,7 +74,11 @@ def train(
             losses.append(loss.item())
             step += 1
             report(step, total_steps, f"epoch {epoch + 1}/{epochs} loss {sum(losses) / len(losses):.3f}")
-        yield EpochEnd(epoch + 1, step, sum(rates) / len(rates), sum(losses) / len(losses))
+        state = {
+            "epoch": epoch + 1, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        }
+        yield EpochEnd(epoch + 1, step, sum(rates) / len(rates), sum(losses) / len(losses), state)
 
 
 def shuffled_batches(n: int, batch_size: int, seed: int) -> Callable[[int], list[list[int]]]:
