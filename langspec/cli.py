@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from langspec.errors import LangspecError
+from langspec.errors import LangspecError, QueryError, UsageError
 from langspec.load import LoadedSpec, load_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
@@ -85,7 +85,7 @@ def run(
     from langspec.progress import RunDisplay
 
     if executor not in ("ray", "local"):
-        _fail(LangspecError(f"--executor must be ray or local, not {executor!r}"))
+        _fail(UsageError(f"--executor must be ray or local, not {executor!r}"))
     try:
         loaded = _load(spec, set_)
         graph = compile_spec(loaded)
@@ -166,14 +166,14 @@ def analyze(
 
         close = get_close_matches(name, list(queries), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        _fail(LangspecError(f"no analysis named {name!r}{hint} (`langspec analyze` lists them)"))
+        _fail(QueryError(f"no analysis named {name!r}{hint} (`langspec analyze` lists them)"))
     chosen = queries[name]
 
     def run(con):
         params = {**defaults(con, chosen), **_query_params(param or [])}
         missing = [p for p in chosen.params if p not in params]
         if missing:
-            raise LangspecError(f"the analysis {name} needs " + " ".join(f"--param {p}=..." for p in missing))
+            raise QueryError(f"the analysis {name} needs " + " ".join(f"--param {p}=..." for p in missing))
         return con.sql(chosen.sql, params={p: params[p] for p in chosen.params} or None)
 
     _run_sql(store, format, run)
@@ -214,7 +214,7 @@ def _run_sql(store: Path, format: str, run) -> None:
         _fail(error)
     except duckdb.Error as error:
         hint = " (the store is read-only here: queries cannot change it)" if "read-only" in str(error) else ""
-        _fail(LangspecError(f"query failed: {error}{hint}"))
+        _fail(QueryError(f"query failed: {error}{hint}"))
     if table is not None:
         print_table(table, format)
 
@@ -227,7 +227,7 @@ def _query_params(pairs: list[str]) -> dict[str, object]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
-            raise LangspecError(f"--param {pair!r}: write it as name=value, e.g. --param language=ka")
+            raise QueryError(f"--param {pair!r}: write it as name=value, e.g. --param language=ka")
         params[name.strip()] = yaml.safe_load(value)
     return params
 
@@ -249,7 +249,7 @@ def print_table(table, format: str) -> None:
         out.print(view)
         out.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}", style="dim")
     else:
-        _fail(LangspecError(f"--format must be table, csv or json, not {format!r}"))
+        _fail(UsageError(f"--format must be table, csv or json, not {format!r}"))
 
 
 def _cell(value) -> str:

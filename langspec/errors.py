@@ -61,6 +61,18 @@ class StoreError(LangspecError):
     exit_code = 2
 
 
+class UsageError(LangspecError):
+    """A command-line option with a value it does not take."""
+
+    exit_code = 2
+
+
+class QueryError(LangspecError):
+    """A query the store cannot answer: bad SQL, or SQL that would write (the store is read-only there)."""
+
+    exit_code = 2
+
+
 class TaskError(LangspecError):
     """A task failed; names the task and carries the traceback text from the worker."""
 

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 from langspec.compile import Task, TaskGraph
 from langspec.errors import PlanError
 from langspec.load import LoadedSpec
+from langspec.preflight import check_hub_access
 from langspec.progress import ProgressFile, RunDisplay
 from runners.context import RESUME_FILE, TaskContext
 from store.db import SUCCESS_FILE, StoreWriter, TaskRecord, artifact_dir, is_complete, package_version
@@ -84,13 +86,26 @@ def run_task(call: TaskCall, report=None) -> dict:
     except Exception as err:
         shutil.rmtree(workdir, ignore_errors=True)
         finished = datetime.now()
+        error = f"{type(err).__name__}: {err}"
+        if _out_of_memory(err):
+            fields = getattr(sys.modules.get(f"runners.{call.stage}"), "MEMORY_FIELDS", ())
+            error = (f"{call.name} ran out of memory on {device} ({' '.join(error.split())}); it needs less with smaller "
+                     + " or ".join(fields) + (", or a smaller model" if call.stage != "data" else ""))
         return {
-            "ok": False, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
+            "ok": False, "error": error, "traceback": traceback.format_exc(),
             "device": device, "started_at": started.isoformat(), "finished_at": finished.isoformat(),
             "seconds": (finished - started).total_seconds(),
         }
     finally:
         progress.remove()
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """A GPU or CPU allocation that failed (torch raises a RuntimeError for the CPU)."""
+    import torch
+
+    text = str(err)
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text or "out of memory" in text
 
 
 def partial_dir(root: Path, key: str) -> Path:
@@ -231,9 +246,10 @@ def execute(
 ) -> RunResult:
     display = display or RunDisplay(quiet=True)
     root = Path(root).absolute()  # workers, on this node or another, find the store by this path
+    pending = [task for task in graph.tasks if not is_complete(root, task.key)]
+    check_hub_access(pending)  # before the store is touched: a run that cannot start writes nothing
     with StoreWriter(root) as writer:
         _clean_leftovers(root)
-        pending = [task for task in graph.tasks if not is_complete(root, task.key)]
         # Start the backend (and check its GPUs) before the run is recorded: a spec that cannot
         # run here writes nothing. A fully cached run starts no Ray at all.
         backend = _start_backend(pending, root, executor, address, display) if pending else None

@@ -19,6 +19,7 @@ from runners.data import read_examples
 from runners.tables import write_table
 
 VERSION = 1
+MEMORY_FIELDS = ("prune.batch_size", "finetune.max_length")  # what to lower when the task runs out of memory
 EVAL_SPLITS = ("validation", "test")
 
 

@@ -26,6 +26,7 @@ from runners.prune import mask_role, read_mask
 from runners.tables import write_arrow
 
 VERSION = 1
+MEMORY_FIELDS = ("tracin.batch_size", "tracin.test_per_language", "finetune.max_length")  # what to lower when the task runs out of memory
 PARAM_GROUPS = {"embeddings": "embeddings", "encoder": "encoder", "classifier": None}  # under the base model, or the head
 
 

@@ -37,7 +37,7 @@ def test_run_query_and_cached_rerun(small_spec, tmp_path, ray_session):
     assert "completed" in status.output and "finetune[seed=0]" in status.output
 
     refused = invoke("query", "DELETE FROM metrics", "--store", store)
-    assert refused.exit_code == 1 and "read-only" in refused.output
+    assert refused.exit_code == 2 and "read-only" in refused.output
 
 
 def test_validate_reports_every_problem_with_exit_code_2(spec_file):
@@ -101,7 +101,7 @@ def test_whole_study_end_to_end_and_named_queries(small_spec, tmp_path, ray_sess
     fewer = analysis("in_language_share", "--param", "k=1")
     assert fewer != results["in_language_share"]
     missing = invoke("analyze", "subnetwork_grid", "--store", store)
-    assert missing.exit_code == 1 and "--param language=..." in missing.output
+    assert missing.exit_code == 2 and "--param language=..." in missing.output
     listed = invoke("analyze")
     assert all(name in listed.output for name in names)
 
