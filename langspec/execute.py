@@ -14,7 +14,6 @@ import os
 import shutil
 import socket
 import sys
-import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime

@@ -30,20 +30,6 @@ from langspec.spec import ModelSpec  # noqa: E402
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
-def pick_device(num_gpus: float) -> torch.device:
-    """The GPU Ray assigned (CUDA_VISIBLE_DEVICES names it device 0), else the CPU."""
-    if num_gpus > 0 and torch.cuda.is_available():
-        return torch.device("cuda", 0)
-    return torch.device("cpu")
-
-
-def set_threads(num_cpus: float) -> None:
-    """An oversubscribed 2-core machine runs 50x slower: use exactly the cores the task holds."""
-    threads = max(1, int(num_cpus))
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-
-
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """A word-level tokenizer trained on `texts` (the toy languages are whitespace-separated)."""
     tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 
 from langspec.compile import compile_spec
 from langspec.load import load_spec

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import duckdb
-import pytest
 from typer.testing import CliRunner
 
 from langspec.cli import app
