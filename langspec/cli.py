@@ -123,7 +123,9 @@ def _print_run_summary(result, store: Path) -> None:
         for language in sorted({row["language"] for row in accuracy}):
             table.add_row(language, *[_accuracy_cell(cells.get((language, v))) for v in variants])
         out.print(table)
-    out.print(escape(f"results: {store / 'langspec.duckdb'}  (try: langspec query \"SELECT * FROM metrics LIMIT 5\" --store {store})"))
+    out.print(escape(f"results: {store / 'langspec.duckdb'}"))
+    where = "" if store == DEFAULT_STORE else f" --store {store}"
+    out.print(escape(f"next: langspec analyze{where}  (the study's analyses)  ·  langspec report{where}  (figures)"))
 
 
 def _accuracy_cell(row: dict | None) -> str:
