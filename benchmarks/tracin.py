@@ -3,6 +3,7 @@ example loop, the floor (one ordinary batched forward+backward over every exampl
 
 Run (about 5 minutes without Captum on one quiet thread; results go in benchmarks/RESULTS.md "## TracIn"):
     PYTHONPATH=. python benchmarks/tracin.py            # add --captum if captum==0.9.* is installed
+    PYTHONPATH=. python benchmarks/tracin.py --projection-dim 1024   # also the approximate, projected scores
 Each method runs in its own process so that its peak RSS is its own.
 """
 
@@ -81,6 +82,7 @@ def run_method(method: str, args) -> dict:
                 continue
             term = {
                 "fast": lambda: checkpoint_scores(model, train, test).double(),
+                "projected": lambda: checkpoint_scores(model, train, test, projection_dim=args.projection_dim).double(),
                 "naive": lambda: naive_scores(model, train, test, dtype=torch.float32).double(),
                 "reference": lambda: naive_scores(model, train, test, dtype=torch.float64),
             }[method]()
@@ -144,7 +146,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds of fast, naive, floor (fastest kept)")
     parser.add_argument("--captum", action="store_true", help="also time Captum 0.9 TracInCP (exact mode), once")
-    parser.add_argument("--method", choices=[*METHODS, "captum"], help=argparse.SUPPRESS)  # one child process
+    parser.add_argument("--projection-dim", type=int, help="also time checkpoint_scores with this projection_dim (approximate)")
+    parser.add_argument("--method", choices=[*METHODS, "captum", "projected"], help=argparse.SUPPRESS)  # one child process
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.method:
@@ -160,12 +163,14 @@ def report(args) -> None:
 
 def print_table(args, folder: Path) -> None:
     methods = [*METHODS, "captum"] if args.captum else list(METHODS)
+    if args.projection_dim:
+        methods.insert(1, "projected")
     results = {}
     passthrough = [a for a in sys.argv[1:] if a != "--captum"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     # The timed methods run in interleaved rounds and keep their fastest: a shared machine's load
     # drifts over minutes, and this keeps the ratios between methods fair.
-    timed = [m for m in methods if m in ("fast", "naive", "floor")]
+    timed = [m for m in methods if m in ("fast", "projected", "naive", "floor")]
     schedule = [m for _ in range(args.rounds) for m in timed] + [m for m in methods if m not in timed]
     for method in schedule:
         out = folder / f"{method}.pt"
@@ -181,7 +186,7 @@ def print_table(args, folder: Path) -> None:
     pairs = args.train * args.test
     print(f"tiny XLM-R, {args.attention}, T={args.seq}, hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}, "
           f"{args.train} train x {args.test} test, 2 checkpoints, {args.threads} thread(s), torch {torch.__version__}, "
-          f"best of {args.rounds} interleaved rounds\n")
+          f"best of {args.rounds} interleaved rounds" + (f", projection_dim {args.projection_dim}" if args.projection_dim else "") + "\n")
     print("| method | time (s) | pairs/s | vs naive | vs floor | peak RSS (MB) | RSS growth (MB) | max rel. error |")
     print("|---|---|---|---|---|---|---|---|")
     for method in methods:
@@ -193,6 +198,17 @@ def print_table(args, folder: Path) -> None:
         rate = "-" if method == "floor" else f"{2 * pairs / r['seconds']:,.0f}"
         print(f"| {method} | {r['seconds']:.2f} | {rate} | {results['naive']['seconds'] / r['seconds']:.2f}x | "
               f"{r['seconds'] / results['floor']['seconds']:.2f}x | {r['peak_rss_mb']:.0f} | {r['rss_growth_mb']:.0f} | {error} |")
+
+    if args.projection_dim:
+        print_agreement(torch.load(folder / "projected.pt"), reference)
+
+
+def print_agreement(scores: torch.Tensor, reference: torch.Tensor) -> None:
+    """How far the projected (approximate) scores are from the exact ones, beyond the max error."""
+    ranks = torch.stack([x.flatten().argsort().argsort().double() for x in (scores, reference)])
+    pearson = float(torch.corrcoef(torch.stack([scores.flatten(), reference.flatten()]))[0, 1])
+    print(f"\nprojected vs reference: relative Frobenius error {float((scores - reference).norm() / reference.norm()):.3f}, "
+          f"Pearson {pearson:.4f}, Spearman {float(torch.corrcoef(ranks)[0, 1]):.4f}")
 
 
 if __name__ == "__main__":

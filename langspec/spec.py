@@ -175,6 +175,22 @@ class TracinSpec(Section):
         default=["embeddings", "encoder", "classifier"], min_length=1, description="Parameter groups of the gradients."
     )
     batch_size: int = Field(32, ge=1, description="Examples per gradient batch (bounds memory; no effect on scores).")
+    projection_dim: int | None = Field(
+        None,
+        ge=1,
+        description="None: exact scores. An integer d: approximate scores, for models too large for exact ones: each "
+        "parameter tensor's per-example gradient with more than d entries becomes a seeded random projection to at "
+        "most d numbers (Kronecker-factored for matrices, never forming the per-example gradient), the same for train, "
+        "test and every checkpoint; each score is an unbiased estimate whose error shrinks as d grows "
+        "(runners/influence.py documents the construction).",
+    )
+    projection_seed: int = Field(
+        0,
+        ge=0,
+        description="Seed of the random projection (with each parameter's name); only used with projection_dim. "
+        "Independent of the training seeds, so every seed and variant is scored with the same P; change it to see "
+        "how much the scores owe to the draw of P.",
+    )
 
 
 class AnalysisSpec(Section):

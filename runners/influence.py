@@ -27,12 +27,22 @@ not interact, and a fast module's parameters are used only inside its own forwar
 Memory: one train batch's activations and output gradients, plus the test block: per test example,
 d_in x d_out for each dense-path Linear, (tokens x width) for Gram-path Linears and large embedding
 tables. `test_block_bytes` bounds the block; nothing grows with n_train.
+
+Random projection (approximate, `projection_dim=d`): every parameter tensor with more than d entries
+has its per-example gradient G (viewed as m x n: a Linear weight out x in, an embedding vocab x
+width, a vector 1 x n) replaced by P_rows G P_cols^T = (P_rows (x) P_cols) vec(G), at most d numbers.
+Gaussian P with E[P^T P] = I makes each score unbiased. Linears and embeddings project their factors
+before the outer product (sum_t (P_rows g_t)(P_cols a_t)^T, P_rows columns gathered by token id), so
+the m x n per-example gradient is never formed; tensors with at most d entries stay exact. P depends
+only on (seed, parameter name, shape): train, test and every checkpoint share it.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -56,6 +66,7 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the batch ke
 DENSE_EMBEDDING_ROWS_PER_TOKEN = 4
 # Token matching forms (pairs x hidden) products; this bounds one chunk of them (elements).
 TOKEN_PAIR_CHUNK = 1 << 22
+FALLBACK = "<fallback>"  # the gradient-form key of the parameters without a fast path, concatenated
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,6 +82,8 @@ def checkpoint_scores(
     test_masks: Masks = None,
     param_names: Iterable[str] | None = None,
     test_block_bytes: int | None = None,
+    projection_dim: int | None = None,
+    projection_seed: int = 0,
 ) -> Tensor:
     """Gradient inner products <grad L(w, z'), grad L(w, z)> at the model's current weights.
 
@@ -91,12 +104,18 @@ def checkpoint_scores(
     test_block_bytes: memory budget for the test gradients kept between train batches. None keeps
         all of them (train gradients computed once); a budget splits the test set into blocks and
         recomputes the train gradients once per block.
+    projection_dim: None for exact scores; d for approximate ones, <P g, P g'> with each parameter
+        tensor of more than d entries projected to at most d numbers (see `random_projections`):
+        unbiased, with an error that shrinks as d grows (about d^-1/4 for a matrix gradient of few
+        tokens, d^-1/2 for vectors), and a test block of at most d numbers per tensor per example.
+    projection_seed: with the parameter names, fixes P; calls with the same seed (train and test,
+        every checkpoint) use the same P.
     """
     train = list(train_batches)
     test = list(test_batches)
     train_gates = _masks_per_batch(train_masks, len(train), "train_masks")
     test_gates = _masks_per_batch(test_masks, len(test), "test_masks")
-    plan = _plan(model, param_names)
+    plan = _plan(model, param_names, projection_dim, projection_seed)
     while True:
         try:
             with _exact_eval(model):
@@ -114,14 +133,20 @@ def naive_scores(
     test_masks: Masks = None,
     param_names: Iterable[str] | None = None,
     dtype: torch.dtype = torch.float64,
+    projection_dim: int | None = None,
+    projection_seed: int = 0,
 ) -> Tensor:
     """The reference: one backward per example on a `dtype` copy of the model, flattened gradients
-    of the selected parameters, dot products. Examples keep their padding.
-    Returns float64 (n_test, n_train); memory n_test x n_params."""
+    of the selected parameters, dot products. Examples keep their padding. With `projection_dim`,
+    each parameter's flattened gradient is multiplied by its explicit projection matrix
+    kron(P_rows, P_cols), (k, m n), as `checkpoint_scores` would project it.
+    Returns float64 (n_test, n_train); memory n_test x n_params (plus k x n_params for projections)."""
     names = list(selected_parameters(model, param_names))
     reference = copy.deepcopy(model).to(dtype)
     by_name = dict(reference.named_parameters())
     params = [by_name[name] for name in names]
+    projections = random_projections({name: p.shape for name, p in zip(names, params)}, projection_dim, projection_seed)
+    matrices = [projections[name].matrix().to(params[0].device, dtype) if name in projections else None for name in names]
     train = list(train_batches)
     test = list(test_batches)
     train_gates = _masks_per_batch(train_masks, len(train), "train_masks")
@@ -130,15 +155,21 @@ def naive_scores(
     sizes = [p.numel() for p in params]
     with _exact_eval(reference):
         test_grads = torch.stack([_example_gradient(reference, params, ex, gate) for ex, gate in _examples(test, test_gates, device)])
-        test_blocks = test_grads.split(sizes, dim=1)
+        test_blocks = [_times(matrix, block.T).T for matrix, block in zip(matrices, test_grads.split(sizes, dim=1))]
 
         def products(grad: Tensor) -> Tensor:  # (n_test,)
             # One product per parameter, summed in float64: a single float32 product over all
             # parameters at once is off by ~1e-3 of the largest score.
-            return sum((block @ part).double() for block, part in zip(test_blocks, grad.split(sizes)))
+            parts = [_times(matrix, part) for matrix, part in zip(matrices, grad.split(sizes))]
+            return sum((block @ part).double() for block, part in zip(test_blocks, parts))
 
         columns = [products(_example_gradient(reference, params, ex, gate)) for ex, gate in _examples(train, train_gates, device)]
     return torch.stack(columns, dim=1).cpu()
+
+
+def _times(matrix: Tensor | None, x: Tensor) -> Tensor:
+    """matrix @ x, or x itself for an unprojected parameter (None)."""
+    return x if matrix is None else matrix @ x
 
 
 def selected_parameters(model: nn.Module, param_names: Iterable[str] | None = None) -> dict[str, nn.Parameter]:
@@ -162,6 +193,97 @@ def _selects(entry: str, name: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Random projections (approximate scores)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """P = rows (x) cols for one parameter's gradient G viewed as an (m, n) matrix (a vector as
+    (1, n)): P vec(G) = vec(rows G cols^T), row-major, (k_rows * k_cols,). A side that is None is
+    kept whole (the identity). Entries N(0, 1/k) on a side with k rows give E[side^T side] = I,
+    hence E[<P g, P g'>] = <g, g'>."""
+
+    shape: tuple[int, int]  # (m, n)
+    rows: Tensor | None  # (k_rows, m)
+    cols: Tensor | None  # (k_cols, n)
+
+    def to(self, device, dtype) -> Projection:
+        moved = [side.to(device, dtype) if side is not None else None for side in (self.rows, self.cols)]
+        return Projection(self.shape, *moved)
+
+    def matrix(self) -> Tensor:
+        """The explicit (k_rows * k_cols, m * n) matrix, for references on small models."""
+        m, n = self.shape
+        rows = self.rows if self.rows is not None else torch.eye(m)
+        cols = self.cols if self.cols is not None else torch.eye(n)
+        return torch.kron(rows, cols)
+
+    def left(self, x: Tensor) -> Tensor:  # (..., m) -> (..., k_rows)
+        return x if self.rows is None else x @ self.rows.T
+
+    def right(self, x: Tensor) -> Tensor:  # (..., n) -> (..., k_cols)
+        return x if self.cols is None else x @ self.cols.T
+
+    def left_of_ids(self, ids: Tensor, dtype: torch.dtype) -> Tensor:
+        """left(one_hot(ids)) by gathering columns of `rows`: (B, N) -> (B, N, k_rows)."""
+        return F.one_hot(ids, self.shape[0]).to(dtype) if self.rows is None else self.rows.T[ids]
+
+    def flat(self, grads: Tensor) -> Tensor:
+        """Flattened gradients (B, m * n) -> (B, k_rows * k_cols)."""
+        m, n = self.shape
+        x = grads.view(-1, m, n)
+        x = x if self.rows is None else self.rows @ x  # (B, k_rows, n)
+        return self.right(x).flatten(1)
+
+
+def projected_outer(left: Tensor, right: Tensor) -> Tensor:
+    """sum_t left_t right_t^T flattened row-major: (B, N, k_rows), (B, N, k_cols) -> (B, k_rows * k_cols)."""
+    return torch.bmm(left.transpose(1, 2), right).flatten(1)
+
+
+def random_projections(shapes: Mapping[str, Sequence[int]], dim: int | None, seed: int = 0) -> dict[str, Projection]:
+    """The projection of every parameter (name -> shape) with more than `dim` entries; the others
+    stay exact and get none. A tensor of shape (m, ...) is the matrix (m, numel / m), a vector
+    (1, n); the shorter side keeps min(side, floor(sqrt(dim))) rows, the longer side as many as fit
+    in `dim`. Each side is drawn, float32 on the CPU, from a generator seeded by (seed, name, side):
+    the same P for the same name and shape in every call, whatever the global RNG state."""
+    if dim is None:
+        return {}
+    if dim < 1:
+        raise ValueError(f"projection_dim={dim}: give a positive number of projected dimensions, or None for exact scores")
+    projections = {}
+    for name, shape in shapes.items():
+        numel = math.prod(shape)
+        if numel <= dim:
+            continue
+        m = shape[0] if len(shape) >= 2 else 1
+        n = numel // m
+        k_rows, k_cols = _projected_sides(m, n, dim)
+        projections[name] = Projection((m, n), _gaussian(k_rows, m, seed, name, "rows"), _gaussian(k_cols, n, seed, name, "cols"))
+    return projections
+
+
+def _projected_sides(m: int, n: int, dim: int) -> tuple[int, int]:
+    """Rows kept of each side of an (m, n) matrix with m n > dim; their product is at most dim."""
+    root = math.isqrt(dim)
+    if m <= n:
+        k_rows = min(m, root)
+        return k_rows, min(n, dim // k_rows)
+    k_cols = min(n, root)
+    return min(m, dim // k_cols), k_cols
+
+
+def _gaussian(k: int, size: int, seed: int, name: str, side: str) -> Tensor | None:
+    """(k, size) with N(0, 1/k) entries, or None (the identity) when the side is not reduced."""
+    if k == size:
+        return None
+    # hashlib, not hash(): Python salts str hashes per process, and P must be the same in every worker.
+    digest = hashlib.blake2b(f"{seed}/{name}/{side}".encode(), digest_size=8).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+    return torch.randn(k, size, generator=generator) / math.sqrt(k)
+
+
+# ---------------------------------------------------------------------------------------------
 # Which parameters take which path
 
 
@@ -177,6 +299,7 @@ class _FastModule:
 class _Plan:
     fast: tuple[_FastModule, ...]
     fallback: dict[str, nn.Parameter] = field(default_factory=dict)  # full name -> parameter
+    projections: dict[str, Projection] = field(default_factory=dict)  # full name -> P; absent: exact
 
     def demote(self, module_name: str, reason: str) -> _Plan:
         moved = next(m for m in self.fast if m.name == module_name)
@@ -185,16 +308,18 @@ class _Plan:
             module_name, moved.kind, reason,
         )
         params = {_join(moved.name, attr): getattr(moved.module, attr) for attr in moved.params}
-        return _Plan(tuple(m for m in self.fast if m is not moved), {**self.fallback, **params})
+        return _Plan(tuple(m for m in self.fast if m is not moved), {**self.fallback, **params}, self.projections)
 
 
 _FAST_KINDS = {nn.Linear: "linear", nn.Embedding: "embedding", nn.LayerNorm: "layernorm"}
 
 
-def _plan(model: nn.Module, param_names: Iterable[str] | None) -> _Plan:
+def _plan(model: nn.Module, param_names: Iterable[str] | None, projection_dim: int | None = None, projection_seed: int = 0) -> _Plan:
     selected = selected_parameters(model, param_names)
     if not selected:
         raise ValueError(f"{type(model).__name__} has no trainable parameter to take TracIn gradients of")
+    projections = random_projections({name: p.shape for name, p in selected.items()}, projection_dim, projection_seed)
+    projections = {name: projection.to(selected[name].device, selected[name].dtype) for name, projection in projections.items()}
     selected_ids = {id(p) for p in selected.values()}
     owners: dict[int, set[int]] = {}  # id(param) -> ids of the module objects that hold it
     for module in model.modules():
@@ -215,7 +340,7 @@ def _plan(model: nn.Module, param_names: Iterable[str] | None) -> _Plan:
     fallback = {name: p for name, p in selected.items() if id(p) not in covered}
     if fallback:
         log.warning("TracIn: no fast path for %s; using one backward per example for them (slow)", sorted(fallback))
-    return _Plan(tuple(fast), fallback)
+    return _Plan(tuple(fast), fallback, projections)
 
 
 def _join(module_name: str, attr: str) -> str:
@@ -407,8 +532,37 @@ def _batch_gradients(model: nn.Module, plan: _Plan, batch: Batch, gates: Tensor 
             module_calls = [(c.input, grad_of[id(c)] if id(c) in grad_of else torch.zeros_like(c.output)) for c in recorder.calls[m.name]]
             grads.update(_module_gradients(m, module_calls, size))
     if plan.fallback:
-        grads["<fallback>"] = _Dense(_fallback_gradients(model, list(plan.fallback.values()), batch, gates))
-    return grads
+        grads[FALLBACK] = _Dense(_fallback_gradients(model, list(plan.fallback.values()), batch, gates))
+    return _projected(plan, grads) if plan.projections else grads
+
+
+def _projected(plan: _Plan, grads: dict[str, object]) -> dict[str, object]:
+    """The gradient forms with every projected parameter's replaced by its (B, k) projection."""
+    out = {}
+    with torch.no_grad():
+        for name, form in grads.items():
+            if name == FALLBACK:
+                sizes = [p.numel() for p in plan.fallback.values()]
+                parts = zip(plan.fallback, form.flat.split(sizes, dim=1))
+                out[name] = _Dense(torch.cat([_project(plan.projections.get(n), _Dense(part)) for n, part in parts], 1))
+            else:
+                out[name] = _Dense(_project(plan.projections[name], form)) if name in plan.projections else form
+    return out
+
+
+def _project(projection: Projection | None, form) -> Tensor:
+    """One parameter's per-example gradients, projected: (B, k); the factored forms are projected
+    before their outer product, so the (B, m, n) gradients are never formed."""
+    if projection is None:
+        return form.dense()
+    if isinstance(form, _LinearFactors):  # G = sum_t g_t a_t^T, (d_out, d_in)
+        return projected_outer(projection.left(form.g), projection.right(form.a))
+    if isinstance(form, _TokenGrads):  # G = sum_t onehot(id_t) g_t^T, (vocab, width)
+        left = projection.left_of_ids(form.ids, form.g.dtype)  # (B, N, k_rows)
+        if form.padding_idx is not None:
+            left = left * (form.ids != form.padding_idx).unsqueeze(-1).to(left.dtype)  # padding_idx rows get no gradient
+        return projected_outer(left, projection.right(form.g))
+    return projection.flat(form.dense())
 
 
 def _module_gradients(m: _FastModule, calls: list[tuple[Tensor, Tensor]], size: int) -> dict[str, object]:

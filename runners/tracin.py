@@ -6,9 +6,10 @@ against every sampled test example at every checkpoint of the fine-tuning run:
 Variants: `full` (the fine-tuned model, no masks); `subnetwork` (the same checkpoints, the test
 gradient taken under the test language's subnetwork mask); `sft` (the sparsely fine-tuned
 checkpoints, the train gradient under the train example's language's mask and the test gradient
-under the test language's). The exact, batched inner products are in `runners.influence`; this
-module picks the examples, the masks and the checkpoints, and writes the scores to the
-`influence` table as columns (never row by row).
+under the test language's). The batched inner products (exact, or approximate from random
+projections with `tracin.projection_dim`) are in `runners.influence`; this module picks the
+examples, the masks and the checkpoints, and writes the scores to the `influence` table as columns
+(never row by row).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext
         scores = influence.checkpoint_scores(
             model, train_batches, test_batches, train_masks=train_masks, test_masks=test_masks,
             param_names=parameter_names(model, config.params),
+            projection_dim=config.projection_dim, projection_seed=config.projection_seed,  # same P at every checkpoint
         )  # (n_test, n_train)
         scores = (scores.double() * checkpoint["learning_rate"]).float().numpy().ravel()
         columns["checkpoint"].append(np.full(n_test * n_train, checkpoint["epoch"], dtype=np.int32))
