@@ -175,6 +175,11 @@ class TracinSpec(Section):
         default=["embeddings", "encoder", "classifier"], min_length=1, description="Parameter groups of the gradients."
     )
     batch_size: int = Field(32, ge=1, description="Examples per gradient batch (bounds memory; no effect on scores).")
+    test_block_mb: float | None = Field(
+        4096, gt=0, description="Memory (MB) for the test examples' gradients kept while the training examples stream "
+        "past; more test examples are scored in blocks, the training gradients computed once per block (slower, same "
+        "scores). None: no limit.",
+    )
     projection_dim: int | None = Field(
         None,
         ge=1,

@@ -27,7 +27,7 @@ from runners.prune import mask_role, read_mask
 from runners.tables import write_arrow
 
 VERSION = 1
-MEMORY_FIELDS = ("tracin.batch_size", "tracin.test_per_language", "finetune.max_length")  # what to lower when the task runs out of memory
+MEMORY_FIELDS = ("tracin.batch_size", "tracin.test_block_mb", "tracin.projection_dim", "finetune.max_length")  # what to lower when the task runs out of memory
 PARAM_GROUPS = {"embeddings": "embeddings", "encoder": "encoder", "classifier": None}  # under the base model, or the head
 
 
@@ -81,6 +81,7 @@ def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext
             model, train_batches, test_batches, train_masks=train_masks, test_masks=test_masks,
             param_names=parameter_names(model, config.params),
             projection_dim=config.projection_dim, projection_seed=config.projection_seed,  # same P at every checkpoint
+            test_block_bytes=int(config.test_block_mb * 2**20) if config.test_block_mb else None,
         )  # (n_test, n_train)
         scores = (scores.double() * checkpoint["learning_rate"]).float().numpy().ravel()
         columns["checkpoint"].append(np.full(n_test * n_train, checkpoint["epoch"], dtype=np.int32))

@@ -73,3 +73,30 @@ def test_subnetwork_masks_change_the_scores(study):
     assert all(s["heads_kept"] < 8 for s in study["summaries"].values())
     full, masked = naive_tracin(study, "full"), naive_tracin(study, "subnetwork")
     assert max(abs(full[k] - masked[k]) for k in full) > 1e-3 * max(abs(v) for v in full.values())
+
+
+def test_a_small_memory_budget_scores_in_blocks_with_the_same_result(study, tmp_path, monkeypatch):
+    blocks = []
+    real = influence._test_blocks
+
+    def counted(*args, **kwargs):  # observe how many blocks the test set was cut into
+        for block in real(*args, **kwargs):
+            blocks.append(len(block))
+            yield block
+
+    monkeypatch.setattr(influence, "_test_blocks", counted)
+
+    def scores(budget_mb, workdir):
+        params = tracin.Params(
+            seed=0, variant="full", languages=study["languages"], attention="sdpa", max_length=study["max_length"],
+            tracin=TracinSpec(variants=["full"], train_per_language=TRAIN, test_per_language=TEST, batch_size=2,
+                              test_block_mb=budget_mb),
+        )
+        tracin.run(params, {"data": study["data"], "finetune": study["finetune"]}, workdir, TaskContext())
+        return pq.read_table(workdir / "tables" / "influence.parquet")
+
+    whole = scores(None, tmp_path / "whole")
+    assert len(blocks) == study["epochs"]  # one block per checkpoint
+    blocks.clear()
+    assert scores(0.01, tmp_path / "blocks") == whole  # 10 kB: a block per test batch
+    assert len(blocks) == study["epochs"] * 4  # 3 test examples per language: batches of 2 and 1, each its own block
