@@ -35,8 +35,10 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None =
         raise LangspecError("the store has no completed run to report on; run `langspec run SPEC` first")
 
     def analysis(name: str) -> list[dict]:
+        """The analysis' rows that average over the run's seeds."""
         wanted = {"run_id": run_id, "k": k}
-        return run_named(con, name, **{p: wanted[p] for p in named_queries()[name].params}).to_pylist()
+        rows = run_named(con, name, **{p: wanted[p] for p in named_queries()[name].params}).to_pylist()
+        return [row for row in rows if row["seed"] == "mean"]
 
     data = {name: analysis(name) for name in (
         "accuracy", "in_language_share", "specialization", "cross_language", "subnetwork_similarity",

@@ -1,5 +1,5 @@
 -- name: accuracy
--- Test accuracy per language at the last epoch for full, subnetwork and sft, and retention = subnetwork / full; mean and sd over seeds.
+-- Test accuracy per language at the last epoch for full, subnetwork and sft, and retention = subnetwork / full; per seed, and their mean and sd (seed = 'mean').
 WITH per_seed AS (
     SELECT seed, language,
            avg(value) FILTER (WHERE variant = 'full') AS "full",
@@ -10,12 +10,12 @@ WITH per_seed AS (
       AND task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id)
     GROUP BY seed, language
 )
-SELECT language,
+SELECT language, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
        avg("full") AS "full", stddev_samp("full") AS full_sd,
        avg(subnetwork) AS subnetwork, stddev_samp(subnetwork) AS subnetwork_sd,
        avg(sft) AS sft, stddev_samp(sft) AS sft_sd,
        avg(subnetwork / "full") AS retention, stddev_samp(subnetwork / "full") AS retention_sd,
        count(*) AS seeds
 FROM per_seed
-GROUP BY language
-ORDER BY language;
+GROUP BY GROUPING SETS ((language, per_seed.seed), (language))
+ORDER BY language, per_seed.seed NULLS LAST;

@@ -1,13 +1,18 @@
 -- name: in_language_share
--- S+(t), S-(t): share of each test language's top-k proponents (opponents) from its own language, per variant, mean and sd over seeds, next to chance.
-SELECT variant, test_language AS language,
-       avg(share) FILTER (WHERE side = 'proponents') AS s_plus,
-       stddev_samp(share) FILTER (WHERE side = 'proponents') AS s_plus_sd,
-       avg(share) FILTER (WHERE side = 'opponents') AS s_minus,
-       stddev_samp(share) FILTER (WHERE side = 'opponents') AS s_minus_sd,
-       avg(chance) FILTER (WHERE side = 'proponents') AS chance,
-       count(DISTINCT seed) AS seeds
-FROM language_shares($run_id, $k, false)
-WHERE train_language = test_language
-GROUP BY variant, test_language
-ORDER BY list_position(['full', 'subnetwork', 'sft'], variant), language;
+-- S+(t), S-(t): share of each test language's top-k proponents (opponents) from its own language, per variant, next to chance; per seed, and their mean and sd (seed = 'mean').
+WITH per_seed AS (
+    SELECT variant, test_language AS language, seed,
+           avg(share) FILTER (WHERE side = 'proponents') AS s_plus,
+           avg(share) FILTER (WHERE side = 'opponents') AS s_minus,
+           avg(chance) AS chance
+    FROM language_shares($run_id, $k, false)
+    WHERE train_language = test_language
+    GROUP BY variant, test_language, seed
+)
+SELECT variant, language, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
+       avg(s_plus) AS s_plus, stddev_samp(s_plus) AS s_plus_sd,
+       avg(s_minus) AS s_minus, stddev_samp(s_minus) AS s_minus_sd,
+       avg(chance) AS chance, count(*) AS seeds
+FROM per_seed
+GROUP BY GROUPING SETS ((variant, language, per_seed.seed), (variant, language))
+ORDER BY list_position(['full', 'subnetwork', 'sft'], variant), language, per_seed.seed NULLS LAST;

@@ -1,5 +1,5 @@
 -- name: similarity_vs_influence
--- Do languages with similar subnetworks rely on each other? Pearson and Spearman correlation of J(a, b) with M+[a, b] over pairs a != b, per variant; mean and sd over seeds.
+-- Do languages with similar subnetworks rely on each other? Pearson and Spearman correlation of J(a, b) with M+[a, b] over pairs a != b, per variant; per seed, and their mean and sd (seed = 'mean').
 WITH masks AS (
     SELECT * FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id)
 ),
@@ -32,9 +32,10 @@ per_seed AS (
     FROM ranked
     GROUP BY variant, seed
 )
-SELECT variant, avg(pearson) AS pearson, stddev_samp(pearson) AS pearson_sd,
+SELECT variant, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
+       avg(pearson) AS pearson, stddev_samp(pearson) AS pearson_sd,
        avg(spearman) AS spearman, stddev_samp(spearman) AS spearman_sd,
        avg(pairs) AS pairs, count(*) AS seeds
 FROM per_seed
-GROUP BY variant
-ORDER BY list_position(['full', 'subnetwork', 'sft'], variant);
+GROUP BY GROUPING SETS ((variant, per_seed.seed), (variant))
+ORDER BY list_position(['full', 'subnetwork', 'sft'], variant), per_seed.seed NULLS LAST;

@@ -1,6 +1,6 @@
 -- name: specialization
--- Does the subnetwork rely more on in-language data than the full model (S+ subnetwork - full), and does SFT add to that (S+ sft - subnetwork)? Mean and sd over seeds.
-WITH s_plus AS (
+-- Does the subnetwork rely more on in-language data than the full model (S+ subnetwork - full), and does SFT add to that (S+ sft - subnetwork)? Per seed, and their mean and sd (seed = 'mean').
+WITH per_seed AS (
     SELECT seed, test_language AS language,
            avg(share) FILTER (WHERE variant = 'full') AS "full",
            avg(share) FILTER (WHERE variant = 'subnetwork') AS subnetwork,
@@ -9,11 +9,11 @@ WITH s_plus AS (
     WHERE side = 'proponents' AND train_language = test_language
     GROUP BY seed, test_language
 )
-SELECT language,
+SELECT language, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
        avg("full") AS s_plus_full, avg(subnetwork) AS s_plus_subnetwork, avg(sft) AS s_plus_sft,
        avg(subnetwork - "full") AS subnetwork_minus_full, stddev_samp(subnetwork - "full") AS subnetwork_minus_full_sd,
        avg(sft - subnetwork) AS sft_minus_subnetwork, stddev_samp(sft - subnetwork) AS sft_minus_subnetwork_sd,
        count(*) AS seeds
-FROM s_plus
-GROUP BY language
-ORDER BY language;
+FROM per_seed
+GROUP BY GROUPING SETS ((language, per_seed.seed), (language))
+ORDER BY language, per_seed.seed NULLS LAST;

@@ -1,12 +1,12 @@
 -- name: subnetwork_similarity
--- Jaccard of kept heads for every pair of languages, each language's heads kept and sparsity, and the heads no language keeps; mean and sd over seeds.
+-- Jaccard of kept heads for every pair of languages, each language's heads kept and sparsity, and the heads no language keeps; per seed, and their mean and sd (seed = 'mean').
 WITH masks AS (
     SELECT * FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id)
 ),
 pairs AS (
     SELECT a.seed, a.finetune_key, a.config, a.language AS language_a, b.language AS language_b,
-           count(*) FILTER (WHERE a.kept AND b.kept) AS both_kept,
-           count(*) FILTER (WHERE a.kept OR b.kept) AS either_kept,
+           coalesce(count(*) FILTER (WHERE a.kept AND b.kept) / nullif(count(*) FILTER (WHERE a.kept OR b.kept), 0),
+                    1.0) AS jaccard, -- two empty masks are equal
            count(*) FILTER (WHERE a.kept) AS heads_kept_a,
            count(*) AS heads
     FROM masks AS a
@@ -18,13 +18,16 @@ unused AS (
     SELECT finetune_key, config, count(*) AS heads_kept_by_no_language
     FROM (SELECT finetune_key, config, layer, head FROM masks GROUP BY ALL HAVING NOT bool_or(kept))
     GROUP BY ALL
+),
+per_seed AS (
+    SELECT pairs.*, coalesce(heads_kept_by_no_language, 0) AS heads_kept_by_no_language
+    FROM pairs LEFT JOIN unused USING (finetune_key, config)
 )
-SELECT language_a, language_b,
-       avg(coalesce(both_kept / nullif(either_kept, 0), 1.0)) AS jaccard, -- two empty masks are equal
-       stddev_samp(coalesce(both_kept / nullif(either_kept, 0), 1.0)) AS jaccard_sd,
+SELECT language_a, language_b, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
+       avg(jaccard) AS jaccard, stddev_samp(jaccard) AS jaccard_sd,
        avg(heads_kept_a) AS heads_kept_a, avg(1 - heads_kept_a / heads) AS sparsity_a,
-       avg(coalesce(heads_kept_by_no_language, 0)) AS heads_kept_by_no_language,
+       avg(heads_kept_by_no_language) AS heads_kept_by_no_language,
        count(*) AS seeds
-FROM pairs LEFT JOIN unused USING (finetune_key, config)
-GROUP BY language_a, language_b
-ORDER BY language_a, language_b;
+FROM per_seed
+GROUP BY GROUPING SETS ((language_a, language_b, per_seed.seed), (language_a, language_b))
+ORDER BY language_a, language_b, per_seed.seed NULLS LAST;

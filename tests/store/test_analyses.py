@@ -76,6 +76,11 @@ def store():
 
 
 def run(con, name, **params):
+    """The rows of an analysis that average over the seeds (seed = 'mean')."""
+    return [row for row in run_all(con, name, **params) if row["seed"] == "mean"]
+
+
+def run_all(con, name, **params):
     return run_named(con, name, **params).to_pylist()
 
 
@@ -253,3 +258,41 @@ def test_a_hand_computed_case():
     # Checkpoint 2 alone: ka-0 0.5 is the only non-zero score; the rest score nothing (no row = not scored).
     dynamics = {r["epoch"]: r["s_plus"] for r in run(con, "dynamics", run_id=1, k=1)}
     assert dynamics == {1: 0.0, 2: 1.0}  # epoch 1: la-1 (3.0) leads; epoch 2: ka-0 is the only one scored
+
+
+ANALYSES = {"accuracy": {"run_id": 1}, "in_language_share": {"run_id": 1, "k": K}, "specialization": {"run_id": 1, "k": K},
+            "cross_language": {"run_id": 1, "k": K}, "subnetwork_similarity": {"run_id": 1},
+            "similarity_vs_influence": {"run_id": 1, "k": K}, "dynamics": {"run_id": 1, "k": K},
+            "influence_mass": {"run_id": 1}}
+
+
+@pytest.mark.parametrize("name", list(ANALYSES))
+def test_each_mean_row_summarises_its_seed_rows(store, name):
+    """Every analysis gives one row per seed and one 'mean' row whose values are the mean (and
+    *_sd the standard deviation) of those seed rows."""
+    con, _ = store
+    rows = run_all(con, name, **ANALYSES[name])
+    numbers = [c for c, v in rows[0].items() if isinstance(v, float) and not c.endswith("_sd")]
+    keys = [c for c, v in rows[0].items() if isinstance(v, str) and c != "seed"] + (["epoch"] if "epoch" in rows[0] else [])
+    groups = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    for group in groups.values():
+        [mean] = [r for r in group if r["seed"] == "mean"]
+        seeds = [r for r in group if r["seed"] != "mean"]
+        assert sorted(r["seed"] for r in seeds) == [str(s) for s in SEEDS] and mean["seeds"] == len(SEEDS)
+        for column in numbers:
+            values = [r[column] for r in seeds]
+            if any(v is None for v in values):
+                continue
+            assert mean[column] == pytest.approx(statistics.mean(values)), column
+            if f"{column}_sd" in mean:
+                assert mean[f"{column}_sd"] == pytest.approx(statistics.stdev(values)), column
+
+
+def test_per_seed_rows_are_that_seeds_numbers(store):
+    con, truth = store
+    for row in run_all(con, "in_language_share", run_id=1, k=K):
+        if row["seed"] != "mean":
+            t = row["language"]
+            assert row["s_plus"] == pytest.approx(shares(truth, int(row["seed"]), row["variant"])[("proponents", t, t)])
