@@ -42,15 +42,23 @@ def plan_tree(graph: TaskGraph, root: Path) -> Tree:
                    if on_gpu else ""))
     nodes: dict[str, Tree] = {}
     for task in graph.tasks:
-        parent = nodes[task.inputs[-1][1]] if task.inputs else tree
-        nodes[task.key] = parent.add(_label(task, reasons[task.key]))
+        parent = nodes[_parent(task)] if task.inputs else tree
+        nodes[task.key] = parent.add(_label(task, reasons[task.key], graph))
     return tree
 
 
-def _label(task: Task, reason: str) -> str:
+def _parent(task: Task) -> str:
+    """The input a task is drawn under: the model it starts from if it has one, else its last input."""
+    roles = dict(task.inputs)
+    return roles.get("sft") or roles.get("finetune") or task.inputs[-1][1]
+
+
+def _label(task: Task, reason: str, graph: TaskGraph) -> str:
     style = "dim" if reason == "cached" else "yellow"
     resources = f" gpus={task.resources.num_gpus:g}" if task.resources.num_gpus else ""
-    return f"{escape(task.name)} [dim]{task.short_key}{resources}[/] [{style}]{escape(reason)}[/]"
+    others = [role for role, key in task.inputs if key != _parent(task) and role != "data"]
+    reads = f" [dim](also reads {escape(', '.join(others))})[/]" if others else ""
+    return f"{escape(task.name)} [dim]{task.short_key}{resources}[/]{reads} [{style}]{escape(reason)}[/]"
 
 
 def changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
