@@ -2,7 +2,9 @@
 example loop, the floor (one ordinary batched forward+backward over every example), and Captum.
 
 Run (about 5 minutes without Captum on one quiet thread; results go in benchmarks/RESULTS.md "## TracIn"):
-    PYTHONPATH=. python benchmarks/tracin.py            # add --captum if captum==0.9.* is installed
+    PYTHONPATH=. python benchmarks/tracin.py            # add --captum if captum==0.9.* is importable
+    # Captum outside the project's dependencies: pip install --no-deps --target /tmp/captum-pkgs captum==0.9.0
+    # then PYTHONPATH=.:/tmp/captum-pkgs python benchmarks/tracin.py --captum
     PYTHONPATH=. python benchmarks/tracin.py --projection-dim 1024   # also the approximate, projected scores
 Each method runs in its own process so that its peak RSS is its own.
 """

@@ -24,7 +24,8 @@ path, one backward per example for those parameters only, and is logged as a war
 silently dropped. The fast path assumes what holds for the encoders here: in eval mode examples do
 not interact, and a fast module's parameters are used only inside its own forward.
 
-Memory: one train batch's activations and output gradients, plus the test block: per test example,
+Memory: one train batch's activations and output gradients, one reused buffer for its per-example
+gradients of the widest dense-path Linear (B x d_in x d_out), plus the test block: per test example,
 d_in x d_out for each dense-path Linear, (tokens x width) for Gram-path Linears and large embedding
 tables. `test_block_bytes` bounds the block; nothing grows with n_train.
 
@@ -360,11 +361,35 @@ class _Dense:
     def dense(self) -> Tensor:
         return self.flat
 
-    def dot(self, train) -> Tensor:  # (n, P) . (B, P) -> (n, B)
-        return self.flat @ train.dense().T
+
+class _Columns:
+    """A test batch's dense per-example gradients kept transposed, (P, n). A train batch's product is
+    then (B, P) @ (P, n), the layout BLAS streams fastest: about 2x (n, P) @ (B, P)^T at P = 65,536."""
+
+    def __init__(self, flat: Tensor):
+        self.columns = flat.T.contiguous()
+
+    def dot(self, train_rows: Tensor) -> Tensor:  # (B, P) -> (n, B)
+        return (train_rows @ self.columns).T
 
     def nbytes(self) -> int:
-        return self.flat.nbytes
+        return self.columns.nbytes
+
+
+class _Scratch:
+    """One buffer reused for every train batch's dense per-example weight gradients: a fresh 8 MB
+    (B, d_out * d_in) tensor per layer and batch went back to the OS and page-faulted in again each
+    time, which more than doubled the bmm's time in the benchmark's profile."""
+
+    def __init__(self):
+        self.buffer: Tensor | None = None
+
+    def take(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        numel = math.prod(shape)
+        buffer = self.buffer
+        if buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype or buffer.device != like.device:
+            buffer = self.buffer = like.new_empty(numel)
+        return buffer[:numel].view(shape)
 
 
 class _LinearFactors:
@@ -373,13 +398,14 @@ class _LinearFactors:
 
     def __init__(self, a: Tensor, g: Tensor):
         self.a, self.g = a, g
-        self._dense: Tensor | None = None
 
-    def dense(self) -> Tensor:
-        if self._dense is None:
-            # G_i^T, (B, d_in * d_out): this operand order runs bmm up to 1.7x faster than G_i's.
-            self._dense = torch.bmm(self.a.transpose(1, 2), self.g).flatten(1)
-        return self._dense
+    def dense(self, scratch: _Scratch | None = None) -> Tensor:
+        """G_i flattened row-major like the weight, (B, d_out * d_in); into `scratch`'s buffer when given
+        (valid until its next use). g^T a is the faster bmm operand order for the layers here."""
+        batch, _, d_in = self.a.shape
+        d_out = self.g.shape[2]
+        out = scratch.take((batch, d_out, d_in), self.a) if scratch is not None else None
+        return torch.bmm(self.g.transpose(1, 2), self.a, out=out).flatten(1)
 
     def dot(self, train: _LinearFactors) -> Tensor:
         """Gram identity: sum_{t,s} (a_it . a_js)(g_it . g_js), (n, B)."""
@@ -634,13 +660,14 @@ def _scores(model, plan, train, train_gates, test, test_gates, test_block_bytes)
     n_test = sum(b["labels"].shape[0] for b in test)
     train_tokens = max((_trimmed_length(b) for b in train), default=1)
     scores = torch.zeros(n_test, n_train)
+    scratch = _Scratch()
     for block in _test_blocks(model, plan, test, test_gates, train_tokens, test_block_bytes, device):
         start = 0
         for batch, gates in zip(train, train_gates):
             size = batch["labels"].shape[0]
             grads = _batch_gradients(model, plan, batch, _on(gates, device))
             rows = slice(block[0].rows.start, block[-1].rows.stop)
-            scores[rows, start : start + size] = _block_scores(block, grads, size, device).float().cpu()
+            scores[rows, start : start + size] = _block_scores(block, grads, size, scratch, device).float().cpu()
             start += size
     return scores
 
@@ -666,24 +693,32 @@ def _kept_form(form, train_tokens: int):
     if isinstance(form, _LinearFactors):
         # Per-sequence layers (the classifier head, N = 1) see one row per example in train batches too.
         tokens = 1 if form.a.shape[1] <= 1 else train_tokens
-        return form if form.prefer_gram(tokens) else _Dense(form.dense())
+        return form if form.prefer_gram(tokens) else _Columns(form.dense())
     if isinstance(form, _TokenGrads):
-        return _Dense(form.dense()) if form.prefer_dense() else form.rows()
-    return form
+        return _Columns(form.dense()) if form.prefer_dense() else form.rows()
+    return _Columns(form.flat) if isinstance(form, _Dense) else form
 
 
-def _block_scores(block: list[_TestBatch], train_grads: dict[str, object], size: int, device) -> Tensor:
+def _block_scores(block: list[_TestBatch], train_grads: dict[str, object], size: int, scratch: _Scratch, device) -> Tensor:
     """Sum over parameters of test . train gradient inner products, float64 (n_block, B)."""
     n_block = block[-1].rows.stop - block[0].rows.start
     offset = block[0].rows.start
     total = torch.zeros(n_block, size, dtype=torch.float64, device=device)
     for name in list(train_grads):
         train_form = train_grads.pop(name)  # drop each train gradient once used: memory of one layer
+        train_rows = None  # the train batch's dense gradients (B, P), formed once for the whole block
         for test_batch in block:
             test_form = test_batch.grads.get(name)
-            if test_form is not None:
-                rows = slice(test_batch.rows.start - offset, test_batch.rows.stop - offset)
-                total[rows] += test_form.dot(train_form).double()
+            if test_form is None:
+                continue
+            if isinstance(test_form, _Columns):
+                if train_rows is None:
+                    train_rows = train_form.dense(scratch) if isinstance(train_form, _LinearFactors) else train_form.dense()
+                product = test_form.dot(train_rows)
+            else:
+                product = test_form.dot(train_form)
+            rows = slice(test_batch.rows.start - offset, test_batch.rows.stop - offset)
+            total[rows] += product.double()
     return total
 
 

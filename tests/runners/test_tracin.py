@@ -97,6 +97,15 @@ def test_every_gradient_form_matches_naive(monkeypatch, gram, dense_embeddings):
     assert_close(checkpoint_scores(model, TRAIN, TEST), naive_scores(model, TRAIN, TEST))
 
 
+def test_gram_and_dense_test_batches_in_one_block_match_naive(monkeypatch):
+    """One block whose test batches keep the same Linear weight in different forms (Gram factors for the
+    3-example batch, dense columns for the 4-example one): each train batch's dense gradients are formed
+    once, in a reused buffer, for the dense batches only."""
+    monkeypatch.setattr(tracin._LinearFactors, "prefer_gram", lambda self, train_tokens: self.a.shape[0] == 3)
+    model = tiny_model()
+    assert_close(checkpoint_scores(model, TRAIN, TEST), naive_scores(model, TRAIN, TEST))
+
+
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 def test_per_example_head_masks(attention):
     """Different masks for every train and test example (the sft variant), and a shared (L, H) one."""
