@@ -70,6 +70,21 @@ SELECT s.task_key, s.seed, s.language, t.inputs ->> 'finetune' AS finetune_key,
 FROM subnetworks AS s
 JOIN (SELECT DISTINCT ON (task_key) task_key, params, inputs FROM tasks) AS t USING (task_key);
 
+-- Every ordered pair of languages' masks within one study (same fine-tuning, same prune settings):
+-- heads kept by both, by either and by the first, and their Jaccard similarity.
+CREATE OR REPLACE VIEW subnetwork_pairs AS
+SELECT a.task_key, a.seed, a.finetune_key, a.config, a.threshold, a.step,
+       a.language AS language_a, b.language AS language_b,
+       count(*) FILTER (WHERE a.kept AND b.kept) AS both_kept,
+       count(*) FILTER (WHERE a.kept OR b.kept) AS either_kept,
+       coalesce(both_kept / nullif(either_kept, 0), 1.0) AS jaccard, -- two empty masks are equal
+       count(*) FILTER (WHERE a.kept) AS heads_kept_a,
+       count(*) AS heads
+FROM subnetwork_masks AS a
+JOIN subnetwork_masks AS b
+  ON a.finetune_key = b.finetune_key AND a.config = b.config AND a.layer = b.layer AND a.head = b.head
+GROUP BY a.task_key, a.seed, a.finetune_key, a.config, a.threshold, a.step, a.language, b.language;
+
 -- Each task once, with its params and inputs (the same for every run it appears in).
 CREATE OR REPLACE VIEW task_params AS
 SELECT DISTINCT ON (task_key) task_key, name, stage, params, inputs FROM tasks ORDER BY task_key, run_id DESC;

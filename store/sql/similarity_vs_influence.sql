@@ -1,16 +1,8 @@
 -- name: similarity_vs_influence
 -- Do languages with similar subnetworks rely on each other? Pearson and Spearman correlation of J(a, b) with M+[a, b] over pairs a != b, per variant; per seed, and their mean and sd (seed = 'mean').
-WITH masks AS (
-    SELECT * FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id)
-),
-jaccard AS (
-    SELECT a.seed, a.language AS language_a, b.language AS language_b,
-           coalesce(count(*) FILTER (WHERE a.kept AND b.kept) / nullif(count(*) FILTER (WHERE a.kept OR b.kept), 0), 1.0) AS jaccard
-    FROM masks AS a
-    JOIN masks AS b
-      ON a.finetune_key = b.finetune_key AND a.config = b.config AND a.layer = b.layer AND a.head = b.head
-    WHERE a.language <> b.language
-    GROUP BY a.seed, a.finetune_key, a.config, a.language, b.language
+WITH jaccard AS (
+    SELECT * FROM subnetwork_pairs
+    WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id) AND language_a <> language_b
 ),
 pairs AS (
     SELECT s.variant, s.seed, s.test_language, s.train_language, s.share, avg(j.jaccard) AS jaccard

@@ -4,15 +4,7 @@ WITH masks AS (
     SELECT * FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id)
 ),
 pairs AS (
-    SELECT a.seed, a.finetune_key, a.config, a.language AS language_a, b.language AS language_b,
-           coalesce(count(*) FILTER (WHERE a.kept AND b.kept) / nullif(count(*) FILTER (WHERE a.kept OR b.kept), 0),
-                    1.0) AS jaccard, -- two empty masks are equal
-           count(*) FILTER (WHERE a.kept) AS heads_kept_a,
-           count(*) AS heads
-    FROM masks AS a
-    JOIN masks AS b
-      ON a.finetune_key = b.finetune_key AND a.config = b.config AND a.layer = b.layer AND a.head = b.head
-    GROUP BY a.seed, a.finetune_key, a.config, a.language, b.language
+    SELECT * FROM subnetwork_pairs WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id)
 ),
 unused AS (
     SELECT finetune_key, config, count(*) AS heads_kept_by_no_language
