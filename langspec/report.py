@@ -132,21 +132,26 @@ def _variants(rows: list[dict]) -> list[str]:
     return [v for v in VARIANTS if v in present]
 
 
+def _grouped_bars(ax, languages: list[str], variants: list[str], value, error) -> None:
+    """One group of bars per language, one bar per variant: value(variant, language), error(...)."""
+    width = 0.8 / len(variants)
+    for i, variant in enumerate(variants):
+        xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(languages))]
+        ax.bar(xs, [value(variant, lang) for lang in languages], width,
+               yerr=[error(variant, lang) or 0.0 for lang in languages], label=variant, color=COLORS[variant])
+    ax.set_xticks(range(len(languages)), languages)
+
+
 def _accuracy(rows: list[dict], out: Path) -> Figure | None:
     import matplotlib.pyplot as plt
 
     if not rows:
         return None
-    languages = [r["language"] for r in rows]
+    by_language = {r["language"]: r for r in rows}
     variants = [v for v in VARIANTS if any(r[v] is not None for r in rows)]
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    width = 0.8 / len(variants)
-    for i, variant in enumerate(variants):
-        xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(languages))]
-        values = [r[variant] or 0.0 for r in rows]
-        errors = [r[f"{variant}_sd"] or 0.0 for r in rows]
-        ax.bar(xs, values, width, yerr=errors, label=variant, color=COLORS[variant])
-    ax.set_xticks(range(len(languages)), languages)
+    _grouped_bars(ax, list(by_language), variants, lambda v, lang: by_language[lang][v] or 0.0,
+                  lambda v, lang: by_language[lang][f"{v}_sd"])
     ax.set_ylim(0, 1)
     ax.set_xlabel("language")
     ax.set_ylabel("test accuracy")
@@ -164,15 +169,10 @@ def _in_language(rows: list[dict], k: int, out: Path) -> Figure | None:
     languages = sorted({r["language"] for r in rows})
     cells = {(r["variant"], r["language"]): r for r in rows}
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    width = 0.8 / len(variants)
-    for i, variant in enumerate(variants):
-        xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(languages))]
-        ax.bar(xs, [cells[(variant, lang)]["s_plus"] for lang in languages], width,
-               yerr=[cells[(variant, lang)]["s_plus_sd"] or 0.0 for lang in languages], label=variant, color=COLORS[variant])
+    _grouped_bars(ax, languages, variants, lambda v, lang: cells[(v, lang)]["s_plus"], lambda v, lang: cells[(v, lang)]["s_plus_sd"])
     chance = [cells[(variants[0], lang)]["chance"] for lang in languages]
     ax.hlines(chance, [j - 0.45 for j in range(len(languages))], [j + 0.45 for j in range(len(languages))],
               colors="black", linestyles="dashed", label="chance")
-    ax.set_xticks(range(len(languages)), languages)
     ax.set_xlabel("test language t")
     ax.set_ylabel(f"S+(t): in-language share of top-{k}")
     ax.set_title("In-language reliance of the proponents")
