@@ -54,13 +54,14 @@ def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext
     checkpoints = sorted(pq.read_table(source / "tables" / "checkpoints.parquet").to_pylist(), key=lambda c: c["epoch"])
     masks = {lang: read_mask(inputs[mask_role(lang)]) for lang in params.languages} if params.variant != "full" else {}
     tokenizer = models.load_checkpoint(source / checkpoints[0]["path"], params.attention)[1]
+    examples = read_examples(inputs["data"])  # read once; each side below picks its split and languages
 
     def language_pure(split: str, per_language: int, masked: bool):
         """Length-sorted batches of one language each, their example ids in column order, and
         each batch's mask (None where this side's gradient is unmasked)."""
         ids, batches, batch_masks = [], [], []
         for lang in params.languages:
-            rows = read_examples(inputs["data"], split, lang)[:per_language]
+            rows = [r for r in examples if r["split"] == split and r["language"] == lang][:per_language]
             encoded = models.encode(tokenizer, rows, params.max_length)
             order = sorted(range(len(encoded)), key=lambda i: len(encoded.input_ids[i]))
             ids += [encoded.example_ids[i] for i in order]

@@ -4,6 +4,7 @@ Parameters are DuckDB's `$name` placeholders, bound by value: no SQL is ever ass
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ class NamedQuery:
         return sorted(set(re.findall(r"\$([A-Za-z_]\w*)", self.sql)))
 
 
+@functools.cache  # the files ship with the package: read them once per process
 def named_queries() -> dict[str, NamedQuery]:
     queries = {}
     for path in sorted(SQL_DIR.glob("*.sql")):
