@@ -1,7 +1,8 @@
 """TracInCP speed, memory and exactness: runners.influence.checkpoint_scores against a one-backward-per-
-example loop, the floor (one ordinary batched forward+backward over every example), and Captum.
+example loop, the floor (one ordinary batched forward+backward over every example), the bound (the
+floor plus the products with the test block that exact scores need), and Captum.
 
-Run (about 5 minutes without Captum on one quiet thread; results go in benchmarks/RESULTS.md "## TracIn"):
+Run (about 5 minutes without Captum on one quiet thread, 9 with; results go in benchmarks/RESULTS.md "## TracIn"):
     PYTHONPATH=. python benchmarks/tracin.py            # add --captum if captum==0.9.* is importable
     # Captum outside the project's dependencies: pip install --no-deps --target /tmp/captum-pkgs captum==0.9.0
     # then PYTHONPATH=.:/tmp/captum-pkgs python benchmarks/tracin.py --captum
@@ -27,7 +28,10 @@ from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
 from runners.influence import checkpoint_scores, naive_scores
 
-METHODS = ("fast", "naive", "floor", "reference")  # reference: the float64 loop the errors are taken against
+# reference: the float64 loop the errors are taken against; bound: the floor's time plus that of the
+# products with the test block that any exact method pays (`product_step`, timed on its own)
+METHODS = ("fast", "naive", "floor", "bound", "reference")
+TIMED = ("fast", "projected", "naive", "floor", "bound", "captum")  # run in interleaved rounds
 LEARNING_RATES = (1e-3, 5e-4)  # one per checkpoint
 
 
@@ -74,13 +78,18 @@ def run_method(method: str, args) -> dict:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     scores = None
+    products = 0.0  # seconds in product_step (bound only)
     if method == "captum":
         scores = captum_scores(model, checkpoints, train, test)
     else:
         for lr, state in zip(LEARNING_RATES, checkpoints):
             model.load_state_dict(state)
-            if method == "floor":
+            if method in ("floor", "bound"):
                 floor_step(model, train + test)
+                if method == "bound":
+                    started = time.perf_counter()
+                    product_step(model, train, test)
+                    products += time.perf_counter() - started
                 continue
             term = {
                 "fast": lambda: checkpoint_scores(model, train, test).double(),
@@ -93,7 +102,7 @@ def run_method(method: str, args) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if scores is not None:
         torch.save(scores.double(), args.out)
-    return {"method": method, "seconds": seconds, "peak_rss_mb": peak / 1024, "rss_growth_mb": (peak - rss_before) / 1024}
+    return {"method": method, "seconds": seconds, "products_seconds": products, "peak_rss_mb": peak / 1024, "rss_growth_mb": (peak - rss_before) / 1024}
 
 
 def floor_step(model, all_batches) -> None:
@@ -103,6 +112,22 @@ def floor_step(model, all_batches) -> None:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         F.cross_entropy(logits, batch["labels"], reduction="sum").backward()
     model.zero_grad(set_to_none=True)
+
+
+def product_step(model, train, test) -> None:
+    """The work an exact method adds to the floor even at the floor's efficiency: the products of each
+    train batch's per-example weight gradients with the kept test gradients, (B, P) @ (P, n_test), for
+    every encoder Linear (they take T tokens per example, so the Gram identity does not pay at T = 64).
+    The per-example weight gradients themselves cost the floor's weight-gradient GEMM in flops, and
+    the classifier, biases, LayerNorms and embeddings are left out, so floor + this is a lower bound."""
+    n_test = sum(len(b["labels"]) for b in test)
+    layers = [m for m in model.roberta.encoder.modules() if isinstance(m, torch.nn.Linear)]
+    blocks = [torch.ones(m.weight.numel(), n_test) for m in layers]  # each layer's test block, (P, n_test)
+    buffer = torch.ones(max(len(b["labels"]) for b in train) * max(len(block) for block in blocks))  # one reused (B, P)
+    for batch in train:
+        size = len(batch["labels"])
+        for block in blocks:
+            buffer[: size * len(block)].view(size, len(block)) @ block
 
 
 class Logits(torch.nn.Module):
@@ -146,8 +171,8 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=5000)
     parser.add_argument("--attention", default="eager", choices=["eager", "sdpa"])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds of fast, naive, floor (fastest kept)")
-    parser.add_argument("--captum", action="store_true", help="also time Captum 0.9 TracInCP (exact mode), once")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds of fast, naive, floor, bound (fastest kept)")
+    parser.add_argument("--captum", action="store_true", help="also time Captum 0.9 TracInCP (exact mode), in every round")
     parser.add_argument("--projection-dim", type=int, help="also time checkpoint_scores with this projection_dim (approximate)")
     parser.add_argument("--method", choices=[*METHODS, "captum", "projected"], help=argparse.SUPPRESS)  # one child process
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -172,8 +197,9 @@ def print_table(args, folder: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     # The timed methods run in interleaved rounds and keep their fastest: a shared machine's load
     # drifts over minutes, and this keeps the ratios between methods fair.
-    timed = [m for m in methods if m in ("fast", "projected", "naive", "floor")]
+    timed = [m for m in methods if m in TIMED]
     schedule = [m for _ in range(args.rounds) for m in timed] + [m for m in methods if m not in timed]
+    products = []  # product_step's seconds in each bound run
     for method in schedule:
         out = folder / f"{method}.pt"
         command = [sys.executable, __file__, *passthrough, "--method", method, "--out", str(out)]
@@ -181,9 +207,13 @@ def print_table(args, folder: Path) -> None:
         if child.returncode != 0:
             sys.exit(f"{method} failed:\n{child.stderr}")
         result = json.loads(child.stdout.strip().splitlines()[-1])
+        products += [result["products_seconds"]] if method == "bound" else []
         if method not in results or result["seconds"] < results[method]["seconds"]:
             results[method] = result
         print(f"{method}: {result['seconds']:.2f} s", file=sys.stderr, flush=True)
+    # The bound from its parts, each at its best: the floor's best time (the floor's own runs) plus the
+    # products' best, so that the noise of two separate processes cannot put it below the floor.
+    results["bound"]["seconds"] = results["floor"]["seconds"] + min(products)
     reference = torch.load(folder / "reference.pt")
     pairs = args.train * args.test
     print(f"tiny XLM-R, {args.attention}, T={args.seq}, hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}, "
@@ -197,10 +227,14 @@ def print_table(args, folder: Path) -> None:
         if (folder / f"{method}.pt").exists() and method != "reference":
             scores = torch.load(folder / f"{method}.pt")
             error = f"{float((scores - reference).abs().max() / reference.abs().max()):.1e}"
-        rate = "-" if method == "floor" else f"{2 * pairs / r['seconds']:,.0f}"
+        rate = "-" if method in ("floor", "bound") else f"{2 * pairs / r['seconds']:,.0f}"
         print(f"| {method} | {r['seconds']:.2f} | {rate} | {results['naive']['seconds'] / r['seconds']:.2f}x | "
               f"{r['seconds'] / results['floor']['seconds']:.2f}x | {r['peak_rss_mb']:.0f} | {r['rss_growth_mb']:.0f} | {error} |")
 
+    if args.captum:
+        captum, fast, bound = (results[m]["seconds"] for m in ("captum", "fast", "bound"))
+        print(f"\nfast is {captum / fast:.1f}x Captum; the bound is {captum / bound:.1f}x Captum, the most any exact method "
+              f"with dense per-example products can reach here; fast is {fast / bound:.2f}x the bound")
     if args.projection_dim:
         print_agreement(torch.load(folder / "projected.pt"), reference)
 
