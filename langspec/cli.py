@@ -99,7 +99,7 @@ def run(
 
 def _print_run_summary(result, store: Path) -> None:
     from store.db import connect_read_only
-    from store.queries import run_named
+    from store.queries import run_named, run_points
 
     counts: dict[str, int] = {}
     for record in result.records.values():
@@ -110,22 +110,28 @@ def _print_run_summary(result, store: Path) -> None:
         out.print(f"[red]failed[/] {escape(record.name)}: {escape(first_line)}", highlight=False)
         out.print(escape(f"  traceback: langspec query \"SELECT error FROM tasks WHERE run_id = {result.run_id} AND name = '{record.name}'\""), highlight=False)
     with connect_read_only(store) as con:
-        accuracy = run_named(con, "final_accuracy", run_id=result.run_id, split="test").to_pylist()
-    if accuracy:
-        order = ("full", "subnetwork", "sft")  # the study's order: the model, its subnetworks, SFT
-        variants = sorted({row["variant"] for row in accuracy}, key=lambda v: (order.index(v) if v in order else len(order), v))
-        out.print("test accuracy at the last epoch (mean over seeds):")
-        table = Table()
-        table.add_column("language")
-        for variant in variants:
-            table.add_column(variant, justify="right")
-        cells = {(row["language"], row["variant"]): row for row in accuracy}
-        for language in sorted({row["language"] for row in accuracy}):
-            table.add_row(language, *[_accuracy_cell(cells.get((language, v))) for v in variants])
-        out.print(table)
+        points = {point: run_named(con, "final_accuracy", run_id=result.run_id, point=point, split="test").to_pylist()
+                  for point in run_points(con, result.run_id)}
+    for point, accuracy in points.items():
+        if accuracy:
+            out.print(escape(f"test accuracy at the last epoch{', ' + point if point else ''} (mean over seeds):"))
+            out.print(_accuracy_table(accuracy))
     out.print(escape(f"results: {store / 'langspec.duckdb'}"))
     where = "" if store == DEFAULT_STORE else f" --store {store}"
     out.print(escape(f"next: langspec analyze{where}  (the study's analyses)  ·  langspec report{where}  (figures)"))
+
+
+def _accuracy_table(accuracy: list[dict]) -> Table:
+    order = ("full", "subnetwork", "sft")  # the study's order: the model, its subnetworks, SFT
+    variants = sorted({row["variant"] for row in accuracy}, key=lambda v: (order.index(v) if v in order else len(order), v))
+    table = Table()
+    table.add_column("language")
+    for variant in variants:
+        table.add_column(variant, justify="right")
+    cells = {(row["language"], row["variant"]): row for row in accuracy}
+    for language in sorted({row["language"] for row in accuracy}):
+        table.add_row(language, *[_accuracy_cell(cells.get((language, v))) for v in variants])
+    return table
 
 
 def _accuracy_cell(row: dict | None) -> str:
@@ -153,8 +159,9 @@ def analyze(
     param: Annotated[list[str] | None, typer.Option("--param", help="Set a parameter: --param k=20 (repeatable).")] = None,
 ) -> None:
     """Run one of the study's analyses; without NAME, list them. run_id defaults to the last
-    completed run and k to that run's analysis.top_k."""
-    from store.queries import defaults, named_queries
+    completed run, k to that run's analysis.top_k, point to its sweep point when it has one (a run
+    with a `sweep:` needs --param point=..., e.g. point=prune.threshold=0.9)."""
+    from store.queries import named_queries, resolve
 
     queries = named_queries()
     if name is None:
@@ -172,11 +179,7 @@ def analyze(
     chosen = queries[name]
 
     def run(con):
-        params = {**defaults(con, chosen), **_query_params(param or [])}
-        missing = [p for p in chosen.params if p not in params]
-        if missing:
-            raise QueryError(f"the analysis {name} needs " + " ".join(f"--param {p}=..." for p in missing))
-        return con.sql(chosen.sql, params={p: params[p] for p in chosen.params} or None)
+        return con.sql(chosen.sql, params=resolve(con, chosen, _query_params(param or [])) or None)
 
     _run_sql(store, format, run)
 
@@ -187,6 +190,7 @@ def report(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Directory of the page and figures (default: STORE/report).")] = None,
     run_id: Annotated[int | None, typer.Option("--run", help="Which run (default: the last completed one).")] = None,
     k: Annotated[int | None, typer.Option(help="Proponents per test example (default: the run's analysis.top_k).")] = None,
+    point: Annotated[str | None, typer.Option(help="Which sweep point of a run with a `sweep:`, e.g. prune.threshold=0.9.")] = None,
 ) -> None:
     """Write an HTML page with the study's figures and a summary that answers its questions."""
     from langspec.report import write_report
@@ -194,7 +198,7 @@ def report(
 
     try:
         with connect_read_only(store) as con:
-            page = write_report(con, out_dir or store / "report", run_id, k)
+            page = write_report(con, out_dir or store / "report", run_id, k, point)
     except LangspecError as error:
         _fail(error)
     out.print(escape(f"report: {page}"))

@@ -46,6 +46,9 @@ class Task:
 @dataclass(frozen=True)
 class TaskGraph:
     tasks: tuple[Task, ...]  # in topological order
+    # Each sweep point's label and the keys of its tasks (a task shared by points is under each);
+    # one point labelled "" when the spec has no sweep.
+    points: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __getitem__(self, key: str) -> Task:
         return self._by_key[key]
@@ -73,10 +76,18 @@ def task_key(stage: str, version: int, params: BaseModel, inputs: tuple[tuple[st
 
 def compile_spec(loaded: LoadedSpec) -> TaskGraph:
     tasks: dict[str, Task] = {}
+    points = []
     for point in loaded.points:
-        for task in _point_tasks(point):
+        point_tasks = _point_tasks(point)
+        for task in point_tasks:
             tasks.setdefault(task.key, task)
-    return TaskGraph(tuple(tasks.values()))
+        points.append((point_label(point.assignments), tuple(task.key for task in point_tasks)))
+    return TaskGraph(tuple(tasks.values()), tuple(points))
+
+
+def point_label(assignments: dict[str, object]) -> str:
+    """A sweep point's name, as in task names: "prune.threshold=0.9,finetune.epochs=3"; "" for no sweep."""
+    return ",".join(f"{path}={value}" for path, value in assignments.items())
 
 
 def _point_tasks(point: SweepPoint) -> list[Task]:
@@ -141,8 +152,8 @@ def _make_task(
     sections: set[str],
 ) -> Task:
     swept = {path: value for path, value in point.assignments.items() if path.split(".")[0] in sections}
-    parts = [f"{k}={v}" for k, v in {**labels, **swept}.items()]
-    name = f"{stage}[{','.join(parts)}]" if parts else stage
+    parts = point_label({**labels, **swept})
+    name = f"{stage}[{parts}]" if parts else stage
     version = stage_module(stage).VERSION
     resources = point.spec.resources.for_stage(stage)
     return Task(name, stage, params, inputs, resources, task_key(stage, version, params, inputs))

@@ -255,7 +255,7 @@ def execute(
         run_id = writer.begin_run(
             spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_text=loaded.text,
             overrides=list(loaded.overrides), spec_json=loaded.spec.model_dump_json(), spec_hash=loaded.spec_hash, git_commit=_git_commit(),
-            versions=_versions(), host=socket.gethostname(), executor=executor,
+            versions=_versions(), host=socket.gethostname(), executor=executor, points=graph.points,
         )
         try:
             result = _drive(graph, root, writer, run_id, backend, display)

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import duckdb
 
-from langspec.errors import LangspecError
-from store.queries import defaults, named_queries, run_named
+from store.queries import named_queries, resolve, run_named
 
 VARIANTS = ("full", "subnetwork", "sft")
 COLORS = {"full": "#4c72b0", "subnetwork": "#dd8452", "sft": "#55a868"}
@@ -23,21 +22,20 @@ class Figure:
     caption: str
 
 
-def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None = None, k: int | None = None) -> Path:
-    """Write out/index.html and its PNG figures for `run_id` (default: the last completed run)."""
+def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None = None, k: int | None = None,
+                 point: str | None = None) -> Path:
+    """Write out/index.html and its PNG figures for `run_id` (default: the last completed run) and
+    its sweep `point` (default: its only one)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    params = defaults(con, named_queries()["in_language_share"])
-    run_id = run_id if run_id is not None else params.get("run_id")
-    k = k if k is not None else params.get("k")
-    if run_id is None or k is None:
-        raise LangspecError("the store has no completed run to report on; run `langspec run SPEC` first")
+    given = {name: value for name, value in (("run_id", run_id), ("k", k), ("point", point)) if value is not None}
+    params = resolve(con, named_queries()["in_language_share"], given)  # run_id, point, k
+    run_id, k, point = params["run_id"], params["k"], params["point"]
 
     def analysis(name: str) -> list[dict]:
         """The analysis' rows that average over the run's seeds."""
-        wanted = {"run_id": run_id, "k": k}
-        rows = run_named(con, name, **{p: wanted[p] for p in named_queries()[name].params}).to_pylist()
+        rows = run_named(con, name, **{p: params[p] for p in named_queries()[name].params}).to_pylist()
         return [row for row in rows if row["seed"] == "mean"]
 
     data = {name: analysis(name) for name in (
@@ -45,10 +43,9 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None =
         "similarity_vs_influence", "dynamics",
     )}
     masks = con.sql(
-        "SELECT language, layer, head, kept FROM subnetwork_masks "
-        "WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id) "
-        "AND seed = (SELECT min(seed) FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id))",
-        params={"run_id": run_id},
+        "WITH point_masks AS (SELECT * FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM point_tasks($run_id, $point))) "
+        "SELECT language, layer, head, kept FROM point_masks WHERE seed = (SELECT min(seed) FROM point_masks)",
+        params={"run_id": run_id, "point": point},
     ).to_arrow_table().to_pylist()
     spec_name = con.sql("SELECT spec_name FROM runs WHERE run_id = $r", params={"r": run_id}).fetchall()[0][0]
 
@@ -65,7 +62,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None =
         ) if figure is not None
     ]
     page = out / "index.html"
-    page.write_text(_html(spec_name, run_id, k, summary(data), figures))
+    page.write_text(_html(spec_name + (f" [{point}]" if point else ""), run_id, k, summary(data), figures))
     return page
 
 

@@ -20,7 +20,11 @@ import pyarrow.parquet as pq
 
 from langspec.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# How a store of an older version becomes the current one, run after schema.sql has created what is
+# new. 1 -> 2: the `points` table; runs before it had no sweep points to tell apart, so each of
+# their tasks belongs to the one point "".
+MIGRATIONS = {1: "INSERT INTO points SELECT DISTINCT run_id, '', task_key FROM tasks"}
 DB_FILE = "langspec.duckdb"
 LOCK_FILE = ".lock"
 SUCCESS_FILE = "_SUCCESS.json"
@@ -105,16 +109,25 @@ class StoreWriter:
                         "duckdb_version": duckdb.__version__}
             self.con.executemany("INSERT INTO meta VALUES (?, ?)", list(versions.items()))
         elif found[0] != str(SCHEMA_VERSION):
-            self.close()
-            raise StoreError(
-                f"the store {self.root} has schema version {found[0]}, this langspec reads version {SCHEMA_VERSION}; "
-                "use a new --store DIR (or the langspec version that wrote it)"
-            )
+            version = int(found[0])
+            if version > SCHEMA_VERSION or any(v not in MIGRATIONS for v in range(version, SCHEMA_VERSION)):
+                self.close()
+                raise StoreError(
+                    f"the store {self.root} has schema version {found[0]}, this langspec reads version {SCHEMA_VERSION}; "
+                    "use a new --store DIR (or the langspec version that wrote it)"
+                )
+            self.con.execute("BEGIN TRANSACTION")
+            for v in range(version, SCHEMA_VERSION):
+                self.con.execute(MIGRATIONS[v])
+            self.con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+            self.con.execute("COMMIT")
 
     # --- runs and tasks -------------------------------------------------------------------------
 
     def begin_run(self, *, spec_name: str, spec_path: str, spec_text: str, overrides: list[str], spec_json: str,
-                  spec_hash: str, git_commit: str | None, versions: dict, host: str, executor: str) -> int:
+                  spec_hash: str, git_commit: str | None, versions: dict, host: str, executor: str,
+                  points: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> int:
+        """A new run (status running) and the tasks of each of its sweep points; returns its run_id."""
         # The lock guarantees that a run still marked running was ended by a crash or a kill.
         self.con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
         run_id = _first(self.con, "SELECT coalesce(max(run_id), 0) + 1 FROM runs")[0]
@@ -123,6 +136,9 @@ class StoreWriter:
             [run_id, spec_name, spec_path, spec_text, overrides, spec_json, spec_hash, git_commit, json.dumps(versions), host,
              os.getpid(), executor],
         )
+        rows = [[run_id, label, key] for label, keys in points for key in keys]
+        if rows:
+            self.con.executemany("INSERT INTO points VALUES (?, ?, ?)", rows)
         return run_id
 
     def finish_run(self, run_id: int, status: str) -> None:
@@ -201,11 +217,18 @@ def connect_read_only(root: str | Path) -> duckdb.DuckDBPyConnection:
     if not path.is_file():
         raise StoreError(f"no store at {root}: run `langspec run SPEC --store {root}` first")
     try:
-        return duckdb.connect(str(path), read_only=True)
+        con = duckdb.connect(str(path), read_only=True)
     except (duckdb.IOException, duckdb.ConnectionException):  # another process's lock, or this one's writer
         raise StoreError(
             f"the store {root} is busy: a langspec run (pid {lock_holder(Path(root))}) is writing it; retry when it finishes"
         ) from None
+    found = _first(con, "SELECT value FROM meta WHERE key = 'schema_version'")
+    if found is not None and found[0] != str(SCHEMA_VERSION):
+        con.close()
+        how = (f"`langspec run SPEC --store {root}` upgrades it (a cached run takes seconds)" if int(found[0]) < SCHEMA_VERSION
+               else "read it with the langspec version that wrote it")
+        raise StoreError(f"the store {root} has schema version {found[0]}, this langspec reads version {SCHEMA_VERSION}: {how}")
+    return con
 
 
 def package_version(name: str) -> str:

@@ -12,6 +12,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from langspec.errors import QueryError
+
 SQL_DIR = Path(__file__).with_name("sql")
 
 
@@ -51,17 +53,47 @@ def register_views(con: duckdb.DuckDBPyConnection) -> None:
             con.sql(f"CREATE OR REPLACE TEMP VIEW {query.name} AS {query.sql.rstrip().removesuffix(';')}")
 
 
-def defaults(con: duckdb.DuckDBPyConnection, query: NamedQuery) -> dict[str, object]:
-    """Default values of the parameters a query takes: run_id is the last completed run, k its
-    spec's analysis.top_k. Parameters without a default are left out (the caller must give them)."""
-    wanted = set(query.params)
-    if not wanted & {"run_id", "k"}:
+def defaults(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str, object] | None = None) -> dict[str, object]:
+    """Default values of the parameters a query takes, given those the user set: run_id is the last
+    completed run, k the run's analysis.top_k, point the run's sweep point when it has only one.
+    Parameters without a default are left out (the caller must give them)."""
+    given = given or {}
+    wanted = set(query.params) - set(given)
+    if not wanted & {"run_id", "k", "point"}:
         return {}
-    last = con.sql(
-        "SELECT run_id, CAST(spec -> 'analysis' ->> 'top_k' AS INTEGER) FROM runs "
-        "WHERE status = 'completed' ORDER BY run_id DESC LIMIT 1"
-    ).fetchall()
-    if not last:
-        return {}
-    run_id, top_k = last[0]
-    return {name: value for name, value in (("run_id", run_id), ("k", top_k)) if name in wanted and value is not None}
+    run_id = given.get("run_id")
+    if run_id is None:
+        last = con.sql("SELECT max(run_id) FROM runs WHERE status = 'completed'").fetchall()
+        run_id = last[0][0]
+        if run_id is None:
+            return {}
+    top_k = con.sql("SELECT CAST(spec -> 'analysis' ->> 'top_k' AS INTEGER) FROM runs WHERE run_id = $r", params={"r": run_id}).fetchall()
+    points = run_points(con, run_id)
+    values = {"run_id": run_id, "k": top_k[0][0] if top_k else None, "point": points[0] if len(points) == 1 else None}
+    return {name: value for name, value in values.items() if name in wanted and value is not None}
+
+
+def run_points(con: duckdb.DuckDBPyConnection, run_id: object) -> list[str]:
+    """The sweep points of a run, in label order ([""] for a run without a sweep)."""
+    rows = con.sql("SELECT DISTINCT point FROM points WHERE run_id = $r ORDER BY point", params={"r": run_id}).fetchall()
+    return [row[0] for row in rows]
+
+
+def resolve(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str, object] | None = None) -> dict[str, object]:
+    """The values of every parameter of `query`: those given, else their defaults. A missing one, or
+    a point the run does not have, is a QueryError that says what to pass."""
+    given = given or {}
+    params = {**defaults(con, query, given), **given}
+    if "run_id" in query.params and "run_id" not in params:
+        raise QueryError("the store has no completed run: run `langspec run SPEC` first, or name a run (`langspec status` lists them)")
+    if "run_id" in given and not con.sql("SELECT 1 FROM runs WHERE run_id = $r", params={"r": given["run_id"]}).fetchall():
+        raise QueryError(f"the store has no run {given['run_id']!r} (`langspec status` lists the runs)")
+    points = run_points(con, params["run_id"]) if "point" in query.params else []
+    choices = "; its points: " + ", ".join(repr(point) for point in points) if points else ""
+    if "point" in given and given["point"] not in points:
+        raise QueryError(f"run {params['run_id']} has no sweep point {given['point']!r}{choices}")
+    missing = [p for p in query.params if p not in params]
+    if missing:
+        where = f" (run {params['run_id']} swept several settings{choices})" if "point" in missing else ""
+        raise QueryError(f"the analysis {query.name} needs " + " ".join(f"--param {p}=..." for p in missing) + where)
+    return {p: params[p] for p in query.params}

@@ -1,4 +1,4 @@
--- The langspec store, schema version 1. Every table a stage fills carries the key of the task
+-- The langspec store, schema version 2 (store/db.py migrates older stores). Every table a stage fills carries the key of the task
 -- that wrote the rows (task_key), so ingesting a task again replaces exactly its rows.
 
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -20,6 +20,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     reason VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP, seconds DOUBLE,
     device VARCHAR, error VARCHAR, summary JSON
 );
+
+-- The tasks of each sweep point of a run. point names the swept values as task names do
+-- ("prune.threshold=0.9,finetune.epochs=3"); a run without a sweep has the one point ''. A task
+-- shared by points (e.g. the fine-tuning under a sweep of prune settings) is listed under each.
+CREATE TABLE IF NOT EXISTS points (run_id INTEGER, point VARCHAR, task_key VARCHAR);
 
 -- Tasks whose results are in the tables below (a cached task already here is not ingested again).
 CREATE TABLE IF NOT EXISTS results (task_key VARCHAR PRIMARY KEY, stage VARCHAR, name VARCHAR, ingested_at TIMESTAMP);
@@ -104,13 +109,17 @@ JOIN task_params AS t USING (task_key)
 JOIN examples AS te ON te.task_key = t.inputs ->> 'data' AND te.example_id = i.test_id
 JOIN examples AS tr ON tr.task_key = t.inputs ->> 'data' AND tr.example_id = i.train_id;
 
--- TracIn scores of one run's tasks: TracInCP (summed over checkpoints; checkpoint NULL), or each
--- checkpoint's term alone when per_checkpoint.
-CREATE OR REPLACE MACRO run_influence(run, per_checkpoint) AS TABLE
+-- The keys of the tasks of one sweep point of a run: what every analysis reads.
+CREATE OR REPLACE MACRO point_tasks(run, pt) AS TABLE
+SELECT task_key FROM points WHERE run_id = run AND point = pt;
+
+-- TracIn scores of one sweep point's tasks: TracInCP (summed over checkpoints; checkpoint NULL), or
+-- each checkpoint's term alone when per_checkpoint.
+CREATE OR REPLACE MACRO run_influence(run, pt, per_checkpoint) AS TABLE
 SELECT task_key, seed, variant, CASE WHEN per_checkpoint THEN checkpoint END AS checkpoint,
        test_id, test_language, train_id, train_language, sum(score) AS score
 FROM influence_by_language
-WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = run)
+WHERE task_key IN (SELECT task_key FROM point_tasks(run, pt))
 GROUP BY ALL;
 
 -- The study's shares (DESIGN.md §3.5). For every TracIn task of the run, test language t and
@@ -118,8 +127,8 @@ GROUP BY ALL;
 -- (side = 'proponents', highest scores) or opponents ('opponents', lowest scores) that come from
 -- s. share is M+[t, s] / M-[t, s]; on the diagonal it is S+(t) / S-(t). chance is s's share of
 -- the scored training examples. Every (t, s) pair is present, zero when s supplies none.
-CREATE OR REPLACE MACRO language_shares(run, k, per_checkpoint) AS TABLE
-WITH scores AS (SELECT * FROM run_influence(run, per_checkpoint)),
+CREATE OR REPLACE MACRO language_shares(run, pt, k, per_checkpoint) AS TABLE
+WITH scores AS (SELECT * FROM run_influence(run, pt, per_checkpoint)),
 ranked AS (
     SELECT *,
            row_number() OVER (PARTITION BY task_key, checkpoint, test_id ORDER BY score DESC, train_id) AS pro,

@@ -7,7 +7,7 @@ WITH per_seed AS (
            avg(value) FILTER (WHERE variant = 'sft') AS sft
     FROM final_metrics
     WHERE metric = 'accuracy' AND split = 'test'
-      AND task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id)
+      AND task_key IN (SELECT task_key FROM point_tasks($run_id, $point))
     GROUP BY seed, language
 )
 SELECT language, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,

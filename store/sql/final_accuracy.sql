@@ -4,6 +4,6 @@ SELECT variant, language, avg(value) AS accuracy, stddev_samp(value) AS sd, coun
 FROM final_metrics
 WHERE metric = 'accuracy'
   AND split = $split
-  AND task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id)
+  AND task_key IN (SELECT task_key FROM point_tasks($run_id, $point))
 GROUP BY variant, language
 ORDER BY variant, language;

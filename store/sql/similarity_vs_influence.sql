@@ -2,11 +2,11 @@
 -- Do languages with similar subnetworks rely on each other? Pearson and Spearman correlation of J(a, b) with M+[a, b] over pairs a != b, per variant; per seed, and their mean and sd (seed = 'mean').
 WITH jaccard AS (
     SELECT * FROM subnetwork_pairs
-    WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id) AND language_a <> language_b
+    WHERE task_key IN (SELECT task_key FROM point_tasks($run_id, $point)) AND language_a <> language_b
 ),
 pairs AS (
     SELECT s.variant, s.seed, s.test_language, s.train_language, s.share, avg(j.jaccard) AS jaccard
-    FROM language_shares($run_id, $k, false) AS s
+    FROM language_shares($run_id, $point, $k, false) AS s
     JOIN jaccard AS j ON j.seed = s.seed AND j.language_a = s.test_language AND j.language_b = s.train_language
     WHERE s.side = 'proponents'
     GROUP BY ALL

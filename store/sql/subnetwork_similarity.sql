@@ -1,10 +1,10 @@
 -- name: subnetwork_similarity
 -- Jaccard of kept heads for every pair of languages, each language's heads kept and sparsity, and the heads no language keeps; per seed, and their mean and sd (seed = 'mean').
 WITH masks AS (
-    SELECT * FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id)
+    SELECT * FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM point_tasks($run_id, $point))
 ),
 pairs AS (
-    SELECT * FROM subnetwork_pairs WHERE task_key IN (SELECT task_key FROM tasks WHERE run_id = $run_id)
+    SELECT * FROM subnetwork_pairs WHERE task_key IN (SELECT task_key FROM point_tasks($run_id, $point))
 ),
 unused AS (
     SELECT finetune_key, config, count(*) AS heads_kept_by_no_language

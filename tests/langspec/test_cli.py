@@ -118,3 +118,21 @@ def test_whole_study_end_to_end_and_named_queries(small_spec, tmp_path, ray_sess
             assert image.format == "PNG" and image.width >= 300 and image.height >= 150
             assert len(image.convert("L").getcolors(maxcolors=1 << 16)) > 10  # not a blank canvas
     assert page.count("<li>") == 3 and "Language subnetworks exist" in page
+
+    # A second run sweeps the prune threshold: its analyses take one point at a time. The point
+    # 0.95 is run 1's study again (all cached); the point 0.5 shares its fine-tuning.
+    swept = invoke("run", small_spec, "--store", store, *[a for s in stages for a in ("--set", s)],
+                   "--set", "sweep={prune.threshold: [0.95, 0.5]}")
+    assert swept.exit_code == 0, swept.output
+    assert "run 2 completed" in swept.output
+    unpicked = invoke("analyze", "accuracy", "--store", store)
+    assert unpicked.exit_code == 2
+    assert "--param point=..." in unpicked.output and "'prune.threshold=0.5', 'prune.threshold=0.95'" in unpicked.output
+    same = analysis("accuracy", "--param", "point=prune.threshold=0.95")
+    assert same == results["accuracy"]
+    lower = analysis("accuracy", "--param", "point=prune.threshold=0.5")
+    assert [r["full"] for r in lower] == [r["full"] for r in same]  # the shared fine-tuning
+    assert analysis("accuracy", "--param", "run_id=1") == results["accuracy"]  # run 1's only point is the default
+    reported = invoke("report", "--store", store, "--out", tmp_path / "swept", "--point", "prune.threshold=0.5")
+    assert reported.exit_code == 0, reported.output
+    assert "[prune.threshold=0.5]" in (tmp_path / "swept" / "index.html").read_text()

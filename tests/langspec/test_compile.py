@@ -82,6 +82,14 @@ def test_a_prune_sweep_shares_the_fine_tuning(small_spec):
     assert "prune[seed=0,language=ka,prune.threshold=0.9]" in names
     assert "prune[seed=0,language=la,prune.threshold=0.95]" in names
     assert len(names) == 2 + 4
+    # Each point lists all of its tasks, the shared ones included, under the label of its values.
+    by_key = {t.key: t.name for t in graph.tasks}
+    assert [(label, sorted(by_key[key] for key in keys)) for label, keys in graph.points] == [
+        (f"prune.threshold={t}", ["data", "finetune[seed=0]", f"prune[seed=0,language=ka,prune.threshold={t}]",
+                                  f"prune[seed=0,language=la,prune.threshold={t}]"])
+        for t in (0.9, 0.95)
+    ]
+    assert graph_of(small_spec).points == (("", tuple(t.key for t in graph_of(small_spec).tasks)),)
 
 
 def test_resources_per_stage(small_spec):

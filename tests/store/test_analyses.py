@@ -12,17 +12,20 @@ import duckdb
 import pytest
 
 from store.db import SCHEMA_SQL
-from store.queries import defaults, named_queries, run_named
+from langspec.errors import QueryError
+from store.queries import defaults, named_queries, resolve, run_named
 
 LANGUAGES = ["ka", "kb", "la"]
 TRAIN, TEST, CHECKPOINTS, SEEDS, K = 4, 2, (1, 2), (0, 1), 2
 VARIANTS = ("full", "subnetwork", "sft")
 LAYERS, HEADS = 2, 3
+SWEPT = "prune.threshold=0.5"  # run 1's second sweep point: one TracIn task of its own
 
 
-def add_task(con, run_id, key, stage, params, inputs):
+def add_task(con, run_id, key, stage, params, inputs, point=""):
     con.execute("INSERT INTO tasks (run_id, task_key, name, stage, params, inputs, outcome) VALUES (?, ?, ?, ?, ?, ?, 'ran')",
                 [run_id, key, key, stage, json.dumps(params), json.dumps(inputs)])
+    con.execute("INSERT INTO points VALUES (?, ?, ?)", [run_id, point, key])
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +71,13 @@ def store():
             value = round(rng.random(), 3)
             truth["accuracy"][(seed, "subnetwork", lang)] = value
             con.execute("INSERT INTO metrics VALUES (?, ?, 'subnetwork', ?, 'test', 'accuracy', ?, 2)", [f"prune{seed}{lang}", seed, lang, value])
-    # A task of another run must not leak into run 1's analyses.
+    # Neither a task of another run nor one of run 1's other sweep point may leak into the analyses
+    # of run 1's point "".
     add_task(con, 2, "tracin-other", "tracin", {"seed": 0, "variant": "full"}, {"data": "data"})
     con.execute("INSERT INTO influence VALUES ('tracin-other', 0, 'full', 1, 'ka-test-0', 'la-train-0', 1000.0)")
+    add_task(con, 1, "tracin-swept", "tracin", {"seed": 0, "variant": "full"}, {"data": "data"}, point=SWEPT)
+    con.executemany("INSERT INTO influence VALUES ('tracin-swept', 0, 'full', 1, 'ka-test-0', ?, ?)",
+                    [["la-train-0", 1000.0], ["ka-train-0", -1000.0]])
     truth.update(train=dict(train), test=dict(test))
     return con, truth
 
@@ -81,6 +88,8 @@ def run(con, name, **params):
 
 
 def run_all(con, name, **params):
+    if "point" in named_queries()[name].params:
+        params.setdefault("point", "")
     return run_named(con, name, **params).to_pylist()
 
 
@@ -138,7 +147,27 @@ def pearson(x, y):
 
 def test_defaults_come_from_the_last_completed_run(store):
     con, _ = store
-    assert defaults(con, named_queries()["in_language_share"]) == {"run_id": 1, "k": K}
+    query = named_queries()["in_language_share"]
+    assert defaults(con, query) == {"run_id": 1, "k": K}  # run 1 has two sweep points: no default point
+    assert defaults(con, query, {"run_id": 2}) == {"point": ""}  # its only point; its spec has no top_k
+    assert defaults(con, query, {"k": 5}) == {"run_id": 1}
+
+
+def test_a_run_with_a_sweep_needs_a_point_and_gets_only_its_tasks(store):
+    con, _ = store
+    query = named_queries()["cross_language"]
+    with pytest.raises(QueryError, match=f"--param point=.*run 1 swept several settings; its points: '', '{SWEPT}'"):
+        resolve(con, query)
+    with pytest.raises(QueryError, match="run 1 has no sweep point 'prune.threshold=0.7'"):
+        resolve(con, query, {"point": "prune.threshold=0.7"})
+    assert resolve(con, query, {"point": SWEPT}) == {"k": K, "point": SWEPT, "run_id": 1}
+    with pytest.raises(QueryError, match="no run 9"):
+        resolve(con, query, {"run_id": 9, "point": ""})
+    # k = 1: the swept task's one test example has la-train-0 on top and ka-train-0 at the bottom.
+    rows = {(r["seed"], r["side"], r["test_language"], r["train_language"]): r["share"]
+            for r in run_all(con, "cross_language", run_id=1, point=SWEPT, k=1)}
+    assert rows == {(seed, side, "ka", lang): float(lang == top)
+                    for seed in ("0", "mean") for side, top in (("proponents", "la"), ("opponents", "ka")) for lang in ("ka", "la")}
 
 
 def test_accuracy(store):

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from langspec.errors import StoreError
-from store.db import DB_FILE, StoreWriter, artifact_dir, connect_read_only
+from store.db import DB_FILE, SCHEMA_VERSION, StoreWriter, TaskRecord, artifact_dir, connect_read_only
 
 KEY = "k" * 64
 
@@ -118,8 +118,29 @@ def test_other_schema_version_is_refused(tmp_path):
     con = duckdb.connect(str(tmp_path / DB_FILE))
     con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     con.close()
-    with pytest.raises(StoreError, match="schema version 99, this langspec reads version 1"):
+    with pytest.raises(StoreError, match=f"schema version 99, this langspec reads version {SCHEMA_VERSION}"):
         StoreWriter(tmp_path)
+    with pytest.raises(StoreError, match="schema version 99.*the langspec version that wrote it"):
+        connect_read_only(tmp_path)
+
+
+def test_a_version_1_store_is_migrated_by_the_next_run(tmp_path):
+    """Version 1 had no `points`: its runs' tasks become the one point '' of their run; until a run
+    migrates the store, readers are told how to upgrade it instead of getting empty analyses."""
+    with StoreWriter(tmp_path) as writer:
+        run_id = writer.begin_run(spec_name="s", spec_path="s.yaml", spec_text="", overrides=[], spec_json="{}", spec_hash="h",
+                                  git_commit=None, versions={}, host="h", executor="local")
+        for key in ("a", "b"):
+            writer.record_task(run_id, TaskRecord(key, key, "finetune", "{}", "{}", "ran"))
+    con = duckdb.connect(str(tmp_path / DB_FILE))
+    con.execute("DROP TABLE points")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(StoreError, match="schema version 1.*langspec run SPEC --store .* upgrades it"):
+        connect_read_only(tmp_path)
+    StoreWriter(tmp_path).close()
+    assert rows(tmp_path, "SELECT run_id, point, task_key FROM points ORDER BY task_key") == [(run_id, "", "a"), (run_id, "", "b")]
+    assert rows(tmp_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
 
 
 def test_meta_and_interrupted_runs(tmp_path):
@@ -133,5 +154,5 @@ def test_meta_and_interrupted_runs(tmp_path):
         writer.finish_run(second, "completed")
     assert rows(tmp_path, "SELECT run_id, status FROM runs ORDER BY run_id") == [(first, "interrupted"), (second, "completed")]
     meta = dict(rows(tmp_path, "SELECT key, value FROM meta"))
-    assert meta["schema_version"] == "1" and meta["duckdb_version"] == duckdb.__version__
+    assert meta["schema_version"] == str(SCHEMA_VERSION) and meta["duckdb_version"] == duckdb.__version__
     assert json.loads(rows(tmp_path, "SELECT versions FROM runs WHERE run_id = 1")[0][0]) == {"duckdb": duckdb.__version__}
