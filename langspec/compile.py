@@ -48,7 +48,7 @@ class TaskGraph:
     tasks: tuple[Task, ...]  # in topological order
     # Each sweep point's label and the keys of its tasks (a task shared by points is under each);
     # one point labelled "" when the spec has no sweep.
-    points: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    points: tuple[tuple[str, tuple[str, ...]], ...]
 
     def __getitem__(self, key: str) -> Task:
         return self._by_key[key]
@@ -86,7 +86,8 @@ def compile_spec(loaded: LoadedSpec) -> TaskGraph:
 
 
 def point_label(assignments: dict[str, object]) -> str:
-    """A sweep point's name, as in task names: "prune.threshold=0.9,finetune.epochs=3"; "" for no sweep."""
+    """path=value pairs joined by commas: a sweep point's name ("prune.threshold=0.9,finetune.epochs=3";
+    "" for no sweep) and what a task name has in brackets ("seed=0,language=ka")."""
     return ",".join(f"{path}={value}" for path, value in assignments.items())
 
 
