@@ -226,7 +226,8 @@ def _run_sql(store: Path, format: str, run) -> None:
 
 
 def _query_params(pairs: list[str]) -> dict[str, object]:
-    """--param name=value pairs; values are read as YAML scalars (0 is a number, ka a string)."""
+    """--param name=value pairs; values are read as YAML scalars (0 is a number, ka a string, an
+    empty value the empty string: --param point= is a run's one unswept point)."""
     import yaml
 
     params = {}
@@ -234,7 +235,7 @@ def _query_params(pairs: list[str]) -> dict[str, object]:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise QueryError(f"--param {pair!r}: write it as name=value, e.g. --param language=ka")
-        params[name.strip()] = yaml.safe_load(value)
+        params[name.strip()] = yaml.safe_load(value) if value.strip() else ""
     return params
 
 

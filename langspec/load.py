@@ -272,6 +272,8 @@ def _expand_sweep(data: dict, positions: dict[Loc, str], where: str, problems: l
     sweep: dict[str, list] = data.get("sweep") or {}
     for dotted in sweep:
         wrong = "seeds are swept with the top-level `seeds:` list" if dotted in ("seeds", "sweep") else None
+        if dotted.split(".")[0] == "analysis":  # the analyses' settings are query parameters, not tasks
+            wrong = "analysis settings change no task: set them when analysing, e.g. `langspec analyze NAME --param k=20`"
         wrong = wrong or _check_field_path(dotted)
         if wrong:
             problems.append(SpecProblem(_locate(("sweep", dotted), positions), f"sweep.{dotted}", wrong))

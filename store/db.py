@@ -22,9 +22,17 @@ from langspec.errors import StoreError
 
 SCHEMA_VERSION = 2
 # How a store of an older version becomes the current one, run after schema.sql has created what is
-# new. 1 -> 2: the `points` table; runs before it had no sweep points to tell apart, so each of
-# their tasks belongs to the one point "".
-MIGRATIONS = {1: "INSERT INTO points SELECT DISTINCT run_id, '', task_key FROM tasks"}
+# new. 1 -> 2: the `points` table. A version-1 run without a sweep is its one point ''; a swept one
+# gets no points (which of its tasks formed which point was not recorded), and the analyses ask for
+# a new run of its spec (cached, seconds). The version-1 macros, renamed since, go.
+MIGRATIONS = {
+    1: [
+        "INSERT INTO points SELECT DISTINCT t.run_id, '', t.task_key FROM tasks AS t JOIN runs AS r USING (run_id) "
+        "WHERE coalesce(CAST(r.spec -> 'sweep' AS VARCHAR), '{}') IN ('{}', 'null')",
+        "DROP MACRO TABLE IF EXISTS language_shares",
+        "DROP MACRO TABLE IF EXISTS run_influence",
+    ],
+}
 DB_FILE = "langspec.duckdb"
 LOCK_FILE = ".lock"
 SUCCESS_FILE = "_SUCCESS.json"
@@ -102,25 +110,31 @@ class StoreWriter:
         self._create_schema()
 
     def _create_schema(self) -> None:
-        self.con.execute(SCHEMA_SQL.read_text())
-        found = _first(self.con, "SELECT value FROM meta WHERE key = 'schema_version'")
-        if found is None:
-            versions = {"schema_version": str(SCHEMA_VERSION), "langspec_version": package_version("langspec"),
-                        "duckdb_version": duckdb.__version__}
-            self.con.executemany("INSERT INTO meta VALUES (?, ?)", list(versions.items()))
-        elif found[0] != str(SCHEMA_VERSION):
-            version = int(found[0])
-            if version > SCHEMA_VERSION or any(v not in MIGRATIONS for v in range(version, SCHEMA_VERSION)):
-                self.close()
-                raise StoreError(
-                    f"the store {self.root} has schema version {found[0]}, this langspec reads version {SCHEMA_VERSION}; "
-                    "use a new --store DIR (or the langspec version that wrote it)"
-                )
-            self.con.execute("BEGIN TRANSACTION")
-            for v in range(version, SCHEMA_VERSION):
-                self.con.execute(MIGRATIONS[v])
+        # The version first: schema.sql replaces views and macros, which must not happen to a store
+        # this langspec cannot read.
+        found = _schema_version(self.con)
+        if found is not None and found != SCHEMA_VERSION and not _migratable(found):
+            self.close()
+            raise StoreError(
+                f"the store {self.root} has schema version {found}, this langspec reads version {SCHEMA_VERSION}; "
+                "use a new --store DIR (or the langspec version that wrote it)"
+            )
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.con.execute(SCHEMA_SQL.read_text())
+            if found is None:
+                versions = {"schema_version": str(SCHEMA_VERSION), "langspec_version": package_version("langspec"),
+                            "duckdb_version": duckdb.__version__}
+                self.con.executemany("INSERT INTO meta VALUES (?, ?)", list(versions.items()))
+            for version in range(SCHEMA_VERSION if found is None else found, SCHEMA_VERSION):
+                for statement in MIGRATIONS[version]:
+                    self.con.execute(statement)
             self.con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
             self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            self.close()
+            raise
 
     # --- runs and tasks -------------------------------------------------------------------------
 
@@ -222,13 +236,25 @@ def connect_read_only(root: str | Path) -> duckdb.DuckDBPyConnection:
         raise StoreError(
             f"the store {root} is busy: a langspec run (pid {lock_holder(Path(root))}) is writing it; retry when it finishes"
         ) from None
-    found = _first(con, "SELECT value FROM meta WHERE key = 'schema_version'")
-    if found is not None and found[0] != str(SCHEMA_VERSION):
+    found = _schema_version(con)
+    if found is not None and found != SCHEMA_VERSION:
         con.close()
-        how = (f"`langspec run SPEC --store {root}` upgrades it (a cached run takes seconds)" if int(found[0]) < SCHEMA_VERSION
-               else "read it with the langspec version that wrote it")
-        raise StoreError(f"the store {root} has schema version {found[0]}, this langspec reads version {SCHEMA_VERSION}: {how}")
+        how = (f"`langspec run SPEC --store {root}` upgrades it (a cached run takes seconds)" if _migratable(found)
+               else "read it with the langspec version that wrote it, or use a new --store DIR")
+        raise StoreError(f"the store {root} has schema version {found}, this langspec reads version {SCHEMA_VERSION}: {how}")
     return con
+
+
+def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The store's schema version; None for a new, empty database."""
+    if not con.sql("SELECT 1 FROM duckdb_tables() WHERE table_name = 'meta'").fetchall():
+        return None
+    found = _first(con, "SELECT value FROM meta WHERE key = 'schema_version'")
+    return int(found[0]) if found else None
+
+
+def _migratable(version: int) -> bool:
+    return version < SCHEMA_VERSION and all(v in MIGRATIONS for v in range(version, SCHEMA_VERSION))
 
 
 def package_version(name: str) -> str:

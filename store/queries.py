@@ -88,12 +88,19 @@ def resolve(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str, 
         raise QueryError("the store has no completed run: run `langspec run SPEC` first, or name a run (`langspec status` lists them)")
     if "run_id" in given and not con.sql("SELECT 1 FROM runs WHERE run_id = $r", params={"r": given["run_id"]}).fetchall():
         raise QueryError(f"the store has no run {given['run_id']!r} (`langspec status` lists the runs)")
-    points = run_points(con, params["run_id"]) if "point" in query.params else []
-    choices = "; its points: " + ", ".join(repr(point) for point in points) if points else ""
-    if "point" in given and given["point"] not in points:
-        raise QueryError(f"run {params['run_id']} has no sweep point {given['point']!r}{choices}")
+    if "point" in query.params:
+        points = run_points(con, params["run_id"])
+        if not points:
+            raise QueryError(
+                f"run {params['run_id']} recorded no sweep points: it swept settings before langspec recorded which tasks "
+                "form each point; run its spec again (its tasks are cached) and analyze the new run"
+            )
+        choices = "; its points: " + ", ".join(repr(point) for point in points)
+        if "point" in given and given["point"] not in points:
+            raise QueryError(f"run {params['run_id']} has no sweep point {given['point']!r}{choices}")
+        if "point" not in params:
+            raise QueryError(f"the analysis {query.name} needs --param point=... (run {params['run_id']} swept several settings{choices})")
     missing = [p for p in query.params if p not in params]
     if missing:
-        where = f" (run {params['run_id']} swept several settings{choices})" if "point" in missing else ""
-        raise QueryError(f"the analysis {query.name} needs " + " ".join(f"--param {p}=..." for p in missing) + where)
+        raise QueryError(f"the analysis {query.name} needs " + " ".join(f"--param {p}=..." for p in missing))
     return {p: params[p] for p in query.params}

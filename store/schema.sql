@@ -115,7 +115,7 @@ SELECT task_key FROM points WHERE run_id = run AND point = pt;
 
 -- TracIn scores of one sweep point's tasks: TracInCP (summed over checkpoints; checkpoint NULL), or
 -- each checkpoint's term alone when per_checkpoint.
-CREATE OR REPLACE MACRO run_influence(run, pt, per_checkpoint) AS TABLE
+CREATE OR REPLACE MACRO point_influence(run, pt, per_checkpoint) AS TABLE
 SELECT task_key, seed, variant, CASE WHEN per_checkpoint THEN checkpoint END AS checkpoint,
        test_id, test_language, train_id, train_language, sum(score) AS score
 FROM influence_by_language
@@ -127,8 +127,8 @@ GROUP BY ALL;
 -- (side = 'proponents', highest scores) or opponents ('opponents', lowest scores) that come from
 -- s. share is M+[t, s] / M-[t, s]; on the diagonal it is S+(t) / S-(t). chance is s's share of
 -- the scored training examples. Every (t, s) pair is present, zero when s supplies none.
-CREATE OR REPLACE MACRO language_shares(run, pt, k, per_checkpoint) AS TABLE
-WITH scores AS (SELECT * FROM run_influence(run, pt, per_checkpoint)),
+CREATE OR REPLACE MACRO point_shares(run, pt, k, per_checkpoint) AS TABLE
+WITH scores AS (SELECT * FROM point_influence(run, pt, per_checkpoint)),
 ranked AS (
     SELECT *,
            row_number() OVER (PARTITION BY task_key, checkpoint, test_id ORDER BY score DESC, train_id) AS pro,

@@ -2,7 +2,7 @@
 -- M+[t, s] and M-[t, s]: share of test language t's top-k proponents (opponents) that come from training language s, per variant; per seed, and their mean and sd (seed = 'mean').
 SELECT variant, side, test_language, train_language, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
        avg(share) AS share, stddev_samp(share) AS share_sd, avg(chance) AS chance, count(*) AS seeds
-FROM language_shares($run_id, $point, $k, false) AS shares
+FROM point_shares($run_id, $point, $k, false) AS shares
 GROUP BY GROUPING SETS ((variant, side, test_language, train_language, shares.seed),
                         (variant, side, test_language, train_language))
 ORDER BY list_position(['full', 'subnetwork', 'sft'], variant), side DESC, test_language, train_language,

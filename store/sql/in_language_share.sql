@@ -5,7 +5,7 @@ WITH per_seed AS (
            avg(share) FILTER (WHERE side = 'proponents') AS s_plus,
            avg(share) FILTER (WHERE side = 'opponents') AS s_minus,
            avg(chance) AS chance
-    FROM language_shares($run_id, $point, $k, false)
+    FROM point_shares($run_id, $point, $k, false)
     WHERE train_language = test_language
     GROUP BY variant, test_language, seed
 )

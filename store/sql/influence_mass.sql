@@ -4,7 +4,7 @@ WITH mass AS (
     SELECT task_key, seed, variant, test_language, train_language,
            coalesce(sum(score) FILTER (WHERE score > 0), 0) AS positive,
            coalesce(-sum(score) FILTER (WHERE score < 0), 0) AS negative
-    FROM run_influence($run_id, $point, false)
+    FROM point_influence($run_id, $point, false)
     GROUP BY task_key, seed, variant, test_language, train_language
 ),
 shares AS (

@@ -6,7 +6,7 @@ WITH jaccard AS (
 ),
 pairs AS (
     SELECT s.variant, s.seed, s.test_language, s.train_language, s.share, avg(j.jaccard) AS jaccard
-    FROM language_shares($run_id, $point, $k, false) AS s
+    FROM point_shares($run_id, $point, $k, false) AS s
     JOIN jaccard AS j ON j.seed = s.seed AND j.language_a = s.test_language AND j.language_b = s.train_language
     WHERE s.side = 'proponents'
     GROUP BY ALL

@@ -5,7 +5,7 @@ WITH per_seed AS (
            avg(share) FILTER (WHERE variant = 'full') AS "full",
            avg(share) FILTER (WHERE variant = 'subnetwork') AS subnetwork,
            avg(share) FILTER (WHERE variant = 'sft') AS sft
-    FROM language_shares($run_id, $point, $k, false)
+    FROM point_shares($run_id, $point, $k, false)
     WHERE side = 'proponents' AND train_language = test_language
     GROUP BY seed, test_language
 )

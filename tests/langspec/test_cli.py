@@ -133,6 +133,7 @@ def test_whole_study_end_to_end_and_named_queries(small_spec, tmp_path, ray_sess
     lower = analysis("accuracy", "--param", "point=prune.threshold=0.5")
     assert [r["full"] for r in lower] == [r["full"] for r in same]  # the shared fine-tuning
     assert analysis("accuracy", "--param", "run_id=1") == results["accuracy"]  # run 1's only point is the default
+    assert analysis("accuracy", "--param", "run_id=1", "--param", "point=") == results["accuracy"]  # '' by name
     reported = invoke("report", "--store", store, "--out", tmp_path / "swept", "--point", "prune.threshold=0.5")
     assert reported.exit_code == 0, reported.output
     assert "[prune.threshold=0.5]" in (tmp_path / "swept" / "index.html").read_text()

@@ -111,6 +111,9 @@ def test_sweep_key_and_value_errors_are_located(spec_file):
                      "(allowed: enabled, threshold, step, split, normalize_per_layer, normalize_global, max_examples, batch_size, keep_one_head_per_layer)"]
     [problem] = problems(spec_file(GOOD + "sweep:\n  prune.threshold: [0.9, 1.5]\n", name="b.yaml"))
     assert ":7:3:" in problem and "prune.threshold=1.5" in problem and "less than or equal to 1" in problem
+    # The analyses read one point's k at a time from the run's spec: k is a query parameter, not swept.
+    [problem] = problems(spec_file(GOOD + "sweep:\n  analysis.top_k: [5, 10]\n", name="c.yaml"))
+    assert ":7:3: sweep.analysis.top_k: analysis settings change no task" in problem and "--param k=20" in problem
 
 
 def test_extends_merges_a_base_and_locates_errors_in_either_file(spec_file):

@@ -163,6 +163,18 @@ def test_a_run_with_a_sweep_needs_a_point_and_gets_only_its_tasks(store):
     assert resolve(con, query, {"point": SWEPT}) == {"k": K, "point": SWEPT, "run_id": 1}
     with pytest.raises(QueryError, match="no run 9"):
         resolve(con, query, {"run_id": 9, "point": ""})
+    # A point given to an analysis without one is ignored, as any extra parameter.
+    assert resolve(con, named_queries()["subnetwork_grid"], {"language": "ka", "point": "x"}) == {"language": "ka"}
+
+
+def test_a_swept_run_from_before_points_asks_for_a_new_run(store):
+    con, _ = store
+    con.execute("INSERT INTO runs (run_id, spec, status) VALUES (3, '{}', 'completed')")  # no points
+    try:
+        with pytest.raises(QueryError, match="run 3 recorded no sweep points.*run its spec again"):
+            resolve(con, named_queries()["accuracy"], {"run_id": 3})
+    finally:
+        con.execute("DELETE FROM runs WHERE run_id = 3")
     # k = 1: the swept task's one test example has la-train-0 on top and ka-train-0 at the bottom.
     rows = {(r["seed"], r["side"], r["test_language"], r["train_language"]): r["share"]
             for r in run_all(con, "cross_language", run_id=1, point=SWEPT, k=1)}

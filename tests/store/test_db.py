@@ -118,29 +118,47 @@ def test_other_schema_version_is_refused(tmp_path):
     con = duckdb.connect(str(tmp_path / DB_FILE))
     con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     con.close()
+    con = duckdb.connect(str(tmp_path / DB_FILE))
+    con.execute("DROP VIEW final_metrics")  # to see whether the refusal ran schema.sql on the store
+    con.close()
     with pytest.raises(StoreError, match=f"schema version 99, this langspec reads version {SCHEMA_VERSION}"):
         StoreWriter(tmp_path)
     with pytest.raises(StoreError, match="schema version 99.*the langspec version that wrote it"):
         connect_read_only(tmp_path)
+    with duckdb.connect(str(tmp_path / DB_FILE), read_only=True) as con:  # untouched
+        assert con.sql("SELECT count(*) FROM duckdb_views() WHERE view_name = 'final_metrics'").fetchall() == [(0,)]
 
 
 def test_a_version_1_store_is_migrated_by_the_next_run(tmp_path):
-    """Version 1 had no `points`: its runs' tasks become the one point '' of their run; until a run
-    migrates the store, readers are told how to upgrade it instead of getting empty analyses."""
+    """Version 1 had no `points`: an unswept run's tasks become its one point ''; a swept run gets
+    none (the analyses then ask for a new run); version 1's macros go. Until a run migrates the
+    store, readers are told how to upgrade it instead of getting empty analyses."""
     with StoreWriter(tmp_path) as writer:
-        run_id = writer.begin_run(spec_name="s", spec_path="s.yaml", spec_text="", overrides=[], spec_json="{}", spec_hash="h",
-                                  git_commit=None, versions={}, host="h", executor="local")
-        for key in ("a", "b"):
-            writer.record_task(run_id, TaskRecord(key, key, "finetune", "{}", "{}", "ran"))
+        for spec, keys in (('{"sweep": {}}', ("a", "b")), ('{"sweep": {"prune.threshold": [0.9, 0.95]}}', ("c",))):
+            run_id = writer.begin_run(spec_name="s", spec_path="s.yaml", spec_text="", overrides=[], spec_json=spec, spec_hash="h",
+                                      git_commit=None, versions={}, host="h", executor="local")
+            for key in keys:
+                writer.record_task(run_id, TaskRecord(key, key, "finetune", "{}", "{}", "ran"))
     con = duckdb.connect(str(tmp_path / DB_FILE))
     con.execute("DROP TABLE points")
+    con.execute("CREATE MACRO run_influence(run, per_checkpoint) AS TABLE SELECT task_key FROM tasks WHERE run_id = run")
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
     with pytest.raises(StoreError, match="schema version 1.*langspec run SPEC --store .* upgrades it"):
         connect_read_only(tmp_path)
     StoreWriter(tmp_path).close()
-    assert rows(tmp_path, "SELECT run_id, point, task_key FROM points ORDER BY task_key") == [(run_id, "", "a"), (run_id, "", "b")]
+    assert rows(tmp_path, "SELECT run_id, point, task_key FROM points ORDER BY task_key") == [(1, "", "a"), (1, "", "b")]
     assert rows(tmp_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    assert rows(tmp_path, "SELECT count(*) FROM duckdb_functions() WHERE function_name = 'run_influence'") == [(0,)]
+
+
+def test_a_version_without_a_migration_is_refused_with_the_way_out(tmp_path):
+    StoreWriter(tmp_path).close()
+    con = duckdb.connect(str(tmp_path / DB_FILE))
+    con.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(StoreError, match="schema version 0.*use a new --store DIR"):
+        connect_read_only(tmp_path)
 
 
 def test_meta_and_interrupted_runs(tmp_path):
