@@ -18,6 +18,7 @@ from runners import toy
 from runners.context import TaskContext
 
 VERSION = 1
+TABLES = ("examples",)  # what a task of this stage hands to the store; a task without them is not done
 SPLITS = ("train", "validation", "test")
 EXAMPLES_FILE = "tables/examples.parquet"
 SCHEMA = pa.schema(

@@ -11,13 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from langspec.errors import StoreError
-from store.db import DB_FILE, SCHEMA_VERSION, StoreWriter, TaskRecord, artifact_dir, connect_read_only
+from store.artifacts import seal, task_dir
+from store.db import DB_FILE, SCHEMA_VERSION, StoreWriter, TaskRecord, connect_read_only
 
 KEY = "k" * 64
 
 
 def write_task_tables(root, key=KEY, n=5):
-    tables = artifact_dir(root, key) / "tables"
+    tables = task_dir(root, key) / "tables"
     tables.mkdir(parents=True)
     metrics = pa.table({
         "seed": pa.array([0] * n, pa.int32()), "variant": ["full"] * n, "language": [f"l{i}" for i in range(n)],
@@ -28,6 +29,7 @@ def write_task_tables(root, key=KEY, n=5):
     checkpoints = pa.table({"seed": [0], "variant": ["full"], "epoch": [1], "step": [10], "learning_rate": [1e-3],
                             "path": ["checkpoints/epoch-1"]})
     pq.write_table(checkpoints, tables / "checkpoints.parquet")
+    seal(task_dir(root, key), {})
 
 
 def rows(root, sql):
@@ -62,7 +64,8 @@ def test_ingest_replaces_only_that_tasks_rows(tmp_path):
 
 def test_failed_ingest_leaves_no_rows(tmp_path):
     write_task_tables(tmp_path)
-    pq.write_table(pa.table({"nonsense_column": [1]}), artifact_dir(tmp_path, KEY) / "tables" / "prune_steps.parquet")
+    pq.write_table(pa.table({"nonsense_column": [1]}), task_dir(tmp_path, KEY) / "tables" / "prune_steps.parquet")
+    seal(task_dir(tmp_path, KEY), {})
     with StoreWriter(tmp_path) as writer:
         with pytest.raises(duckdb.Error):
             writer.ingest(KEY, "finetune", "a")
@@ -72,7 +75,8 @@ def test_failed_ingest_leaves_no_rows(tmp_path):
 
 def test_unknown_table_is_refused(tmp_path):
     write_task_tables(tmp_path)
-    pq.write_table(pa.table({"x": [1]}), artifact_dir(tmp_path, KEY) / "tables" / "runs.parquet")
+    pq.write_table(pa.table({"x": [1]}), task_dir(tmp_path, KEY) / "tables" / "runs.parquet")
+    seal(task_dir(tmp_path, KEY), {})
     with StoreWriter(tmp_path) as writer, pytest.raises(StoreError, match="tables the store does not know: runs"):
         writer.ingest(KEY, "finetune", "a")
 
