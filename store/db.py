@@ -184,7 +184,7 @@ class StoreWriter:
                 counts[table] = self._insert(table, key, path)
             self.con.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, now())", [key, stage, name])
             self.con.execute("COMMIT")
-        except Exception:
+        except BaseException:  # an interrupt too: no half-ingested task
             self.con.execute("ROLLBACK")
             raise
         return counts

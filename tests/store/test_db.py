@@ -178,3 +178,35 @@ def test_meta_and_interrupted_runs(tmp_path):
     meta = dict(rows(tmp_path, "SELECT key, value FROM meta"))
     assert meta["schema_version"] == str(SCHEMA_VERSION) and meta["duckdb_version"] == duckdb.__version__
     assert json.loads(rows(tmp_path, "SELECT versions FROM runs WHERE run_id = 1")[0][0]) == {"duckdb": duckdb.__version__}
+
+
+def test_an_attempt_of_a_fenced_out_run_cannot_commit(tmp_path):
+    from store import artifacts
+
+    old, new = artifacts.new_token(), artifacts.new_token()
+    artifacts.set_fence(tmp_path, old)
+    attempt, resumed = artifacts.start_attempt(tmp_path, KEY, old, resumable=False)
+    (attempt / "tables").mkdir()
+    (attempt / "tables" / "metrics.parquet").write_bytes(b"x")
+    artifacts.set_fence(tmp_path, new)  # a new run owns the store
+    with pytest.raises(artifacts.FencedOut):
+        artifacts.commit(attempt, tmp_path, KEY, old, {"tables": ["metrics"]})
+    assert not artifacts.task_dir(tmp_path, KEY).exists() and not resumed
+    artifacts.set_fence(tmp_path, old)
+    assert artifacts.commit(attempt, tmp_path, KEY, old, {"tables": ["metrics"]})
+    assert artifacts.is_complete(tmp_path, KEY, ("metrics",))
+
+
+def test_a_commit_never_replaces_a_complete_result(tmp_path):
+    from store import artifacts
+
+    token = artifacts.new_token()
+    artifacts.set_fence(tmp_path, token)
+    results = []
+    for content in (b"first", b"second"):
+        attempt, _ = artifacts.start_attempt(tmp_path, KEY, token, resumable=False)
+        (attempt / "result.bin").write_bytes(content)
+        results.append(artifacts.commit(attempt, tmp_path, KEY, token, {}))
+    assert results == [True, False]
+    assert (artifacts.task_dir(tmp_path, KEY) / "result.bin").read_bytes() == b"first"
+    assert list(artifacts.attempts_dir(tmp_path).iterdir()) == []
