@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -27,6 +28,7 @@ from pydantic import BaseModel
 from langspec.compile import Task, TaskGraph, stage_tables
 from langspec.errors import PlanError
 from langspec.load import LoadedSpec
+from langspec.spec import ResourcesSpec
 from langspec.preflight import check_hub_access
 from langspec.progress import ProgressFile, RunDisplay
 from runners.context import TaskContext
@@ -203,15 +205,12 @@ class LocalBackend:
         pass
 
 
-PENDING_REPORT_S = 30.0  # a task still queued after this long is reported with what it waits for
-
-
 class RayBackend:
     """Plain `ray.remote` tasks with the spec's resources; a local Ray unless `address` is given."""
 
     name = "ray"
 
-    def __init__(self, root: Path, display: RunDisplay, address: str | None = None):
+    def __init__(self, root: Path, display: RunDisplay, address: str | None = None, queued_report_s: float = 60.0):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray >= 2.59 otherwise writes an auth token
         import ray
 
@@ -220,6 +219,7 @@ class RayBackend:
         self._display = display
         self._owned = False
         if not ray.is_initialized():
+            term = signal.getsignal(signal.SIGTERM)
             if address:
                 ray.init(address=address, log_to_driver=False)
             else:
@@ -228,9 +228,12 @@ class RayBackend:
                     _temp_dir=_ray_temp_dir(root), log_to_driver=False,
                 )
             self._owned = True
+            if callable(term) and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, term)  # Ray's own handler exits on the spot, leaving the run "running"
         self._remote = ray.remote(run_task)
         self._pending: dict = {}  # ObjectRef -> (task call, submitted at)
         self._reported: set[str] = set()
+        self._queued_report_s = queued_report_s
 
     def check_fits(self, pending: list[Task]) -> None:
         """Every task's request fits on at least one live node; otherwise Ray would queue it forever."""
@@ -243,7 +246,7 @@ class RayBackend:
                 raise PlanError(
                     f"stage {task.stage} asks for {_describe(request)} per task, but no node of the Ray cluster has that: "
                     f"the largest of its {len(nodes)} node(s) has {_describe({k: largest.get(k, 0) for k in request})}; "
-                    f"lower resources.{task.stage}.num_cpus (or num_gpus) in the spec, or add a bigger node"
+                    f"lower resources.{_resources_field(task.stage)}.num_cpus (or num_gpus) in the spec, or add a bigger node"
                 )
 
     def submit(self, call: TaskCall, max_retries: int = 1) -> None:
@@ -268,10 +271,10 @@ class RayBackend:
         return results
 
     def _report_queued(self) -> None:
-        """Say what a task that has not started after PENDING_REPORT_S waits for: never a silent wait."""
+        """Say what a task that has not started after resources.queued_report_s waits for: never a silent wait."""
         now = time.monotonic()
         for call, submitted in self._pending.values():
-            if call.key in self._reported or now - submitted < PENDING_REPORT_S:
+            if call.key in self._reported or now - submitted < self._queued_report_s:
                 continue
             if artifacts.progress_path(self._root, call.key).is_file():
                 continue
@@ -295,6 +298,10 @@ class RayBackend:
                 self._ray.cancel(ref, force=True)
         if self._owned:
             self._ray.shutdown()
+
+
+def _resources_field(stage: str) -> str:
+    return stage if stage in ResourcesSpec.model_fields else "default"
 
 
 def _request(task: Task) -> dict[str, float]:
@@ -366,7 +373,7 @@ def _execute(graph: TaskGraph, loaded: LoadedSpec, root: Path, pending: list[Tas
     with StoreWriter(root) as writer:
         # Start the backend (and check that every task fits on a node) before the run is recorded:
         # a spec that cannot run here writes nothing. A fully cached run starts no Ray at all.
-        backend = _start_backend(pending, root, executor, address, display) if pending else None
+        backend = _start_backend(pending, root, executor, address, display, loaded.spec.resources) if pending else None
         token = artifacts.new_token()
         artifacts.set_fence(root, token)  # from here on, no attempt of an earlier run can commit
         artifacts.clean_attempts(root, lambda key: artifacts.is_complete(root, key))
@@ -431,8 +438,10 @@ def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backe
     return result
 
 
-def _start_backend(pending: list[Task], root: Path, executor: str, address: str | None, display: RunDisplay):
-    backend = RayBackend(root, display, address) if executor == "ray" else LocalBackend(display)
+def _start_backend(pending: list[Task], root: Path, executor: str, address: str | None, display: RunDisplay,
+                   resources: ResourcesSpec):
+    backend = (RayBackend(root, display, address, resources.queued_report_s) if executor == "ray"
+               else LocalBackend(display))
     try:
         backend.check_fits(pending)
     except BaseException:

@@ -96,8 +96,8 @@ class RunDisplay:
         if bar is not None:
             self._progress.remove_task(bar)
         style = {"ran": "green", "failed": "red", "skipped": "yellow"}.get(outcome, "")
-        detail = f": {error.splitlines()[0]}" if error else ""
-        self._progress.console.print(f"[{style}]{outcome:>7}[/] {escape(task.name + detail)}", highlight=False)
+        detail = " (its error is in the summary at the end)" if error else ""  # said once, not twice
+        self._progress.console.print(f"[{style}]{outcome:>7}[/] {escape(task.name + detail)}", highlight=False, soft_wrap=True)
         self._progress.advance(self._overall)
 
     def stop(self) -> None:

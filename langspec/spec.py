@@ -214,6 +214,10 @@ class ResourcesSpec(Section):
     prune: StageResources | None = Field(None, description="Overrides for prune tasks.")
     sparse_finetune: StageResources | None = Field(None, description="Overrides for sparse fine-tuning tasks.")
     tracin: StageResources | None = Field(None, description="Overrides for TracIn tasks.")
+    queued_report_s: float = Field(
+        60, gt=0, description="A task still waiting for a node with room after this many seconds is reported, "
+        "with what it asks for and what the cluster has free (a run never waits silently).",
+    )
 
     def for_stage(self, stage: str) -> StageResources:
         return getattr(self, stage, None) or self.default

@@ -19,6 +19,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import duckdb
+import pytest
+
 from contents import duplicate_rows, store_contents
 from langspec.compile import compile_spec
 from langspec.execute import ORPHANED_EXIT, _call, execute, run_task
@@ -213,3 +216,25 @@ def test_kill_storm(spec_file, tmp_path):
         context = f"round {round_} (seed {seed}, kill at {moment:.2f} s): {done.stdout[-2000:]}{done.stderr[-2000:]}"
         assert done.returncode == 0, context
         assert_sound(store, clean, driver)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_stops_its_workers_and_the_next_run_resumes(spec_file, tmp_path, signum):
+    spec = spec_file(SPEC)
+    loaded = load_spec(spec)
+    graph = compile_spec(loaded)
+    finetune = next(task.key for task in graph.tasks if task.stage == "finetune")
+    store = tmp_path / "store"
+    driver = Driver(spec, store, tmp_path / "driver.log")
+    wait_for(lambda: any(artifacts.attempts_dir(store).glob(f"{finetune}.*/{artifacts.RESUME_FILE}")), what="an epoch")
+    os.kill(driver.pid, signum)
+    wait_for(lambda: not artifacts.pid_alive(driver.pid), timeout=30, what="the driver to stop")
+    wait_for(lambda: not living(driver.orphans()), timeout=20, what="the workers to stop")
+    said = " ".join((tmp_path / "driver.log").read_text().split())
+    assert "interrupted: the run is marked interrupted" in said
+    with duckdb.connect(str(store / "langspec.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT status FROM runs").fetchall() == [("interrupted",)]
+
+    result = execute(graph, loaded, store, executor="local")
+    assert json.loads(result.records[finetune].summary)["resumed_from_epoch"] >= 1
+    assert store_contents(store) == clean_store(spec, tmp_path)
