@@ -26,7 +26,7 @@ import duckdb
 from pydantic import BaseModel
 
 from langspec.compile import Task, TaskGraph, stage_tables
-from langspec.errors import PlanError
+from langspec.errors import PlanError, StoreError
 from langspec.load import LoadedSpec
 from langspec.spec import ResourcesSpec
 from langspec.preflight import check_hub_access
@@ -105,7 +105,7 @@ def run_task(call: TaskCall, report=None) -> dict:
         finished = datetime.now()
         if watchdog is not None:
             watchdog.stop()
-        if workdir is not None and resumable and artifacts.no_space(err):
+        if workdir is not None and resumable and (artifacts.no_space(err) or artifacts.disk_nearly_full(root)):
             artifacts.release(workdir)  # the next run resumes from the last finished epoch
         elif workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -156,7 +156,7 @@ def _error_text(call: TaskCall, err: BaseException, device: str) -> str:
         fields = getattr(sys.modules.get(f"runners.{call.stage}"), "MEMORY_FIELDS", ())
         return (f"{call.name} ran out of memory on {device} ({' '.join(error.split())}); it needs less with smaller "
                 + " or ".join(fields) + (", or a smaller model" if call.stage != "data" else ""))
-    if artifacts.no_space(err):
+    if artifacts.no_space(err) or artifacts.disk_nearly_full(Path(call.store_root)):
         where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
         return (f"{call.name}: no space left on the device{where}; free space on the store's disk ({call.store_root}), "
                 "then run again: finished tasks are kept and fine-tuning resumes from its last finished epoch")
@@ -365,6 +365,9 @@ def execute(
     except duckdb.Error as err:  # DuckDB reads lazily: a truncated file may open and fail later
         if is_damage(err):
             raise damaged_database(root, err) from None
+        if artifacts.no_space(err) or artifacts.disk_nearly_full(Path(call.store_root)):  # the ingest was one transaction: it is rolled back whole
+            raise StoreError(f"no space left on the device holding the store {root}; free space there, then run again: "
+                             "finished tasks are kept and ingested then") from None
         raise
 
 

@@ -139,3 +139,48 @@ def test_a_damaged_database_is_refused_with_what_to_do_and_rebuilt_by_repair(stu
     assert rerun.exit_code == 0 and f"{len(keys)} cached" in " ".join(rerun.output.split())
     runs = json.loads(cli("query", "SELECT status FROM runs", "--store", store, "--format", "json").output)
     assert runs == [{"status": "completed"}]
+
+
+FULL_SPEC = """\
+name: full
+data: {source: toy, languages: [ka, la], train_per_language: 60, validation_per_language: 10, test_per_language: 10}
+model: {tiny: {layers: 2, heads: 2, hidden: 64, intermediate: 128, vocab_size: 2000}}
+seeds: [0]
+finetune: {epochs: 6, lr: 1.0e-3, batch_size: 32, max_length: 32}
+prune: {enabled: false}
+sparse_finetune: {enabled: false}
+tracin: {enabled: false}
+resources: {default: {num_cpus: 1}}
+"""
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3.5 MB tmpfs: the study below needs about 6 MB at its peak (root may mount; CI runs as root)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3500k", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_full_disk_gives_a_clear_error_and_the_store_resumes_once_there_is_space(small_disk, tmp_path):
+    import subprocess
+
+    spec = tmp_path / "full.yaml"
+    spec.write_text(FULL_SPEC)
+    store = small_disk / "store"
+    full = cli("run", spec, "--store", store, "--executor", "local")
+    said = " ".join(full.output.split())
+    assert full.exit_code != 0 and "no space left on the" in said and "then run again" in said, said
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    again = cli("run", spec, "--store", store, "--executor", "local")
+    assert again.exit_code == 0 and "1 cached, 1 ran" in " ".join(again.output.split())  # data kept
+    assert cli("verify", "--store", store).exit_code == 0
+    clean = tmp_path / "clean"
+    assert cli("run", spec, "--store", clean, "--executor", "local").exit_code == 0
+    assert store_contents(store) == store_contents(clean)
