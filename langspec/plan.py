@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from langspec.compile import Task, TaskGraph
-from langspec.errors import StoreError
+from store.errors import StoreError
 from store.db import connect_read_only, is_complete
 
 

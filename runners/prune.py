@@ -11,16 +11,38 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from langspec.spec import PruneSpec
 from runners.context import TaskContext
 from runners.data import read_examples
+from runners.stage import Section
 from runners.tables import write_table
 
 VERSION = 1
 MEMORY_FIELDS = ("prune.batch_size", "finetune.max_length")  # what to lower when the task runs out of memory
 EVAL_SPLITS = ("validation", "test")
+
+
+class PruneSpec(Section):
+    enabled: bool = Field(True, description="Find one subnetwork per language by attention-head pruning.")
+    threshold: float = Field(
+        0.95, gt=0.0, le=1.0, description="Keep pruning while the metric stays >= threshold x the full model's."
+    )
+    step: float = Field(0.1, gt=0.0, lt=1.0, description="Share of all heads masked per pruning step (at least one).")
+    split: Literal["validation", "train", "test"] = Field(
+        "validation", description="Split used for head importance and the stopping rule."
+    )
+    normalize_per_layer: bool = Field(True, description="L2-normalise importance within each layer.")
+    normalize_global: bool = Field(True, description="Min-max rescale importance over all heads.")
+    max_examples: int | None = Field(
+        None, ge=1, description="Use only the first N examples per language of the split (None: all)."
+    )
+    batch_size: int = Field(
+        32, ge=1, description="Examples per batch for importance; importance sums per-batch gradients, so it matters."
+    )
+    keep_one_head_per_layer: bool = Field(
+        False, description="Never mask a layer's last head (off as in Michel et al.; a fully masked layer passes only the residual stream)."
+    )
 
 
 class Params(BaseModel):

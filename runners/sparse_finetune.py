@@ -10,16 +10,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from langspec.spec import FinetuneSpec, ModelSpec
 from runners.context import TaskContext
-from runners.finetune import fine_tune
+from runners.finetune import FinetuneSpec, ModelSpec, fine_tune
 from runners.prune import mask_role, read_mask
+from runners.stage import Section
 
 VERSION = 1
 MEMORY_FIELDS = ("sparse_finetune.batch_size", "finetune.max_length", "finetune.eval_batch_size")  # what to lower when the task runs out of memory
 RESUMABLE = True  # like fine-tuning, it continues from its last finished epoch
+
+
+class SparseFinetuneSpec(Section):
+    enabled: bool = Field(True, description="Fine-tune again, each language updating only its own subnetwork.")
+    language_sampling: Literal["proportional", "round_robin"] = Field(
+        "proportional", description="Order of the language-pure batches."
+    )
+    epochs: int | None = Field(None, ge=1, description="Epochs (None: finetune.epochs).")
+    lr: float | None = Field(None, gt=0.0, description="Peak learning rate (None: finetune.lr).")
+    batch_size: int | None = Field(None, ge=1, description="Batch size (None: finetune.batch_size).")
 
 
 class Params(BaseModel):

@@ -18,17 +18,51 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from langspec.spec import TracinSpec
 from runners.context import TaskContext
 from runners.data import read_examples
 from runners.prune import mask_role, read_mask
+from runners.stage import Section
 from runners.tables import write_arrow
 
 VERSION = 1
 MEMORY_FIELDS = ("tracin.batch_size", "tracin.test_block_mb", "tracin.projection_dim", "finetune.max_length")  # what to lower when the task runs out of memory
 PARAM_GROUPS = {"embeddings": "embeddings", "encoder": "encoder", "classifier": None}  # under the base model, or the head
+
+
+class TracinSpec(Section):
+    enabled: bool = Field(True, description="TracIn influence of training examples on test examples.")
+    variants: list[Literal["full", "subnetwork", "sft"]] = Field(
+        default=["full", "subnetwork", "sft"], min_length=1, description="Which models to score."
+    )
+    train_per_language: int = Field(200, ge=1, description="Training examples scored per language: the first N of its train split.")
+    test_per_language: int = Field(20, ge=1, description="Influence-test examples per language: the first N of its test split.")
+    params: list[Literal["embeddings", "encoder", "classifier"]] = Field(
+        default=["embeddings", "encoder", "classifier"], min_length=1, description="Parameter groups of the gradients."
+    )
+    batch_size: int = Field(32, ge=1, description="Examples per gradient batch (bounds memory; no effect on scores).")
+    test_block_mb: float | None = Field(
+        4096, gt=0, description="Memory (MB) for the test examples' gradients kept while the training examples stream "
+        "past; more test examples are scored in blocks, the training gradients computed once per block (slower, same "
+        "scores). None: no limit.",
+    )
+    projection_dim: int | None = Field(
+        None,
+        ge=1,
+        description="None: exact scores. An integer d: approximate scores, for models too large for exact ones: each "
+        "parameter tensor's per-example gradient with more than d entries becomes a seeded random projection to at "
+        "most d numbers (Kronecker-factored for matrices, never forming the per-example gradient), the same for train, "
+        "test and every checkpoint; each score is an unbiased estimate whose error shrinks as d grows "
+        "(runners/influence.py documents the construction).",
+    )
+    projection_seed: int = Field(
+        0,
+        ge=0,
+        description="Seed of the random projection (with each parameter's name); only used with projection_dim. "
+        "Independent of the training seeds, so every seed and variant is scored with the same P; change it to see "
+        "how much the scores owe to the draw of P.",
+    )
 
 
 class Params(BaseModel):

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from langspec.spec import DataSpec, FinetuneSpec, ModelSpec, PruneSpec
 from runners import data, finetune, prune, sparse_finetune
 from runners.context import TaskContext
+from runners.data import DataSpec
+from runners.finetune import FinetuneSpec, ModelSpec
+from runners.prune import PruneSpec
 
 LANGUAGES = ("ka", "la")
 EPOCHS = 4

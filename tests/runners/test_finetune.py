@@ -8,9 +8,10 @@ import math
 import pyarrow.parquet as pq
 import torch
 
-from langspec.spec import DataSpec, FinetuneSpec, ModelSpec
 from runners import data, finetune, models
 from runners.context import TaskContext
+from runners.data import DataSpec
+from runners.finetune import FinetuneSpec, ModelSpec
 
 N_TRAIN, BATCH, EPOCHS, LR = 2 * 50, 16, 3, 1e-3
 

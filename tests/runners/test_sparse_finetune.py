@@ -7,9 +7,9 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import torch
 
-from langspec.spec import FinetuneSpec, ModelSpec
 from runners import data, finetune, heads, models, prune, training
 from runners.context import TaskContext
+from runners.finetune import FinetuneSpec, ModelSpec
 
 TINY = ModelSpec(tiny={"layers": 2, "heads": 4, "hidden": 32, "intermediate": 64, "vocab_size": 300})
 

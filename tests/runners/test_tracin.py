@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-from langspec.spec import TracinSpec
 from runners import influence as tracin
 from runners import tracin as stage
 from runners.context import TaskContext
 from runners.heads import head_mask
 from runners.influence import checkpoint_scores, naive_scores, random_projections, selected_parameters
+from runners.tracin import TracinSpec
 
 VOCAB, LAYERS, HEADS, HIDDEN = 40, 2, 4, 32  # a small vocabulary: tokens repeat within and across examples
 

@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from langspec.spec import TracinSpec
 from runners import data, influence, models, prune, tracin
 from runners.context import TaskContext
+from runners.tracin import TracinSpec
 
 TRAIN, TEST = 12, 3  # per language
 

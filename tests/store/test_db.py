@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from langspec.errors import StoreError
+from store.errors import StoreError
 from store.db import DB_FILE, SCHEMA_VERSION, StoreWriter, TaskRecord, artifact_dir, connect_read_only
 
 KEY = "k" * 64
