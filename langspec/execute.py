@@ -8,12 +8,10 @@ returns a small manifest.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
 import socket
-import sys
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +25,7 @@ from langspec.load import LoadedSpec
 from langspec.preflight import check_hub_access
 from langspec.progress import ProgressFile, RunDisplay
 from runners.context import RESUME_FILE, TaskContext
+from runners.stage import stage
 from store.db import SUCCESS_FILE, StoreWriter, TaskRecord, artifact_dir, is_complete, package_version
 
 
@@ -60,10 +59,10 @@ def run_task(call: TaskCall, report=None) -> dict:
     progress = ProgressFile(root, call.key)
     workdir = partial_dir(root, call.key)
     try:
-        module = importlib.import_module(f"runners.{call.stage}")
+        module = stage(call.stage)
         # An earlier attempt that died (a killed driver or worker) may have left its work here: a
         # stage that can resume continues from it, any other starts afresh.
-        if workdir.exists() and not getattr(module, "RESUMABLE", False):
+        if workdir.exists() and not module.RESUMABLE:
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         inputs = {role: artifact_dir(root, key) for role, key in call.inputs.items()}
@@ -87,7 +86,7 @@ def run_task(call: TaskCall, report=None) -> dict:
         finished = datetime.now()
         error = f"{type(err).__name__}: {err}"
         if _out_of_memory(err):
-            fields = getattr(sys.modules.get(f"runners.{call.stage}"), "MEMORY_FIELDS", ())
+            fields = stage(call.stage).MEMORY_FIELDS
             error = (f"{call.name} ran out of memory on {device} ({' '.join(error.split())}); it needs less with smaller "
                      + " or ".join(fields) + (", or a smaller model" if call.stage != "data" else ""))
         return {

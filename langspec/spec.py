@@ -1,5 +1,6 @@
-"""The experiment spec: the sections of the stages (each defined in its runners/<stage>.py, the
-single home of its defaults) assembled into one model, with the study-wide sections defined here.
+"""The experiment spec: the sections of the stages, each defined by its stage in runners/<stage>.py
+(the single home of its defaults and of its rules across sections), assembled into one model with
+the study-wide fields and sections defined here.
 
 Only pydantic and the light stage modules are imported here, so `langspec validate` stays fast.
 """
@@ -8,14 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
-from runners.data import DataSpec
-from runners.finetune import FinetuneSpec, ModelSpec
-from runners.prune import PruneSpec
-from runners.sparse_finetune import SparseFinetuneSpec
-from runners.stage import Section
-from runners.tracin import TracinSpec
+from runners.stage import STAGES, Section, stage
 
 # --- study-wide sections ----------------------------------------------------------------------
 
@@ -30,15 +26,18 @@ class StageResources(Section):
     max_retries: int = Field(1, ge=0, description="Retries after a worker crash (not after an error in the task).")
 
 
-class ResourcesSpec(Section):
+class _Resources(Section):
     default: StageResources = Field(default_factory=StageResources, description="Resources of every stage.")
-    finetune: StageResources | None = Field(None, description="Overrides for finetune tasks.")
-    prune: StageResources | None = Field(None, description="Overrides for prune tasks.")
-    sparse_finetune: StageResources | None = Field(None, description="Overrides for sparse fine-tuning tasks.")
-    tracin: StageResources | None = Field(None, description="Overrides for TracIn tasks.")
 
     def for_stage(self, stage: str) -> StageResources:
         return getattr(self, stage, None) or self.default
+
+
+# The default resources and one optional override per stage.
+ResourcesSpec = create_model(
+    "ResourcesSpec", __base__=_Resources, __module__=__name__,
+    **{name: (StageResources | None, Field(None, description=f"Overrides for {name} tasks.")) for name in STAGES},
+)
 
 
 # --- the whole spec ---------------------------------------------------------------------------
@@ -46,24 +45,11 @@ class ResourcesSpec(Section):
 SweepValues = Annotated[list[Any], Field(min_length=1)]
 
 
-class Spec(Section):
+class _Study(Section):
+    """The fields of the spec that no stage owns, and the rules across sections."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Name of the study, used in run records.")
-    data: DataSpec = Field(default_factory=DataSpec, description="Where the examples come from.")
-    model: ModelSpec = Field(description="The model to fine-tune.")
     seeds: list[int] = Field(default=[0], min_length=1, description="Training seeds; each gets its own study.")
-    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec, description="Full fine-tuning.")
-    prune: PruneSpec = Field(default_factory=PruneSpec, description="Language subnetworks by head pruning.")
-    sparse_finetune: SparseFinetuneSpec = Field(
-        default_factory=SparseFinetuneSpec, description="Sparse fine-tuning within each language's subnetwork."
-    )
-    tracin: TracinSpec = Field(default_factory=TracinSpec, description="TracIn influence scores.")
-    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec, description="Analysis settings.")
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Resources per stage.")
-    sweep: dict[str, SweepValues] = Field(
-        default_factory=dict,
-        description="Dotted field paths mapped to lists of values, e.g. {prune.threshold: [0.9, 0.95]}; "
-        "every combination becomes its own set of tasks.",
-    )
 
     @field_validator("seeds")
     @classmethod
@@ -73,21 +59,24 @@ class Spec(Section):
         return seeds
 
     @model_validator(mode="after")
-    def check_stage_dependencies(self) -> Spec:
-        if self.sparse_finetune.enabled and not self.prune.enabled:
-            raise ValueError("sparse_finetune needs the subnetworks: enable prune or disable sparse_finetune")
-        needs_masks = {"subnetwork", "sft"} & set(self.tracin.variants)
-        if self.tracin.enabled and needs_masks and not self.prune.enabled:
-            raise ValueError(f"tracin variants {sorted(needs_masks)} need prune enabled")
-        if self.tracin.enabled and "sft" in self.tracin.variants and not self.sparse_finetune.enabled:
-            raise ValueError("tracin variant sft needs sparse_finetune enabled")
-        scored = min(self.tracin.train_per_language, self.data.train_per_language) * len(self.data.languages)
-        if self.tracin.enabled and self.analysis.top_k >= scored:
-            raise ValueError(
-                f"analysis.top_k ({self.analysis.top_k}) must be smaller than the {scored} training examples TracIn "
-                "scores, or every one of them is a proponent; lower analysis.top_k or raise tracin.train_per_language"
-            )
+    def check_stage_rules(self) -> _Study:
+        for name in STAGES:
+            stage(name).check(self)
         return self
+
+
+# name and seeds, the sections of the stages in the order of STAGES, then the study-wide sections.
+Spec = create_model(
+    "Spec", __base__=_Study, __module__=__name__,
+    **{section: definition for name in STAGES for section, definition in stage(name).SECTIONS.items()},
+    analysis=(AnalysisSpec, Field(default_factory=AnalysisSpec, description="Analysis settings.")),
+    resources=(ResourcesSpec, Field(default_factory=ResourcesSpec, description="Resources per stage.")),
+    sweep=(dict[str, SweepValues], Field(
+        default_factory=dict,
+        description="Dotted field paths mapped to lists of values, e.g. {prune.threshold: [0.9, 0.95]}; "
+        "every combination becomes its own set of tasks.",
+    )),
+)
 
 
 def json_schema() -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -14,11 +15,15 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runners import toy
-from runners.errors import DataSourceError
-from runners.stage import Section
 from runners.context import TaskContext
+from runners.errors import DataSourceError
+from runners.stage import Planned, Section, Upstream
 
 VERSION = 1
+READS = ("data",)
+RESUMABLE = False
+MEMORY_FIELDS = ()  # loading examples needs little memory
+TABLES = ("examples",)
 SPLITS = ("train", "validation", "test")
 EXAMPLES_FILE = "tables/examples.parquet"
 SCHEMA = pa.schema(
@@ -90,10 +95,23 @@ class DataSpec(Section):
         return self
 
 
+SECTIONS = {"data": (DataSpec, Field(default_factory=DataSpec, description="Where the examples come from."))}
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     data: DataSpec
     fingerprint: str  # of the source's content where it lives outside langspec (files); "" for toy
+
+
+def check(spec) -> None:
+    """No rules across sections."""
+
+
+def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
+    if upstream.keys("data"):  # one data task serves every seed
+        return
+    yield Planned({}, Params(data=spec.data, fingerprint=fingerprint(spec.data)), ())
 
 
 def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:

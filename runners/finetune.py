@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -11,12 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from runners.context import RESUME_FILE, TaskContext
 from runners.data import read_examples
-from runners.stage import Section
+from runners.stage import Planned, Section, Upstream
 from runners.tables import write_table
 
 VERSION = 1
-MEMORY_FIELDS = ("finetune.batch_size", "finetune.max_length", "finetune.eval_batch_size")  # what to lower when the task runs out of memory
+READS = ("model", "finetune")
 RESUMABLE = True  # a fine-tuning that dies continues from its last finished epoch
+MEMORY_FIELDS = ("finetune.batch_size", "finetune.max_length", "finetune.eval_batch_size")  # what to lower when the task runs out of memory
+TABLES = ("metrics", "checkpoints")
 EVAL_SPLITS = ("validation", "test")
 
 
@@ -68,11 +71,25 @@ class FinetuneSpec(Section):
         return lr
 
 
+SECTIONS = {
+    "model": (ModelSpec, Field(description="The model to fine-tune.")),
+    "finetune": (FinetuneSpec, Field(default_factory=FinetuneSpec, description="Full fine-tuning.")),
+}
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     seed: int
     model: ModelSpec
     finetune: FinetuneSpec
+
+
+def check(spec) -> None:
+    """No rules across sections."""
+
+
+def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
+    yield Planned({"seed": seed}, Params(seed=seed, model=spec.model, finetune=spec.finetune), (("data", upstream.key("data")),))
 
 
 def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:

@@ -7,6 +7,7 @@ module wires them to a checkpoint and a language's examples and writes the store
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -15,11 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from runners.context import TaskContext
 from runners.data import read_examples
-from runners.stage import Section
+from runners.stage import Planned, Section, Upstream
 from runners.tables import write_table
 
 VERSION = 1
+READS = ("data", "model", "finetune", "prune")
+RESUMABLE = False
 MEMORY_FIELDS = ("prune.batch_size", "finetune.max_length")  # what to lower when the task runs out of memory
+TABLES = ("subnetworks", "prune_steps", "metrics")
 EVAL_SPLITS = ("validation", "test")
 
 
@@ -45,6 +49,9 @@ class PruneSpec(Section):
     )
 
 
+SECTIONS = {"prune": (PruneSpec, Field(default_factory=PruneSpec, description="Language subnetworks by head pruning."))}
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     seed: int
@@ -52,6 +59,28 @@ class Params(BaseModel):
     prune: PruneSpec
     attention: Literal["sdpa", "eager"]
     max_length: int
+
+
+def check(spec) -> None:
+    """No rules across sections."""
+
+
+def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
+    """One task per language, on the seed's fine-tuned model run as it was trained (same attention
+    kernel and truncation: model.attention and finetune.max_length)."""
+    if not spec.prune.enabled:
+        return
+    inputs = (("data", upstream.key("data")), ("finetune", upstream.key("finetune", seed=seed)))
+    for language in spec.data.languages:
+        params = Params(
+            seed=seed, language=language, prune=spec.prune, attention=spec.model.attention, max_length=spec.finetune.max_length
+        )
+        yield Planned({"seed": seed, "language": language}, params, inputs)
+
+
+def mask_inputs(upstream: Upstream, seed: int) -> tuple[tuple[str, str], ...]:
+    """The inputs that give a downstream task every language's subnetwork of the seed: (mask_role, key)."""
+    return tuple((mask_role(labels["language"]), key) for labels, key in upstream.keys("prune", seed=seed))
 
 
 def mask_role(language: str) -> str:

@@ -7,6 +7,7 @@ language's heads is `runners.heads.only_heads`. Metrics and checkpoints have var
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -14,12 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from runners.context import TaskContext
 from runners.finetune import FinetuneSpec, ModelSpec, fine_tune
-from runners.prune import mask_role, read_mask
-from runners.stage import Section
+from runners.prune import mask_inputs, mask_role, read_mask
+from runners.stage import Planned, Section, Upstream
 
 VERSION = 1
-MEMORY_FIELDS = ("sparse_finetune.batch_size", "finetune.max_length", "finetune.eval_batch_size")  # what to lower when the task runs out of memory
+READS = ("data", "model", "finetune", "sparse_finetune")
 RESUMABLE = True  # like fine-tuning, it continues from its last finished epoch
+MEMORY_FIELDS = ("sparse_finetune.batch_size", "finetune.max_length", "finetune.eval_batch_size")  # what to lower when the task runs out of memory
+TABLES = ("metrics", "checkpoints")
 
 
 class SparseFinetuneSpec(Section):
@@ -32,6 +35,14 @@ class SparseFinetuneSpec(Section):
     batch_size: int | None = Field(None, ge=1, description="Batch size (None: finetune.batch_size).")
 
 
+SECTIONS = {
+    "sparse_finetune": (
+        SparseFinetuneSpec,
+        Field(default_factory=SparseFinetuneSpec, description="Sparse fine-tuning within each language's subnetwork."),
+    )
+}
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     seed: int
@@ -39,6 +50,26 @@ class Params(BaseModel):
     model: ModelSpec
     finetune: FinetuneSpec  # with sparse_finetune's epochs, lr and batch_size applied
     language_sampling: Literal["proportional", "round_robin"]
+
+
+def check(spec) -> None:
+    if spec.sparse_finetune.enabled and not spec.prune.enabled:
+        raise ValueError("sparse_finetune needs the subnetworks: enable prune or disable sparse_finetune")
+
+
+def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
+    """One task per seed. Its epochs, lr and batch_size default to fine-tuning's: the same run,
+    each language confined to its subnetwork."""
+    sparse = spec.sparse_finetune
+    if not sparse.enabled:
+        return
+    overrides = {"epochs": sparse.epochs, "lr": sparse.lr, "batch_size": sparse.batch_size}
+    params = Params(
+        seed=seed, languages=tuple(spec.data.languages), model=spec.model,
+        finetune=spec.finetune.model_copy(update={k: v for k, v in overrides.items() if v is not None}),
+        language_sampling=sparse.language_sampling,
+    )
+    yield Planned({"seed": seed}, params, (("data", upstream.key("data")),) + mask_inputs(upstream, seed))
 
 
 def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:

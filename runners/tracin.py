@@ -14,6 +14,7 @@ examples, the masks and the checkpoints, and writes the scores to the `influence
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -22,12 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from runners.context import TaskContext
 from runners.data import read_examples
-from runners.prune import mask_role, read_mask
-from runners.stage import Section
+from runners.prune import mask_inputs, mask_role, read_mask
+from runners.stage import Planned, Section, Upstream
 from runners.tables import write_arrow
 
 VERSION = 1
+READS = ("data", "model", "finetune", "tracin")
+RESUMABLE = False
 MEMORY_FIELDS = ("tracin.batch_size", "tracin.test_block_mb", "tracin.projection_dim", "finetune.max_length")  # what to lower when the task runs out of memory
+TABLES = ("influence",)
 PARAM_GROUPS = {"embeddings": "embeddings", "encoder": "encoder", "classifier": None}  # under the base model, or the head
 
 
@@ -65,6 +69,9 @@ class TracinSpec(Section):
     )
 
 
+SECTIONS = {"tracin": (TracinSpec, Field(default_factory=TracinSpec, description="TracIn influence scores."))}
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     seed: int
@@ -73,6 +80,43 @@ class Params(BaseModel):
     tracin: TracinSpec
     attention: Literal["sdpa", "eager"]
     max_length: int
+
+
+def check(spec) -> None:
+    tracin = spec.tracin
+    if not tracin.enabled:
+        return
+    needs_masks = {"subnetwork", "sft"} & set(tracin.variants)
+    if needs_masks and not spec.prune.enabled:
+        raise ValueError(f"tracin variants {sorted(needs_masks)} need prune enabled")
+    if "sft" in tracin.variants and not spec.sparse_finetune.enabled:
+        raise ValueError("tracin variant sft needs sparse_finetune enabled")
+    scored = min(tracin.train_per_language, spec.data.train_per_language) * len(spec.data.languages)
+    if spec.analysis.top_k >= scored:
+        raise ValueError(
+            f"analysis.top_k ({spec.analysis.top_k}) must be smaller than the {scored} training examples TracIn "
+            "scores, or every one of them is a proponent; lower analysis.top_k or raise tracin.train_per_language"
+        )
+
+
+def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
+    """One task per variant, on the seed's fine-tuned (full, subnetwork) or sparsely fine-tuned (sft)
+    checkpoints, run as they were trained (model.attention, finetune.max_length)."""
+    if not spec.tracin.enabled:
+        return
+    data = ("data", upstream.key("data"))
+    masks = mask_inputs(upstream, seed)
+    for variant in spec.tracin.variants:
+        params = Params(
+            seed=seed, variant=variant, languages=tuple(spec.data.languages),
+            tracin=spec.tracin.model_copy(update={"variants": [variant]}),  # the other variants are not this task's business
+            attention=spec.model.attention, max_length=spec.finetune.max_length,
+        )
+        if variant == "sft":
+            inputs = (data, ("sft", upstream.key("sparse_finetune", seed=seed))) + masks
+        else:
+            inputs = (data, ("finetune", upstream.key("finetune", seed=seed))) + (masks if variant == "subnetwork" else ())
+        yield Planned({"seed": seed, "variant": variant}, params, inputs)
 
 
 def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
