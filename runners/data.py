@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runners import toy
+from runners.methods import toy
 from runners.context import TaskContext
 from runners.errors import DataSourceError
 from runners.stage import Planned, Section, Upstream

@@ -116,7 +116,7 @@ def fine_tune(
     """
     import torch  # heavy imports live here so that compiling a spec stays fast
 
-    from runners import heads, models, pruning, training
+    from runners.methods import heads, models, pruning, training
 
     variant = "full" if masks is None else "sft"
     device = torch.device(ctx.device)

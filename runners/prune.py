@@ -1,7 +1,7 @@
 """Language subnetworks (stage 2): one task per (seed, language) prunes attention heads of the
 fully fine-tuned model until that language's metric would drop below threshold x the full model's.
 
-The method is in `runners.pruning` (the loop) and `runners.heads` (gates and importance); this
+The method is in `runners.methods.pruning` (the loop) and `runners.methods.heads` (gates and importance); this
 module wires them to a checkpoint and a language's examples and writes the store's tables.
 """
 
@@ -109,7 +109,7 @@ def last_checkpoint(finetune_dir: Path) -> tuple[int, Path]:
 def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
     import torch
 
-    from runners import heads, models, pruning
+    from runners.methods import heads, models, pruning
 
     config = params.prune
     device = torch.device(ctx.device)

@@ -2,7 +2,7 @@
 with language-pure batches, each updating only its language's subnetwork and the shared parameters.
 
 The loop is `runners.finetune.fine_tune` with masks; the confinement of each step to the batch
-language's heads is `runners.heads.only_heads`. Metrics and checkpoints have variant `sft`.
+language's heads is `runners.methods.heads.only_heads`. Metrics and checkpoints have variant `sft`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Variants: `full` (the fine-tuned model, no masks); `subnetwork` (the same checkp
 gradient taken under the test language's subnetwork mask); `sft` (the sparsely fine-tuned
 checkpoints, the train gradient under the train example's language's mask and the test gradient
 under the test language's). The batched inner products (exact, or approximate from random
-projections with `tracin.projection_dim`) are in `runners.influence`; this module picks the
+projections with `tracin.projection_dim`) are in `runners.methods.influence`; this module picks the
 examples, the masks and the checkpoints, and writes the scores to the `influence` table as columns
 (never row by row).
 """
@@ -58,7 +58,7 @@ class TracinSpec(Section):
         "parameter tensor's per-example gradient with more than d entries becomes a seeded random projection to at "
         "most d numbers (Kronecker-factored for matrices, never forming the per-example gradient), the same for train, "
         "test and every checkpoint; each score is an unbiased estimate whose error shrinks as d grows "
-        "(runners/influence.py documents the construction).",
+        "(runners/methods/influence/ documents the construction).",
     )
     projection_seed: int = Field(
         0,
@@ -124,7 +124,7 @@ def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext
     import pyarrow as pa
     import torch
 
-    from runners import influence, models
+    from runners.methods import influence, models
 
     config = params.tracin
     device = torch.device(ctx.device)

@@ -61,7 +61,7 @@ def test_declared_tables_are_store_tables(name):
 
 @pytest.mark.parametrize("name, directory", [("data", "data"), ("finetune", "finetune"), ("prune", "prune.ka"), ("sparse_finetune", "sft")])
 def test_a_stage_writes_the_tables_it_declares(study, name, directory):
-    written = {path.stem for path in (study[directory] / "tables").glob("*.parquet")}
+    written = {path.stem for path in (study.dirs[directory] / "tables").glob("*.parquet")}
     assert written == set(stage(name).TABLES)
 
 
