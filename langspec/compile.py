@@ -17,6 +17,7 @@ from langspec.load import LoadedSpec, SweepPoint
 from langspec.spec import StageResources
 from runners.stage import STAGES, Planned, Upstream, stage
 
+
 @dataclass(frozen=True)
 class Task:
     name: str  # "finetune[seed=0]"
@@ -100,4 +101,5 @@ def _make_task(point: SweepPoint, stage: str, version: int, planned: Planned, se
     parts = point_label({**planned.labels, **swept})
     name = f"{stage}[{parts}]" if parts else stage
     resources = point.spec.resources.for_stage(stage)
-    return Task(name, stage, planned.params, planned.inputs, resources, task_key(stage, version, planned.params, planned.inputs))
+    key = task_key(stage, version, planned.params, planned.inputs)
+    return Task(name, stage, planned.params, planned.inputs, resources, key)

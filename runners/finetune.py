@@ -89,7 +89,8 @@ def check(spec) -> None:
 
 
 def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
-    yield Planned({"seed": seed}, Params(seed=seed, model=spec.model, finetune=spec.finetune), (("data", upstream.key("data")),))
+    params = Params(seed=seed, model=spec.model, finetune=spec.finetune)
+    yield Planned({"seed": seed}, params, (("data", upstream.key("data")),))
 
 
 def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:

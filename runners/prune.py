@@ -1,8 +1,9 @@
 """Language subnetworks (stage 2): one task per (seed, language) prunes attention heads of the
 fully fine-tuned model until that language's metric would drop below threshold x the full model's.
 
-The method is in `runners.methods.pruning` (the loop) and `runners.methods.heads` (gates and importance); this
-module wires them to a checkpoint and a language's examples and writes the store's tables.
+The method is in `runners.methods.pruning` (the loop) and `runners.methods.heads` (gates and
+importance); this module wires them to a checkpoint and a language's examples and writes the
+store's tables.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ A stage is one module, `runners/<stage>.py`, listed once in STAGES below. It def
                    to continue from (context.RESUME_FILE); False: the executor starts afresh.
     MEMORY_FIELDS  the spec fields (dotted paths) to lower when one of its tasks runs out of memory.
     TABLES         the tables it writes under tables/ for the store to ingest.
-    Params         a frozen Pydantic model of everything that affects its results (its JSON is hashed
-                   into the task key, so nothing else: no batch size for evaluation-only speed).
+    Params         a frozen Pydantic model of everything that affects its results; its JSON is hashed
+                   into the task key, so a field added to it changes every key of the stage.
     check(spec)    its rules across sections (e.g. "sparse_finetune needs prune"); raises ValueError
                    saying how to fix the spec. Runs when the spec is validated.
     tasks(spec, seed, upstream) -> Iterable[Planned]

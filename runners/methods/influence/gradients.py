@@ -72,7 +72,10 @@ class GradientPlan:
 _FAST_KINDS = {nn.Linear: "linear", nn.Embedding: "embedding", nn.LayerNorm: "layernorm"}
 
 
-def plan_gradients(model: nn.Module, param_names: Iterable[str] | None, projection_dim: int | None = None, projection_seed: int = 0) -> GradientPlan:
+def plan_gradients(
+    model: nn.Module, param_names: Iterable[str] | None, projection_dim: int | None = None, projection_seed: int = 0
+) -> GradientPlan:
+    """Which selected parameters take the fast path (by module), which the fallback, and their projections."""
     selected = selected_parameters(model, param_names)
     if not selected:
         raise ValueError(f"{type(model).__name__} has no trainable parameter to take TracIn gradients of")
