@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from langspec.errors import LangspecError, QueryError, UsageError
+from langspec.errors import ERROR_ROOTS, UsageError
 from langspec.load import LoadedSpec, load_spec
+from store.errors import QueryError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 out = Console()
@@ -31,7 +32,7 @@ def main() -> None:
     app()
 
 
-def _fail(error: LangspecError) -> None:
+def _fail(error: Exception) -> None:  # one of ERROR_ROOTS
     err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
     raise typer.Exit(error.exit_code)
 
@@ -45,7 +46,7 @@ def validate(spec: SpecArg, set_: SetOpt = None) -> None:
     """Check a spec (and overrides); print every problem with its file:line:col."""
     try:
         loaded = _load(spec, set_)
-    except LangspecError as error:
+    except ERROR_ROOTS as error:
         _fail(error)
     points = len(loaded.points)
     out.print(f"{spec}: valid ({points} sweep point{'s' if points > 1 else ''}, seeds {list(loaded.spec.seeds)})")
@@ -68,7 +69,7 @@ def plan(spec: SpecArg, set_: SetOpt = None, store: StoreOpt = DEFAULT_STORE) ->
     try:
         graph = compile_spec(_load(spec, set_))
         out.print(plan_tree(graph, store))
-    except LangspecError as error:
+    except ERROR_ROOTS as error:
         _fail(error)
 
 
@@ -92,7 +93,7 @@ def run(
         loaded = _load(spec, set_)
         graph = compile_spec(loaded)
         result = execute(graph, loaded, store, executor=executor, address=address, display=RunDisplay(err))
-    except LangspecError as error:
+    except ERROR_ROOTS as error:
         _fail(error)
     except KeyboardInterrupt:
         err.print(escape(f"interrupted: the run is marked interrupted and its workers are stopped; "
@@ -209,7 +210,7 @@ def report(
     try:
         with connect_read_only(store) as con:
             page = write_report(con, out_dir or store / "report", run_id, k, point)
-    except LangspecError as error:
+    except ERROR_ROOTS as error:
         _fail(error)
     out.print(escape(f"report: {page}"))
 
@@ -226,7 +227,7 @@ def _run_sql(store: Path, format: str, run) -> None:
             register_views(con)
             result = run(con)
             table = result.to_arrow_table() if result is not None else None
-    except LangspecError as error:
+    except ERROR_ROOTS as error:
         _fail(error)
     except duckdb.Error as error:
         from store.db import damaged_database, is_damage
@@ -300,7 +301,7 @@ def status(store: StoreOpt = DEFAULT_STORE, runs: Annotated[int, typer.Option(he
                 ).to_arrow_table()
                 out.print(f"tasks of run {last}:")
                 print_table(tasks, "table")
-    except LangspecError as error:
+    except ERROR_ROOTS as error:
         _fail(error)
 
 
@@ -314,7 +315,7 @@ def verify(
 
     try:
         problems = verify_store(store, repair=repair)
-    except LangspecError as error:
+    except ERROR_ROOTS as error:
         _fail(error)
     if not problems:
         out.print(escape(f"{store}: every task directory matches its manifest and the database"))

@@ -8,13 +8,11 @@ returns a small manifest.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -26,14 +24,16 @@ import duckdb
 from pydantic import BaseModel
 
 from langspec.compile import Task, TaskGraph, stage_tables
-from langspec.errors import PlanError, StoreError
+from langspec.errors import PlanError
 from langspec.load import LoadedSpec
 from langspec.spec import ResourcesSpec
 from langspec.preflight import check_hub_access
 from langspec.progress import ProgressFile, RunDisplay
 from runners.context import TaskContext
+from runners.stage import stage
 from store import artifacts
 from store.db import StoreWriter, TaskRecord, damaged_database, is_damage, package_version
+from store.errors import StoreError
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ def run_task(call: TaskCall, report=None) -> dict:
     device = "cuda:0" if call.num_gpus > 0 and torch.cuda.is_available() else "cpu"
     progress = ProgressFile(root, call.key)
     progress.write(0, 0, "started")  # the driver now knows the task left the queue
-    module = importlib.import_module(f"runners.{call.stage}")
-    resumable = getattr(module, "RESUMABLE", False)
+    module = stage(call.stage)
+    resumable = module.RESUMABLE
     workdir = None
     watchdog = None
     try:
@@ -153,7 +153,7 @@ class _Watchdog(threading.Thread):
 def _error_text(call: TaskCall, err: BaseException, device: str) -> str:
     error = f"{type(err).__name__}: {err}"
     if _out_of_memory(err):
-        fields = getattr(sys.modules.get(f"runners.{call.stage}"), "MEMORY_FIELDS", ())
+        fields = stage(call.stage).MEMORY_FIELDS
         return (f"{call.name} ran out of memory on {device} ({' '.join(error.split())}); it needs less with smaller "
                 + " or ".join(fields) + (", or a smaller model" if call.stage != "data" else ""))
     if artifacts.no_space(err) or artifacts.disk_nearly_full(Path(call.store_root)):
@@ -246,7 +246,7 @@ class RayBackend:
                 raise PlanError(
                     f"stage {task.stage} asks for {_describe(request)} per task, but no node of the Ray cluster has that: "
                     f"the largest of its {len(nodes)} node(s) has {_describe({k: largest.get(k, 0) for k in request})}; "
-                    f"lower resources.{_resources_field(task.stage)}.num_cpus (or num_gpus) in the spec, or add a bigger node"
+                    f"lower resources.{task.stage}.num_cpus (or num_gpus; or resources.default) in the spec, or add a bigger node"
                 )
 
     def submit(self, call: TaskCall, max_retries: int = 1) -> None:
@@ -298,10 +298,6 @@ class RayBackend:
                 self._ray.cancel(ref, force=True)
         if self._owned:
             self._ray.shutdown()
-
-
-def _resources_field(stage: str) -> str:
-    return stage if stage in ResourcesSpec.model_fields else "default"
 
 
 def _request(task: Task) -> dict[str, float]:

@@ -17,8 +17,8 @@ from pathlib import Path
 import duckdb
 
 from langspec.compile import stage_tables
-from langspec.errors import StoreError
 from store import artifacts
+from store.errors import StoreError
 from store.db import DB_FILE, StoreWriter, connect_read_only, damaged_database, is_damage, read_every_block
 
 

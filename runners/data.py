@@ -6,19 +6,24 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from langspec.errors import LangspecError
-from langspec.spec import DataSpec
-from runners import toy
+from runners.methods import toy
 from runners.context import TaskContext
+from runners.errors import DataSourceError
+from runners.stage import Planned, Section, Upstream
 
 VERSION = 1
-TABLES = ("examples",)  # what a task of this stage hands to the store; a task without them is not done
+READS = ("data",)
+RESUMABLE = False
+MEMORY_FIELDS = ()  # loading examples needs little memory
+TABLES = ("examples",)
 SPLITS = ("train", "validation", "test")
 EXAMPLES_FILE = "tables/examples.parquet"
 SCHEMA = pa.schema(
@@ -33,14 +38,80 @@ SCHEMA = pa.schema(
 )
 
 
+TOY_LANGUAGES = ("ka", "kb", "la", "lb", "mi", "na", "nb")
+
+
+class DataSpec(Section):
+    source: Literal["toy", "hub", "files"] = Field(
+        "toy",
+        description="toy: the built-in synthetic languages (offline); hub: a Hugging Face dataset by id; "
+        "files: JSONL/Parquet per language and split under `path`.",
+    )
+    languages: list[str] = Field(
+        default=["ka", "kb", "la", "lb", "mi"],
+        min_length=1,
+        description="Language codes to study. For toy data: ka, kb (family k), la, lb (family l), mi, na, nb (family n).",
+    )
+    train_per_language: int = Field(2000, ge=1, description="Training examples per language (a subsample for hub/files).")
+    validation_per_language: int = Field(200, ge=1, description="Validation examples per language.")
+    test_per_language: int = Field(200, ge=1, description="Test examples per language.")
+    parallel: bool = Field(
+        True,
+        description="Toy data only: the same underlying items in every language (like XNLI, PAWS-X) "
+        "rather than independent items per language (like MARC).",
+    )
+    lexicon_overlap: float = Field(
+        0.5, ge=0.0, le=1.0, description="Toy data only: share of the lexicon that related languages have in common."
+    )
+    seed: int = Field(0, ge=0, description="Seed of data generation and subsampling (independent of the training seeds).")
+    dataset: str | None = Field(
+        None,
+        description="hub only: a Hugging Face dataset id with one config per language (facebook/xnli, "
+        "google-research-datasets/paws-x, mteb/amazon_reviews_multi), or a local directory holding "
+        "<language>/ saved with datasets' save_to_disk.",
+    )
+    path: str | None = Field(None, description="files only: directory holding <language>/<split>.jsonl or .parquet.")
+
+    @field_validator("languages")
+    @classmethod
+    def check_languages_unique(cls, languages: list[str]) -> list[str]:
+        repeated = sorted({lang for lang in languages if languages.count(lang) > 1})
+        if repeated:
+            raise ValueError(f"languages are listed twice: {', '.join(repeated)}; list each once")
+        return languages
+
+    @model_validator(mode="after")
+    def check_source_fields(self) -> DataSpec:
+        if self.source == "toy":
+            unknown = [lang for lang in self.languages if lang not in TOY_LANGUAGES]
+            if unknown:
+                raise ValueError(
+                    f"toy data has no language {', '.join(unknown)}; choose from {', '.join(TOY_LANGUAGES)}"
+                )
+        if self.source == "hub" and not self.dataset:
+            raise ValueError("source: hub needs `dataset` (a Hugging Face dataset id, e.g. facebook/xnli)")
+        if self.source == "files" and not self.path:
+            raise ValueError("source: files needs `path` (a directory with <language>/<split>.jsonl)")
+        return self
+
+
+SECTIONS = {"data": (DataSpec, Field(default_factory=DataSpec, description="Where the examples come from."))}
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     data: DataSpec
     fingerprint: str  # of the source's content where it lives outside langspec (files); "" for toy
 
 
-class DataSourceError(LangspecError):
-    exit_code = 2
+def check(spec) -> None:
+    """No rules across sections."""
+
+
+def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
+    if upstream.keys("data"):  # one data task serves every seed
+        return
+    yield Planned({}, Params(data=spec.data, fingerprint=fingerprint(spec.data)), ())
 
 
 def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:

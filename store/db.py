@@ -18,8 +18,8 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from langspec.errors import StoreError
 from store import artifacts
+from store.errors import StoreError
 
 SCHEMA_VERSION = 2
 # How a store of an older version becomes the current one, run after schema.sql has created what is

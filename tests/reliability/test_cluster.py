@@ -83,7 +83,7 @@ def test_a_task_larger_than_every_node_fails_before_anything_runs(cluster, tmp_p
     done, said, seconds = langspec_run(tmp_path, address, cpus=2, timeout=120)
     assert done.returncode == 2, said
     assert "stage data asks for 2 CPUs per task" in said and "the largest of its 2 node(s) has 1 CPU" in said
-    assert "resources.default.num_cpus" in said
+    assert "lower resources.data.num_cpus" in said
     assert not (tmp_path / "store" / "tasks").exists() or not any((tmp_path / "store" / "tasks").glob("[!.]*"))
 
 

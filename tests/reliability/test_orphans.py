@@ -136,12 +136,22 @@ def test_an_orphan_still_writing_when_the_next_run_starts_never_commits(spec_fil
 
     # The next run starts while the orphan is frozen mid-task; the orphan wakes up during it.
     outcome = {}
-    runner = threading.Thread(target=lambda: outcome.update(result=execute(graph, loaded, store, executor="local")))
+
+    def next_run():
+        try:
+            outcome["result"] = execute(graph, loaded, store, executor="local")
+        except BaseException as err:  # shown by the test, not lost in the thread
+            outcome["error"] = err
+
+    runner = threading.Thread(target=next_run)
     old_token = json.loads((attempt / artifacts.OWNER_FILE).read_text())["token"]
     runner.start()
-    wait_for(lambda: artifacts.fence_token(store) not in ("", old_token), what="the next run's fence")
-    os.kill(orphan, signal.SIGCONT)
+    try:
+        wait_for(lambda: artifacts.fence_token(store) not in ("", old_token) or "error" in outcome, what="the next run's fence")
+    finally:
+        os.kill(orphan, signal.SIGCONT)
     runner.join(timeout=300)
+    assert "error" not in outcome, outcome["error"]
     assert outcome["result"].status == "completed"
 
     manifest = artifacts.read_manifest(store, prune_key)

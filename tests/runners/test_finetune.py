@@ -8,9 +8,11 @@ import math
 import pyarrow.parquet as pq
 import torch
 
-from langspec.spec import DataSpec, FinetuneSpec, ModelSpec
-from runners import data, finetune, models
+from runners import data, finetune
 from runners.context import TaskContext
+from runners.data import DataSpec
+from runners.finetune import FinetuneSpec, ModelSpec
+from runners.methods import models
 
 N_TRAIN, BATCH, EPOCHS, LR = 2 * 50, 16, 3, 1e-3
 

@@ -10,9 +10,11 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from langspec.spec import DataSpec, FinetuneSpec, ModelSpec
-from runners import data, finetune, models
+from runners import data, finetune
 from runners.context import TaskContext
+from runners.data import DataSpec
+from runners.finetune import FinetuneSpec, ModelSpec
+from runners.methods import models
 
 SIZES = {"train": 6, "validation": 3, "test": 3}
 LAYOUTS = {

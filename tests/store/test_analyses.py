@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from store.db import SCHEMA_SQL
-from langspec.errors import QueryError
+from store.errors import QueryError
 from store.queries import defaults, named_queries, resolve, run_named
 
 LANGUAGES = ["ka", "kb", "la"]

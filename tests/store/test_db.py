@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from langspec.errors import StoreError
 from store.artifacts import seal, task_dir
 from store.db import DB_FILE, SCHEMA_VERSION, StoreWriter, TaskRecord, connect_read_only
+from store.errors import StoreError
 
 KEY = "k" * 64
 

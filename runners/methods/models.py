@@ -22,8 +22,8 @@ from transformers import (  # noqa: E402
     XLMRobertaForSequenceClassification,
 )
 
-from langspec.errors import LangspecError  # noqa: E402
-from langspec.spec import ModelSpec  # noqa: E402
+from runners.errors import ModelSourceError  # noqa: E402
+from runners.finetune import ModelSpec  # noqa: E402
 
 # XLM-R's special tokens and ids, so a tiny model is laid out like the real one (pad id 1 is
 # also the position embeddings' padding_idx).
@@ -71,10 +71,6 @@ def _hub(model_id: str) -> Iterator[None]:
             "(AutoModel.from_pretrained(ID).save_pretrained(DIR) and the same for AutoTokenizer), copy DIR "
             "here and set model.pretrained: DIR"
         ) from None
-
-
-class ModelSourceError(LangspecError):
-    exit_code = 2
 
 
 def build_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, num_labels: int, max_length: int, seed: int):
