@@ -309,6 +309,31 @@ def report(
     _say(f"report of run {run_id}{f' at {point}' if point else ''}{' (replacing the one there)' if replaced else ''}: {page}")
 
 
+@app.command()
+def export(
+    out_dir: Annotated[Path, typer.Argument(help="Directory for seed-S/LANGUAGE/subnetwork.json.", metavar="DIR", show_default=False)],
+    store: StoreOpt = DEFAULT_STORE,
+    run_id: Annotated[int | None, typer.Option("--run", metavar="N", help="Which run (default: the last completed one).")] = None,
+    point: Annotated[str | None, typer.Option(metavar="POINT", help="Which sweep point of a run with a `sweep:`, e.g. prune.threshold=0.9.")] = None,
+) -> None:
+    """Write each language's subnetwork (head mask and checkpoints) as JSON, for use outside langspec."""
+    from langspec.report import resolve_run
+    from langspec.subnetwork import export_subnetworks
+    from store.db import connect_read_only
+
+    try:
+        with connect_read_only(store) as con:
+            run_id, _, point = resolve_run(con, run_id, None, point)
+            written = export_subnetworks(con, store, out_dir, run_id, point)
+    except LangspecError as error:
+        _fail(error)
+    if not written:
+        _fail(QueryError(f"run {run_id} has no subnetworks (prune.enabled: false?)"))
+    for path in written:
+        _say(f"wrote {path}")
+    _say("use one: README, section 'Checkpoints in Hugging Face tools'")
+
+
 def _run_sql(store: Path, format: str, run) -> None:
     """Open the store read-only (the parameterless analyses as views), run, print."""
     import duckdb

@@ -54,6 +54,13 @@ class DataSpec(Section):
         "<language>/ saved with datasets' save_to_disk.",
     )
     path: str | None = Field(None, description="files only: directory holding <language>/<split>.jsonl or .parquet.")
+    label_names: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Names of the labels 0, 1, ... in order, for the checkpoints' id2label. None: the source's own "
+        "(toy, XNLI: entailment, neutral, contradiction; PAWS-X: not_paraphrase, paraphrase; MARC: 1 star ... "
+        "5 stars; a hub dataset's ClassLabel names where it has them; files: the label ids).",
+    )
 
     @field_validator("languages")
     @classmethod

@@ -17,15 +17,16 @@ from typer.testing import CliRunner
 from langspec.cli import app
 
 runner = CliRunner()
-# The whole study on two toy languages: every stage and TracIn variant, a few seconds in-process.
+# The whole study on two toy languages, every stage and TracIn variant, ~10 s in-process; trained
+# enough that pruning masks most heads and a masked model predicts differently.
 STUDY = """\
     name: everyday
-    data: {source: toy, languages: [ka, la], train_per_language: 60, validation_per_language: 20,
-           test_per_language: 20, seed: 0}
-    model: {tiny: {layers: 2, heads: 2, hidden: 16, intermediate: 32, vocab_size: 200}}
+    data: {source: toy, languages: [ka, la], train_per_language: 300, validation_per_language: 40,
+           test_per_language: 40, seed: 0}
+    model: {tiny: {layers: 2, heads: 4, hidden: 32, intermediate: 64, vocab_size: 300}}
     seeds: [0]
-    finetune: {epochs: 2, lr: 1.0e-3, batch_size: 16, max_length: 32}
-    prune: {enabled: true}
+    finetune: {epochs: 4, lr: 2.0e-3, batch_size: 16, max_length: 32}
+    prune: {enabled: true, batch_size: 5}
     sparse_finetune: {enabled: true}
     tracin: {enabled: true, train_per_language: 10, test_per_language: 3}
     analysis: {top_k: 5}
@@ -140,3 +141,77 @@ def test_report_keeps_one_report_per_run(study):
     second = invoke("report", "--store", store)
     assert f"report of run 2: {store / 'report' / 'run-2' / 'index.html'}" in second.output
     assert page.is_file() and "run 1</h1>" in page.read_text()  # run 1's report is still there
+
+
+# --- checkpoints in Hugging Face tools ----------------------------------------------------------
+
+
+def store_rows(store: Path, sql: str) -> list[dict]:
+    return json.loads(invoke("query", sql, "--store", store, "--format", "json").output)
+
+
+def held_out_examples(store: Path, language: str) -> list[dict]:
+    return store_rows(store, f"SELECT text_a, text_b, label FROM examples WHERE split = 'test' AND language = '{language}' ORDER BY example_id")
+
+
+def stored_accuracy(store: Path, variant: str, language: str) -> float:
+    [row] = store_rows(store, f"SELECT value FROM final_metrics WHERE variant = '{variant}' AND language = '{language}' AND split = 'test'")
+    return row["value"]
+
+
+def pipeline_accuracy(classify, examples: list[dict]) -> tuple[float, list[str]]:
+    predicted = [p["label"] for p in classify([{"text": e["text_a"], "text_pair": e["text_b"]} for e in examples])]
+    label2id = classify.model.config.label2id
+    return sum(label2id[p] == e["label"] for p, e in zip(predicted, examples)) / len(examples), predicted
+
+
+def test_a_checkpoint_classifies_in_a_plain_pipeline(study):
+    from transformers import pipeline
+
+    store = study["store"]
+    [last] = store_rows(store, "SELECT path FROM checkpoints WHERE variant = 'full' ORDER BY epoch DESC LIMIT 1")
+    classify = pipeline("text-classification", model=str(store / last["path"]))
+    assert classify.model.config.id2label == {0: "entailment", 1: "neutral", 2: "contradiction"}
+    assert classify.tokenizer.model_max_length == 32  # finetune.max_length
+    first = held_out_examples(store, "ka")[0]
+    answer = classify({"text": first["text_a"], "text_pair": first["text_b"]})
+    assert answer["label"] in ("entailment", "neutral", "contradiction") and 0 < answer["score"] <= 1
+    for language in ("ka", "la"):  # the pipeline's predictions are the ones langspec scored
+        accuracy, _ = pipeline_accuracy(classify, held_out_examples(store, language))
+        assert accuracy == pytest.approx(stored_accuracy(store, "full", language), abs=1e-12)
+    # An input longer than the model was trained on is cut at model_max_length when asked to.
+    long = {"text": " ".join([first["text_a"]] * 20), "text_pair": first["text_b"]}
+    assert classify(long, truncation=True)["label"] in classify.model.config.label2id
+
+
+def test_an_exported_subnetwork_reproduces_the_stored_accuracy(study, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    from langspec.subnetwork import apply_head_mask
+
+    store = study["store"]
+    exported = invoke("export", tmp_path / "subnetworks", "--store", store)
+    assert exported.exit_code == 0, exported.output
+    changed = 0
+    for language in ("ka", "la"):
+        document = json.loads((tmp_path / "subnetworks" / "seed-0" / language / "subnetwork.json").read_text())
+        assert len(document["head_mask"]) == 2 and all(len(layer) == 4 for layer in document["head_mask"])
+        assert 0 < sum(map(sum, document["head_mask"])) < 8  # some heads kept, some masked
+        examples = held_out_examples(store, language)
+        for variant in ("subnetwork", "sft"):
+            checkpoint = document["checkpoints"][variant]
+            model = AutoModelForSequenceClassification.from_pretrained(checkpoint)
+            tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+            assert model.config.id2label == {0: "entailment", 1: "neutral", 2: "contradiction"} and tokenizer.model_max_length == 32
+            _, unmasked = pipeline_accuracy(pipeline("text-classification", model=model, tokenizer=tokenizer), examples)
+            apply_head_mask(model, document["head_mask"])
+            accuracy, masked = pipeline_accuracy(pipeline("text-classification", model=model, tokenizer=tokenizer), examples)
+            assert accuracy == pytest.approx(stored_accuracy(store, variant, language), abs=1e-12), (language, variant)
+            assert accuracy == pytest.approx(document["test_accuracy"][variant], abs=1e-12)
+            changed += masked != unmasked
+    assert changed  # the mask matters: without it some predictions differ
+    # A masked model saves as an ordinary checkpoint that a plain pipeline runs as the subnetwork.
+    model.save_pretrained(tmp_path / "la-sft")
+    tokenizer.save_pretrained(tmp_path / "la-sft")
+    saved, _ = pipeline_accuracy(pipeline("text-classification", model=str(tmp_path / "la-sft")), examples)
+    assert saved == pytest.approx(stored_accuracy(store, "sft", "la"), abs=1e-12)
