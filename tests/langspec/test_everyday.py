@@ -62,7 +62,7 @@ def test_version_names_every_package():
     assert result.output.splitlines() == [f"{p} {metadata.version(p)}" for p in ("langspec", "torch", "transformers", "ray", "duckdb")]
 
 
-@pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["run"], ["query"], ["analyze"], ["report"], ["status"]])
+@pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["run"], ["query"], ["analyze"], ["report"], ["status"], ["export"], ["schema"]])
 def test_help_has_no_type_placeholders(command):
     result = invoke(*command, "--help")
     assert result.exit_code == 0
@@ -71,6 +71,13 @@ def test_help_has_no_type_placeholders(command):
     if not command:  # a command's summary is its first sentence, whole
         assert "Run one of the study's analyses; without NAME, list them." in " ".join(result.output.split())
         assert "run_id defaults" not in result.output
+
+
+def test_validate_shows_a_value_error_next_to_an_unknown_key(spec_file):
+    path = spec_file("name: t\nmodel: {tiny: {layers: 2}}\n")
+    result = invoke("validate", path, "--set", "finetune.lrr=1", "--set", "finetune.lr=abc")
+    assert result.exit_code == 2 and "2 problems" in result.output
+    assert "unknown field 'lrr'; did you mean 'lr'?" in result.output and "'abc'" in result.output
 
 
 def test_piped_tables_and_messages_are_never_wrapped_or_cut(study, tmp_path):
@@ -141,6 +148,9 @@ def test_report_keeps_one_report_per_run(study):
     second = invoke("report", "--store", store)
     assert f"report of run 2: {store / 'report' / 'run-2' / 'index.html'}" in second.output
     assert page.is_file() and "run 1</h1>" in page.read_text()  # run 1's report is still there
+    from langspec.report import report_dir
+
+    assert report_dir(store, 4, "prune.threshold=0.9") == store / "report" / "run-4" / "prune.threshold=0.9"
 
 
 # --- checkpoints in Hugging Face tools ----------------------------------------------------------
