@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from runners.tables import write_arrow
-from store.db import StoreWriter, artifact_dir
+from store.artifacts import seal, task_dir
+from store.db import StoreWriter
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     test_ids = np.array([f"ka-test-{i:06d}" for i in range(args.test)], dtype=object)
     with tempfile.TemporaryDirectory() as root:
         key = "0" * 64
-        workdir = artifact_dir(Path(root), key)
+        workdir = task_dir(Path(root), key)
         started = time.perf_counter()
         write_arrow(workdir, "influence", pa.table({
             "seed": pa.repeat(pa.scalar(0, pa.int32()), rows),
@@ -39,6 +40,7 @@ def main() -> None:
             "train_id": pa.array(np.tile(train_ids, args.test * args.checkpoints), type=pa.string()),
             "score": np.random.default_rng(0).standard_normal(rows, dtype=np.float32),
         }))
+        seal(workdir, {})
         written = time.perf_counter() - started
         writer = StoreWriter(Path(root))
         started = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -137,15 +138,24 @@ def run(
 
     if executor not in ("ray", "local"):
         _fail(UsageError(f"--executor must be ray or local, not {executor!r}"))
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop ends the run as Ctrl-C does
     try:
         loaded = _load(spec, set_)
         graph = compile_spec(loaded)
         result = execute(graph, loaded, store, executor=executor, address=address, display=RunDisplay(err))
     except LangspecError as error:
         _fail(error)
+    except KeyboardInterrupt:
+        err.print(escape(f"interrupted: the run is marked interrupted and its workers are stopped; "
+                         f"the same command resumes it ({store})"), highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     _print_run_summary(result, store)
     if result.status != "completed":
         raise typer.Exit(1)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _print_run_summary(result, store: Path) -> None:
@@ -420,3 +430,28 @@ def status(store: StoreOpt = DEFAULT_STORE, runs: Annotated[int, typer.Option(me
                 print_table(tasks, "table")
     except LangspecError as error:
         _fail(error)
+
+
+@app.command()
+def verify(
+    store: StoreOpt = DEFAULT_STORE,
+    repair: Annotated[bool, typer.Option("--repair", help="Set broken results aside for the next run and ingest complete ones.")] = False,
+) -> None:
+    """Check every task directory against its manifest (sizes, sha256) and the database; exit 1 if anything is wrong."""
+    from langspec.verify import verify_store
+
+    try:
+        problems = verify_store(store, repair=repair)
+    except LangspecError as error:
+        _fail(error)
+    if not problems:
+        _say(f"{store}: every task directory matches its manifest and the database")
+        return
+    for problem in problems:
+        action = f" -> {problem.repair}" if repair else ""
+        out.print(escape(f"{problem.kind}: {problem.what}: {problem.detail}{action}"), highlight=False, soft_wrap=True)
+    if repair:
+        out.print(escape(f"{len(problems)} problem(s) repaired; `langspec run SPEC --store {store}` computes what was set aside"), soft_wrap=True)
+    else:
+        out.print(escape(f"{len(problems)} problem(s); `langspec verify --repair --store {store}` repairs them"), soft_wrap=True)
+    raise typer.Exit(1)

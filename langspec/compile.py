@@ -65,6 +65,11 @@ def stage_module(stage: str) -> ModuleType:
     return importlib.import_module(f"runners.{stage}")
 
 
+def stage_tables(stage: str) -> tuple[str, ...]:
+    """The tables a stage hands to the store (its module's TABLES); a task without them is not done."""
+    return tuple(stage_module(stage).TABLES)
+
+
 def task_key(stage: str, version: int, params: BaseModel, inputs: tuple[tuple[str, str], ...]) -> str:
     canonical = json.dumps(
         {"stage": stage, "version": version, "params": params.model_dump(mode="json"), "inputs": sorted(inputs)},

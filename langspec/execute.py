@@ -14,6 +14,8 @@ import os
 import shutil
 import socket
 import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,13 +23,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from langspec.compile import Task, TaskGraph
+from langspec.compile import Task, TaskGraph, stage_tables
 from langspec.errors import PlanError
 from langspec.load import LoadedSpec
 from langspec.preflight import check_hub_access
 from langspec.progress import ProgressFile, RunDisplay
-from runners.context import RESUME_FILE, TaskContext
-from store.db import SUCCESS_FILE, StoreWriter, TaskRecord, artifact_dir, is_complete, package_version
+from runners.context import TaskContext
+from store import artifacts
+from store.db import StoreWriter, TaskRecord, package_version
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,21 @@ class TaskCall:
     store_root: str
     num_cpus: float
     num_gpus: float
+    tables: tuple[str, ...]  # what the stage must hand to the store
+    token: str  # the run's: the attempt commits only while the store's fence holds it
+    driver_pid: int
+    driver_host: str
+
+
+ORPHANED_EXIT = 70  # a worker whose run is gone ends itself with this code
 
 
 def run_task(call: TaskCall, report=None) -> dict:
-    """Run one stage into a temporary directory and rename it into place; `_SUCCESS.json` last.
+    """Run one stage in an attempt directory of its own, then commit it into place; `_SUCCESS.json` last.
 
     Runs in the worker. An error in the stage is returned with its traceback, not raised, so the
-    driver records it the same way under every backend.
+    driver records it the same way under every backend. In a worker process of its own, a watchdog
+    ends the process within seconds once the run that started it is gone.
     """
     import torch
 
@@ -58,45 +69,101 @@ def run_task(call: TaskCall, report=None) -> dict:
     torch.set_num_threads(threads)  # an oversubscribed 2-core machine runs 50x slower
     device = "cuda:0" if call.num_gpus > 0 and torch.cuda.is_available() else "cpu"
     progress = ProgressFile(root, call.key)
-    workdir = partial_dir(root, call.key)
+    progress.write(0, 0, "started")  # the driver now knows the task left the queue
+    module = importlib.import_module(f"runners.{call.stage}")
+    resumable = getattr(module, "RESUMABLE", False)
+    workdir = None
+    watchdog = None
     try:
-        module = importlib.import_module(f"runners.{call.stage}")
-        # An earlier attempt that died (a killed driver or worker) may have left its work here: a
-        # stage that can resume continues from it, any other starts afresh.
-        if workdir.exists() and not getattr(module, "RESUMABLE", False):
-            shutil.rmtree(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        inputs = {role: artifact_dir(root, key) for role, key in call.inputs.items()}
+        # An attempt that died (a killed driver or worker) may have left state a resumable stage
+        # goes on from; it is taken over only once its owner is provably dead.
+        workdir, _ = artifacts.start_attempt(root, call.key, call.token, resumable)
+        if (os.getpid(), socket.gethostname()) != (call.driver_pid, call.driver_host):
+            watchdog = _Watchdog(root, call, workdir, resumable)
+            watchdog.start()
+        inputs = {role: artifacts.task_dir(root, key) for role, key in call.inputs.items()}
         ctx = TaskContext(device=device, num_cpus=threads, report=report or progress.write)
         summary = module.run(call.params, inputs, workdir, ctx)
+        missing = [t for t in call.tables if not artifacts.table_path(workdir, t).is_file()]
+        if missing:
+            raise RuntimeError(f"stage {call.stage} did not write its table(s) {', '.join(missing)}")
         finished = datetime.now()
-        files = [
-            {"path": str(p.relative_to(workdir)), "bytes": p.stat().st_size}
-            for p in sorted(workdir.rglob("*")) if p.is_file()
-        ]
         manifest = {
-            "key": call.key, "name": call.name, "stage": call.stage, "summary": summary, "files": files,
-            "device": device, "host": socket.gethostname(), "started_at": started.isoformat(),
-            "finished_at": finished.isoformat(), "seconds": (finished - started).total_seconds(),
+            "key": call.key, "name": call.name, "stage": call.stage, "summary": summary,
+            "tables": list(call.tables), "device": device, "host": socket.gethostname(), "pid": os.getpid(),
+            "token": call.token, "started_at": started.isoformat(), "finished_at": finished.isoformat(),
+            "seconds": (finished - started).total_seconds(),
         }
-        (workdir / SUCCESS_FILE).write_text(json.dumps(manifest, indent=1))
-        _move_into_place(workdir, artifact_dir(root, call.key))
+        if watchdog is not None:
+            watchdog.stop()
+        artifacts.commit(workdir, root, call.key, call.token, manifest)
         return {"ok": True, **manifest}
     except Exception as err:
-        shutil.rmtree(workdir, ignore_errors=True)
         finished = datetime.now()
-        error = f"{type(err).__name__}: {err}"
-        if _out_of_memory(err):
-            fields = getattr(sys.modules.get(f"runners.{call.stage}"), "MEMORY_FIELDS", ())
-            error = (f"{call.name} ran out of memory on {device} ({' '.join(error.split())}); it needs less with smaller "
-                     + " or ".join(fields) + (", or a smaller model" if call.stage != "data" else ""))
+        if watchdog is not None:
+            watchdog.stop()
+        if workdir is not None and resumable and artifacts.no_space(err):
+            artifacts.release(workdir)  # the next run resumes from the last finished epoch
+        elif workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
         return {
-            "ok": False, "error": error, "traceback": traceback.format_exc(),
+            "ok": False, "error": _error_text(call, err, device), "traceback": _traceback_below(err),
             "device": device, "started_at": started.isoformat(), "finished_at": finished.isoformat(),
             "seconds": (finished - started).total_seconds(),
         }
+    except BaseException:  # an interrupt: what a resumable stage finished stays for the next run
+        if workdir is not None:
+            artifacts.release(workdir) if resumable else shutil.rmtree(workdir, ignore_errors=True)
+        raise
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         progress.remove()
+
+
+class _Watchdog(threading.Thread):
+    """Ends a worker process whose run is gone: its driver died, or another run owns the store.
+
+    Ray workers have their own process group, so they outlive a driver killed with its group; left
+    alone they would go on writing. Also keeps the attempt's heartbeat."""
+
+    def __init__(self, root: Path, call: TaskCall, attempt: Path, resumable: bool, period: float = 1.0):
+        super().__init__(name=f"langspec-watchdog-{call.key[:8]}", daemon=True)
+        self._root, self._call, self._attempt, self._resumable = root, call, attempt, resumable
+        self._period = period
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        local = self._call.driver_host == socket.gethostname()
+        while not self._stopped.wait(self._period):
+            artifacts.heartbeat(self._attempt)
+            token = artifacts.fence_token(self._root)
+            if (token and token != self._call.token) or (local and not artifacts.pid_alive(self._call.driver_pid)):
+                if not self._resumable:  # nothing here is worth keeping; a resumable state is taken over
+                    shutil.rmtree(self._attempt, ignore_errors=True)
+                os._exit(ORPHANED_EXIT)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def _error_text(call: TaskCall, err: BaseException, device: str) -> str:
+    error = f"{type(err).__name__}: {err}"
+    if _out_of_memory(err):
+        fields = getattr(sys.modules.get(f"runners.{call.stage}"), "MEMORY_FIELDS", ())
+        return (f"{call.name} ran out of memory on {device} ({' '.join(error.split())}); it needs less with smaller "
+                + " or ".join(fields) + (", or a smaller model" if call.stage != "data" else ""))
+    if artifacts.no_space(err):
+        where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
+        return (f"{call.name}: no space left on the device{where}; free space on the store's disk ({call.store_root}), "
+                "then run again: finished tasks are kept and fine-tuning resumes from its last finished epoch")
+    return error
+
+
+def _traceback_below(err: BaseException) -> str:
+    """The traceback without its last line, which repeats the error the record already holds."""
+    lines = traceback.format_exception(err)
+    return "".join(lines[:-1]).rstrip()
 
 
 def _out_of_memory(err: BaseException) -> bool:
@@ -105,31 +172,6 @@ def _out_of_memory(err: BaseException) -> bool:
 
     text = str(err)
     return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text or "out of memory" in text
-
-
-def partial_dir(root: Path, key: str) -> Path:
-    """Where a task works until it is complete: one place per key, so a retry can find it."""
-    return root / "tasks" / f".tmp-{key}"
-
-
-def _clean_leftovers(root: Path) -> None:
-    """Progress files and partial directories of attempts that died with an earlier driver; a
-    partial directory that a stage can resume from (it holds RESUME_FILE) is kept. Runs under the
-    store's lock, so no other run is using them."""
-    tasks = root / "tasks"
-    shutil.rmtree(tasks / ".progress", ignore_errors=True)
-    for partial in tasks.glob(".tmp-*"):
-        if not (partial / RESUME_FILE).is_file():
-            shutil.rmtree(partial, ignore_errors=True)
-
-
-def _move_into_place(workdir: Path, final: Path) -> None:
-    if final.exists():  # an earlier attempt left an incomplete directory, or a twin finished first
-        if (final / SUCCESS_FILE).is_file():
-            shutil.rmtree(workdir)
-            return
-        shutil.rmtree(final)
-    os.rename(workdir, final)
 
 
 # --- backends ---------------------------------------------------------------------------------
@@ -144,10 +186,10 @@ class LocalBackend:
         self._queue: list[TaskCall] = []
         self._display = display
 
-    def gpus(self) -> float:
+    def check_fits(self, pending: list[Task]) -> None:
         import torch
 
-        return torch.cuda.device_count()
+        _check_gpus(pending, torch.cuda.device_count(), "this machine")
 
     def submit(self, call: TaskCall, max_retries: int = 0) -> None:
         self._queue.append(call)  # nothing to retry: a crash here ends the driver too
@@ -156,8 +198,11 @@ class LocalBackend:
         call = self._queue.pop(0)
         return [(call.key, run_task(call, report=self._display.reporter(call.key)))]
 
-    def close(self) -> None:
+    def close(self, interrupted: bool = False) -> None:
         pass
+
+
+PENDING_REPORT_S = 30.0  # a task still queued after this long is reported with what it waits for
 
 
 class RayBackend:
@@ -165,7 +210,7 @@ class RayBackend:
 
     name = "ray"
 
-    def __init__(self, root: Path, display: RunDisplay, address: str | None = None, max_retries: int = 1):
+    def __init__(self, root: Path, display: RunDisplay, address: str | None = None):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray >= 2.59 otherwise writes an auth token
         import ray
 
@@ -183,14 +228,26 @@ class RayBackend:
                 )
             self._owned = True
         self._remote = ray.remote(run_task)
-        self._pending: dict = {}  # ObjectRef -> task key
+        self._pending: dict = {}  # ObjectRef -> (task call, submitted at)
+        self._reported: set[str] = set()
 
-    def gpus(self) -> float:
-        return self._ray.cluster_resources().get("GPU", 0)
+    def check_fits(self, pending: list[Task]) -> None:
+        """Every task's request fits on at least one live node; otherwise Ray would queue it forever."""
+        nodes = [node["Resources"] for node in self._ray.nodes() if node.get("Alive")]
+        _check_gpus(pending, max((node.get("GPU", 0) for node in nodes), default=0), "the largest node of the Ray cluster")
+        for task in pending:
+            request = _request(task)
+            if not any(all(node.get(name, 0) >= amount for name, amount in request.items()) for node in nodes):
+                largest = max(nodes, key=lambda node: (node.get("CPU", 0), node.get("GPU", 0)), default={})
+                raise PlanError(
+                    f"stage {task.stage} asks for {_describe(request)} per task, but no node of the Ray cluster has that: "
+                    f"the largest of its {len(nodes)} node(s) has {_describe({k: largest.get(k, 0) for k in request})}; "
+                    f"lower resources.{task.stage}.num_cpus (or num_gpus) in the spec, or add a bigger node"
+                )
 
     def submit(self, call: TaskCall, max_retries: int = 1) -> None:
         options = {"num_cpus": call.num_cpus, "num_gpus": call.num_gpus, "max_retries": max_retries}
-        self._pending[self._remote.options(**options).remote(call)] = call.key
+        self._pending[self._remote.options(**options).remote(call)] = (call, time.monotonic())
 
     def wait(self) -> list[tuple[str, dict]]:
         while True:
@@ -198,18 +255,66 @@ class RayBackend:
             self._display.poll_files(self._root)
             if ready:
                 break
+            self._report_queued()
         results = []
         for ref in ready:
-            key = self._pending.pop(ref)
+            call, _ = self._pending.pop(ref)
             try:
-                results.append((key, self._ray.get(ref)))
+                results.append((call.key, self._ray.get(ref)))
             except self._ray.exceptions.RayError as err:  # the worker died, retries used up
-                results.append((key, {"ok": False, "error": f"{type(err).__name__}: {err}", "traceback": str(err)}))
+                error = f"{type(err).__name__}: {err}".rstrip() + f"\nRay's logs: {self._logs()}"
+                results.append((call.key, {"ok": False, "error": error, "traceback": ""}))
         return results
 
-    def close(self) -> None:
+    def _report_queued(self) -> None:
+        """Say what a task that has not started after PENDING_REPORT_S waits for: never a silent wait."""
+        now = time.monotonic()
+        for call, submitted in self._pending.values():
+            if call.key in self._reported or now - submitted < PENDING_REPORT_S:
+                continue
+            if artifacts.progress_path(self._root, call.key).is_file():
+                continue
+            self._reported.add(call.key)
+            free = self._ray.available_resources()
+            self._display.note(
+                f"{call.name} has waited {now - submitted:.0f} s for a node with {call.num_cpus:g} CPU(s) and "
+                f"{call.num_gpus:g} GPU(s); free in the cluster now: {free.get('CPU', 0):g} CPU(s), {free.get('GPU', 0):g} GPU(s)"
+            )
+
+    def _logs(self) -> str:
+        try:
+            session = self._ray._private.worker._global_node.get_session_dir_path()
+            return f"{Path(session).resolve() / 'logs'} (raylet.out, worker-*.err)"
+        except Exception:  # a client connection has no local session
+            return "session_latest/logs/raylet.out under the head node's Ray temp dir"
+
+    def close(self, interrupted: bool = False) -> None:
+        if interrupted:  # tasks already running on a cluster that stays up must stop too
+            for ref in self._pending:
+                self._ray.cancel(ref, force=True)
         if self._owned:
             self._ray.shutdown()
+
+
+def _request(task: Task) -> dict[str, float]:
+    request = {"CPU": task.resources.num_cpus}
+    if task.resources.num_gpus:
+        request["GPU"] = task.resources.num_gpus
+    return request
+
+
+def _describe(resources: dict[str, float]) -> str:
+    return ", ".join(f"{amount:g} {name}" + ("s" if name in ("CPU", "GPU") and amount != 1 else "") for name, amount in resources.items())
+
+
+def _check_gpus(pending: list[Task], available: float, where: str) -> None:
+    needed = max((task.resources.num_gpus for task in pending), default=0)
+    if needed > available:
+        stages = sorted({task.stage for task in pending if task.resources.num_gpus > available})
+        raise PlanError(
+            f"stage(s) {', '.join(stages)} ask for {needed:g} GPU(s) per task, but {where} has {available:g}; "
+            "set resources.<stage>.num_gpus: 0 to run on CPU, or join a cluster with GPUs via --address"
+        )
 
 
 def _ray_temp_dir(root: Path) -> str:
@@ -245,40 +350,52 @@ def execute(
 ) -> RunResult:
     display = display or RunDisplay(quiet=True)
     root = Path(root).absolute()  # workers, on this node or another, find the store by this path
-    pending = [task for task in graph.tasks if not is_complete(root, task.key)]
+    pending = [task for task in graph.tasks if not artifacts.is_complete(root, task.key, stage_tables(task.stage))]
     check_hub_access(pending)  # before the store is touched: a run that cannot start writes nothing
     with StoreWriter(root) as writer:
-        _clean_leftovers(root)
-        # Start the backend (and check its GPUs) before the run is recorded: a spec that cannot
-        # run here writes nothing. A fully cached run starts no Ray at all.
+        # Start the backend (and check that every task fits on a node) before the run is recorded:
+        # a spec that cannot run here writes nothing. A fully cached run starts no Ray at all.
         backend = _start_backend(pending, root, executor, address, display) if pending else None
+        token = artifacts.new_token()
+        artifacts.set_fence(root, token)  # from here on, no attempt of an earlier run can commit
+        artifacts.clean_attempts(root, lambda key: artifacts.is_complete(root, key))
         run_id = writer.begin_run(
             spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_text=loaded.text,
             overrides=list(loaded.overrides), spec_json=loaded.spec.model_dump_json(), spec_hash=loaded.spec_hash, git_commit=_git_commit(),
             versions=_versions(), host=socket.gethostname(), executor=executor, points=graph.points,
         )
+        interrupted = True
         try:
-            result = _drive(graph, root, writer, run_id, backend, display)
+            result = _drive(graph, root, writer, run_id, backend, display, token)
+            interrupted = False
         except BaseException:
             writer.finish_run(run_id, "interrupted")
             raise
         finally:
             display.stop()
             if backend is not None:
-                backend.close()
+                backend.close(interrupted)
         writer.finish_run(run_id, result.status)
+        artifacts.clean_attempts(root, lambda key: artifacts.is_complete(root, key))
         return result
 
 
-def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backend, display: RunDisplay) -> RunResult:
+def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backend, display: RunDisplay, token: str) -> RunResult:
     result = RunResult(run_id, "completed")
     state: dict[str, str] = {}  # key -> cached | ran | failed | skipped | submitted
+    why: dict[str, str] = {}  # key -> why it runs
     for task in graph.tasks:
-        if is_complete(root, task.key):
+        problem = artifacts.check_complete(root, task.key, stage_tables(task.stage))
+        if problem is None:
             if not writer.is_ingested(task.key):
-                writer.ingest(task.key, task.stage, task.name)
+                writer.ingest(task.key, task.stage, task.name, stage_tables(task.stage))
             _record(writer, result, task, "cached", "a result with this key exists")
             state[task.key] = "cached"
+        elif problem != "no result":  # damaged: never used, never counted as done
+            display.note(f"task {task.name}: {problem}, running it again")
+            artifacts.discard(root, task.key)
+            writer.forget(task.key)
+            why[task.key] = f"its result was damaged ({problem})"
     display.start(graph, done=len(state))
     while len(state) < len(graph.tasks) or "submitted" in state.values():
         for task in graph.tasks:  # topological order: a task's inputs are decided before it
@@ -290,13 +407,13 @@ def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backe
                 state[task.key] = "skipped"
                 display.finish(task, "skipped")
             elif all(state.get(key) in ("cached", "ran") for _, key in task.inputs):
-                backend.submit(_call(task, root), max_retries=task.resources.max_retries)
+                backend.submit(_call(task, root, token), max_retries=task.resources.max_retries)
                 state[task.key] = "submitted"
                 display.begin(task)
         if "submitted" in state.values():
             for key, outcome in backend.wait():
                 task = graph[key]
-                state[key] = _finish(writer, result, task, outcome)
+                state[key] = _finish(writer, result, task, outcome, why.get(key, "no result with this key yet"))
                 display.finish(task, state[key], outcome.get("error"))
     if "failed" in state.values():
         result.status = "failed"
@@ -305,34 +422,30 @@ def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backe
 
 def _start_backend(pending: list[Task], root: Path, executor: str, address: str | None, display: RunDisplay):
     backend = RayBackend(root, display, address) if executor == "ray" else LocalBackend(display)
-    needed = max((task.resources.num_gpus for task in pending), default=0)
-    if needed > 0:
-        available = backend.gpus()
-        if available < needed:
-            backend.close()
-            stages = sorted({task.stage for task in pending if task.resources.num_gpus > available})
-            raise PlanError(
-                f"stage(s) {', '.join(stages)} ask for {needed:g} GPU(s) per task, but {backend.name} has {available:g}; "
-                "set resources.<stage>.num_gpus: 0 to run on CPU, or join a cluster with GPUs via --address"
-            )
+    try:
+        backend.check_fits(pending)
+    except BaseException:
+        backend.close()
+        raise
     return backend
 
 
-def _call(task: Task, root: Path) -> TaskCall:
+def _call(task: Task, root: Path, token: str) -> TaskCall:
     return TaskCall(
         key=task.key, name=task.name, stage=task.stage, params=task.params, inputs=dict(task.inputs),
         store_root=str(root), num_cpus=task.resources.num_cpus, num_gpus=task.resources.num_gpus,
+        tables=stage_tables(task.stage), token=token, driver_pid=os.getpid(), driver_host=socket.gethostname(),
     )
 
 
-def _finish(writer: StoreWriter, result: RunResult, task: Task, outcome: dict) -> str:
+def _finish(writer: StoreWriter, result: RunResult, task: Task, outcome: dict, reason: str) -> str:
     timing = {
         "started_at": _parse_time(outcome.get("started_at")), "finished_at": _parse_time(outcome.get("finished_at")),
         "seconds": outcome.get("seconds"), "device": outcome.get("device"),
     }
     if outcome["ok"]:
-        writer.ingest(task.key, task.stage, task.name)
-        _record(writer, result, task, "ran", "no result with this key yet", summary=json.dumps(outcome["summary"]), **timing)
+        writer.ingest(task.key, task.stage, task.name, stage_tables(task.stage))
+        _record(writer, result, task, "ran", reason, summary=json.dumps(outcome["summary"]), **timing)
         return "ran"
     error = f"{outcome['error']}\n{outcome.get('traceback', '')}".strip()
     _record(writer, result, task, "failed", "the task raised an error", error=error, **timing)

@@ -8,9 +8,10 @@ from pathlib import Path
 from rich.markup import escape
 from rich.tree import Tree
 
-from langspec.compile import Task, TaskGraph
+from langspec.compile import Task, TaskGraph, stage_tables
 from langspec.errors import StoreError
-from store.db import connect_read_only, is_complete
+from store import artifacts
+from store.db import connect_read_only
 
 
 def explain(graph: TaskGraph, root: Path) -> dict[str, str]:
@@ -18,8 +19,12 @@ def explain(graph: TaskGraph, root: Path) -> dict[str, str]:
     previous = _previous_params(root)
     reasons: dict[str, str] = {}
     for task in graph.tasks:
-        if is_complete(root, task.key):
+        problem = artifacts.check_complete(root, task.key, stage_tables(task.stage))
+        if problem is None:
             reasons[task.key] = "cached"
+            continue
+        if problem != "no result":
+            reasons[task.key] = f"will run: its result is damaged ({problem})"
             continue
         rerun_inputs = [graph[key].name for _, key in task.inputs if reasons[key] != "cached"]
         if rerun_inputs:

@@ -84,6 +84,11 @@ class RunDisplay:
                 continue
             self._progress.update(bar, completed=state["done"], total=state["total"], note=state["note"])
 
+    def note(self, text: str) -> None:
+        """A line above the bars (a damaged result, a task waiting for resources)."""
+        if not self.quiet:
+            (self._progress.console if self._progress else self.console).print(f"[yellow]note:[/] {escape(text)}", highlight=False)
+
     def finish(self, task, outcome: str, error: str | None = None) -> None:
         if not self._progress:
             return

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 # A stage that can resume (RESUMABLE = True in its module) keeps its state in this file of its
 # working directory while it runs; the executor keeps such a directory for the next attempt.
-RESUME_FILE = "resume.pt"
+from store.artifacts import RESUME_FILE  # noqa: E402,F401
 
 
 def _ignore(done: int, total: int, note: str) -> None:

@@ -18,6 +18,7 @@ from runners import toy
 from runners.context import TaskContext
 
 VERSION = 2  # 2: writes labels.json, the names of the labels that every checkpoint's id2label carries
+TABLES = ("examples",)  # what a task of this stage hands to the store; a task without them is not done
 SPLITS = ("train", "validation", "test")
 EXAMPLES_FILE = "tables/examples.parquet"
 LABELS_FILE = "labels.json"  # {"names": [name of label 0, name of label 1, ...]}

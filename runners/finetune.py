@@ -13,6 +13,7 @@ from runners.data import read_examples, read_label_names
 from runners.tables import write_table
 
 VERSION = 1
+TABLES = ("metrics", "checkpoints")  # what a task of this stage hands to the store; a task without them is not done
 MEMORY_FIELDS = ("finetune.batch_size", "finetune.max_length", "finetune.eval_batch_size")  # what to lower when the task runs out of memory
 RESUMABLE = True  # a fine-tuning that dies continues from its last finished epoch
 EVAL_SPLITS = ("validation", "test")

@@ -19,6 +19,7 @@ from runners.data import read_examples
 from runners.tables import write_table
 
 VERSION = 1
+TABLES = ("subnetworks", "prune_steps", "metrics")  # what a task of this stage hands to the store; a task without them is not done
 MEMORY_FIELDS = ("prune.batch_size", "finetune.max_length")  # what to lower when the task runs out of memory
 EVAL_SPLITS = ("validation", "test")
 

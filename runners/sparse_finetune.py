@@ -18,6 +18,7 @@ from runners.finetune import fine_tune
 from runners.prune import mask_role, read_mask
 
 VERSION = 1
+TABLES = ("metrics", "checkpoints")  # what a task of this stage hands to the store; a task without them is not done
 MEMORY_FIELDS = ("sparse_finetune.batch_size", "finetune.max_length", "finetune.eval_batch_size")  # what to lower when the task runs out of memory
 RESUMABLE = True  # like fine-tuning, it continues from its last finished epoch
 

@@ -27,6 +27,7 @@ from runners.prune import mask_role, read_mask
 from runners.tables import write_arrow
 
 VERSION = 1
+TABLES = ("influence",)  # what a task of this stage hands to the store; a task without them is not done
 MEMORY_FIELDS = ("tracin.batch_size", "tracin.test_block_mb", "tracin.projection_dim", "finetune.max_length")  # what to lower when the task runs out of memory
 PARAM_GROUPS = {"embeddings": "embeddings", "encoder": "encoder", "classifier": None}  # under the base model, or the head
 

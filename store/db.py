@@ -19,6 +19,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from langspec.errors import StoreError
+from store import artifacts
 
 SCHEMA_VERSION = 2
 # How a store of an older version becomes the current one, run after schema.sql has created what is
@@ -35,7 +36,6 @@ MIGRATIONS = {
 }
 DB_FILE = "langspec.duckdb"
 LOCK_FILE = ".lock"
-SUCCESS_FILE = "_SUCCESS.json"
 # Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input.
 TASK_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "influence")
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
@@ -62,19 +62,6 @@ class TaskRecord:
     device: str | None = None
     error: str | None = None
     summary: str | None = None  # JSON
-
-
-def artifact_dir(root: Path, key: str) -> Path:
-    return Path(root) / "tasks" / key
-
-
-def is_complete(root: Path, key: str) -> bool:
-    """A task is done exactly when its `_SUCCESS.json` exists (it is written last, then renamed in)."""
-    return (artifact_dir(root, key) / SUCCESS_FILE).is_file()
-
-
-def read_success(root: Path, key: str) -> dict:
-    return json.loads((artifact_dir(root, key) / SUCCESS_FILE).read_text())
 
 
 def lock_holder(root: Path) -> str:
@@ -108,8 +95,10 @@ class StoreWriter:
         self._lock.flush()
         try:
             self.con = duckdb.connect(str(self.root / DB_FILE), config={"storage_compatibility_version": STORAGE_VERSION})
-        except duckdb.IOException as err:
+        except duckdb.Error as err:
             self._release()
+            if _damaged(err):
+                raise damaged_database(self.root, err) from None
             raise StoreError(f"the store {self.root} is open in another process ({err}); close it and retry") from None
         self._create_schema()
 
@@ -175,10 +164,18 @@ class StoreWriter:
     def is_ingested(self, key: str) -> bool:
         return _first(self.con, "SELECT count(*) FROM results WHERE task_key = $key", key=key)[0] > 0
 
-    def ingest(self, key: str, stage: str, name: str) -> dict[str, int]:
-        """Replace the task's rows in every task table by the Parquet tables it wrote; one transaction."""
-        tables_dir = artifact_dir(self.root, key) / "tables"
-        files = {path.stem: path for path in sorted(tables_dir.glob("*.parquet"))}
+    def ingest(self, key: str, stage: str, name: str, tables: tuple[str, ...] = ()) -> dict[str, int]:
+        """Replace the task's rows in every task table by the Parquet tables its manifest lists; one
+        transaction. `tables`: what its stage declares; a missing one is an error, never absent rows."""
+        manifest = artifacts.read_manifest(self.root, key)
+        if manifest is None:
+            raise StoreError(f"task {name} has no readable {artifacts.SUCCESS_FILE}; `langspec verify --repair` sets it aside")
+        listed = [Path(entry["path"]) for entry in manifest["files"]]
+        files = {path.stem: artifacts.task_dir(self.root, key) / path for path in listed
+                 if path.parent == Path("tables") and path.suffix == ".parquet"}
+        missing = [table for table in tables if table not in files]
+        if missing:
+            raise StoreError(f"task {name} lacks its table(s) {', '.join(missing)}; `langspec verify --repair` sets it aside")
         unknown = set(files) - set(TASK_TABLES)
         if unknown:
             raise StoreError(f"task {name} wrote tables the store does not know: {', '.join(sorted(unknown))}")
@@ -191,10 +188,18 @@ class StoreWriter:
                 counts[table] = self._insert(table, key, path)
             self.con.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, now())", [key, stage, name])
             self.con.execute("COMMIT")
-        except Exception:
+        except BaseException:  # an interrupt too: no half-ingested task
             self.con.execute("ROLLBACK")
             raise
         return counts
+
+    def forget(self, key: str) -> None:
+        """Delete a task's rows from every task table: its result is gone or damaged."""
+        self.con.execute("BEGIN TRANSACTION")
+        for table in TASK_TABLES:
+            self.con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
+        self.con.execute("DELETE FROM results WHERE task_key = ?", [key])
+        self.con.execute("COMMIT")
 
     def _insert(self, table: str, key: str, path: Path) -> int:
         columns = pq.read_schema(path).names
@@ -236,7 +241,9 @@ def connect_read_only(root: str | Path) -> duckdb.DuckDBPyConnection:
         raise StoreError(f"no store at {root}: run `langspec run SPEC --store {root}` first")
     try:
         con = duckdb.connect(str(path), read_only=True)
-    except (duckdb.IOException, duckdb.ConnectionException):  # another process's lock, or this one's writer
+    except duckdb.Error as err:  # damaged, or another process's lock, or this one's writer
+        if _damaged(err):
+            raise damaged_database(Path(root), err) from None
         raise StoreError(
             f"the store {root} is busy: a langspec run (pid {lock_holder(Path(root))}) is writing it; retry when it finishes"
         ) from None
@@ -247,6 +254,21 @@ def connect_read_only(root: str | Path) -> duckdb.DuckDBPyConnection:
                else "read it with the langspec version that wrote it, or use a new --store DIR")
         raise StoreError(f"the store {root} has schema version {found}, this langspec reads version {SCHEMA_VERSION}: {how}")
     return con
+
+
+# What DuckDB says of a truncated or overwritten file (measured with duckdb 2.0).
+DAMAGE_SIGNS = ("could not read enough bytes", "not a valid duckdb database", "corrupt database", "checksum")
+
+
+def _damaged(err: Exception) -> bool:
+    return any(sign in str(err).lower() for sign in DAMAGE_SIGNS)
+
+
+def damaged_database(root: Path, err: Exception) -> StoreError:
+    return StoreError(
+        f"the database {Path(root) / DB_FILE} is damaged ({' '.join(str(err).split())[:200]}); "
+        f"`langspec verify --repair --store {root}` rebuilds it from the task directories (results are kept, the run history is not)"
+    )
 
 
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:

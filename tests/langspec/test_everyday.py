@@ -62,7 +62,7 @@ def test_version_names_every_package():
     assert result.output.splitlines() == [f"{p} {metadata.version(p)}" for p in ("langspec", "torch", "transformers", "ray", "duckdb")]
 
 
-@pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["run"], ["query"], ["analyze"], ["report"], ["status"], ["export"], ["schema"]])
+@pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["run"], ["query"], ["analyze"], ["report"], ["status"], ["export"], ["schema"], ["verify"]])
 def test_help_has_no_type_placeholders(command):
     result = invoke(*command, "--help")
     assert result.exit_code == 0

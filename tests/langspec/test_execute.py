@@ -11,7 +11,8 @@ from langspec.errors import PlanError
 from langspec.execute import execute
 from langspec.load import load_spec
 from runners import toy
-from store.db import connect_read_only, is_complete
+from store.artifacts import is_complete
+from store.db import connect_read_only
 
 FILES_SPEC = """\
     name: branches
@@ -95,7 +96,7 @@ def test_a_failed_task_skips_only_its_dependents(executor, tmp_path, spec_file, 
 
 def test_too_few_gpus_is_an_error_before_anything_runs(small_spec, tmp_path):
     loaded = load_spec(small_spec, ["resources.finetune={num_gpus: 1}"])
-    with pytest.raises(PlanError, match=r"finetune ask for 1 GPU\(s\) per task, but local has 0"):
+    with pytest.raises(PlanError, match=r"finetune ask for 1 GPU\(s\) per task, but this machine has 0"):
         execute(compile_spec(loaded), loaded, tmp_path / "store", executor="local")
     assert query(tmp_path / "store", "SELECT count(*) FROM runs") == [(0,)]
     assert list((tmp_path / "store" / "tasks").iterdir()) == []

@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import load_file
 
 from langspec.compile import compile_spec
-from langspec.execute import execute, partial_dir
+from langspec.execute import execute
 from langspec.load import load_spec
 from runners.context import RESUME_FILE
-from store.db import is_complete
+from store.artifacts import attempts_dir, is_complete
 
 SPEC = """\
     name: kill
@@ -42,6 +42,11 @@ def wait_for(condition, timeout=180.0, what="condition"):
         time.sleep(0.02)
 
 
+def resume_state(store, key):
+    """Whether an attempt at the task has finished an epoch (holds resumable state)."""
+    return any(attempts_dir(store).glob(f"{key}.*/{RESUME_FILE}"))
+
+
 def final_weights(root, key, epochs=4):
     return load_file(root / "tasks" / key / "checkpoints" / f"epoch-{epochs}" / "model.safetensors")
 
@@ -57,7 +62,7 @@ def test_a_killed_driver_loses_nothing_and_the_rerun_resumes(spec_file, tmp_path
     try:
         # Kill once seed 0 is done and seed 1 has finished at least one epoch, but not all.
         wait_for(lambda: is_complete(store, keys["finetune[seed=0]"])
-                 and (partial_dir(store, keys["finetune[seed=1]"]) / RESUME_FILE).is_file(), what="seed 1's first epoch")
+                 and resume_state(store, keys["finetune[seed=1]"]), what="seed 1's first epoch")
         assert driver.poll() is None, (tmp_path / "driver.log").read_text()
         os.kill(driver.pid, signal.SIGKILL)
     finally:
@@ -78,7 +83,7 @@ def test_a_killed_driver_loses_nothing_and_the_rerun_resumes(spec_file, tmp_path
         assert con.sql("SELECT count(*), count(DISTINCT task_key) FROM results").fetchall() == [(3, 3)]
         orphans = con.sql("SELECT count(*) FROM checkpoints WHERE task_key NOT IN (SELECT task_key FROM results)").fetchall()
         assert orphans == [(0,)]
-    assert not list((store / "tasks").glob(".tmp-*"))
+    assert not list(attempts_dir(store).iterdir())
 
     # The same study without the kill ends with the same weights, bit for bit.
     clean = tmp_path / "clean"
@@ -98,7 +103,7 @@ def test_a_killed_ray_worker_is_retried_and_the_run_completes(spec_file, tmp_pat
     runner = threading.Thread(target=lambda: outcome.update(result=execute(graph, loaded, store, executor="ray")))
     runner.start()
     progress = store / "tasks" / ".progress" / f"{key}.json"
-    wait_for(lambda: (partial_dir(store, key) / RESUME_FILE).is_file() and progress.is_file(), what="the first epoch")
+    wait_for(lambda: resume_state(store, key) and progress.is_file(), what="the first epoch")
     worker = json.loads(progress.read_text())["pid"]
     assert worker != os.getpid()
     os.kill(worker, signal.SIGKILL)

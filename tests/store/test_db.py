@@ -11,13 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from langspec.errors import StoreError
-from store.db import DB_FILE, SCHEMA_VERSION, StoreWriter, TaskRecord, artifact_dir, connect_read_only
+from store.artifacts import seal, task_dir
+from store.db import DB_FILE, SCHEMA_VERSION, StoreWriter, TaskRecord, connect_read_only
 
 KEY = "k" * 64
 
 
 def write_task_tables(root, key=KEY, n=5):
-    tables = artifact_dir(root, key) / "tables"
+    tables = task_dir(root, key) / "tables"
     tables.mkdir(parents=True)
     metrics = pa.table({
         "seed": pa.array([0] * n, pa.int32()), "variant": ["full"] * n, "language": [f"l{i}" for i in range(n)],
@@ -28,6 +29,7 @@ def write_task_tables(root, key=KEY, n=5):
     checkpoints = pa.table({"seed": [0], "variant": ["full"], "epoch": [1], "step": [10], "learning_rate": [1e-3],
                             "path": ["checkpoints/epoch-1"]})
     pq.write_table(checkpoints, tables / "checkpoints.parquet")
+    seal(task_dir(root, key), {})
 
 
 def rows(root, sql):
@@ -62,7 +64,8 @@ def test_ingest_replaces_only_that_tasks_rows(tmp_path):
 
 def test_failed_ingest_leaves_no_rows(tmp_path):
     write_task_tables(tmp_path)
-    pq.write_table(pa.table({"nonsense_column": [1]}), artifact_dir(tmp_path, KEY) / "tables" / "prune_steps.parquet")
+    pq.write_table(pa.table({"nonsense_column": [1]}), task_dir(tmp_path, KEY) / "tables" / "prune_steps.parquet")
+    seal(task_dir(tmp_path, KEY), {})
     with StoreWriter(tmp_path) as writer:
         with pytest.raises(duckdb.Error):
             writer.ingest(KEY, "finetune", "a")
@@ -72,7 +75,8 @@ def test_failed_ingest_leaves_no_rows(tmp_path):
 
 def test_unknown_table_is_refused(tmp_path):
     write_task_tables(tmp_path)
-    pq.write_table(pa.table({"x": [1]}), artifact_dir(tmp_path, KEY) / "tables" / "runs.parquet")
+    pq.write_table(pa.table({"x": [1]}), task_dir(tmp_path, KEY) / "tables" / "runs.parquet")
+    seal(task_dir(tmp_path, KEY), {})
     with StoreWriter(tmp_path) as writer, pytest.raises(StoreError, match="tables the store does not know: runs"):
         writer.ingest(KEY, "finetune", "a")
 
@@ -174,3 +178,35 @@ def test_meta_and_interrupted_runs(tmp_path):
     meta = dict(rows(tmp_path, "SELECT key, value FROM meta"))
     assert meta["schema_version"] == str(SCHEMA_VERSION) and meta["duckdb_version"] == duckdb.__version__
     assert json.loads(rows(tmp_path, "SELECT versions FROM runs WHERE run_id = 1")[0][0]) == {"duckdb": duckdb.__version__}
+
+
+def test_an_attempt_of_a_fenced_out_run_cannot_commit(tmp_path):
+    from store import artifacts
+
+    old, new = artifacts.new_token(), artifacts.new_token()
+    artifacts.set_fence(tmp_path, old)
+    attempt, resumed = artifacts.start_attempt(tmp_path, KEY, old, resumable=False)
+    (attempt / "tables").mkdir()
+    (attempt / "tables" / "metrics.parquet").write_bytes(b"x")
+    artifacts.set_fence(tmp_path, new)  # a new run owns the store
+    with pytest.raises(artifacts.FencedOut):
+        artifacts.commit(attempt, tmp_path, KEY, old, {"tables": ["metrics"]})
+    assert not artifacts.task_dir(tmp_path, KEY).exists() and not resumed
+    artifacts.set_fence(tmp_path, old)
+    assert artifacts.commit(attempt, tmp_path, KEY, old, {"tables": ["metrics"]})
+    assert artifacts.is_complete(tmp_path, KEY, ("metrics",))
+
+
+def test_a_commit_never_replaces_a_complete_result(tmp_path):
+    from store import artifacts
+
+    token = artifacts.new_token()
+    artifacts.set_fence(tmp_path, token)
+    results = []
+    for content in (b"first", b"second"):
+        attempt, _ = artifacts.start_attempt(tmp_path, KEY, token, resumable=False)
+        (attempt / "result.bin").write_bytes(content)
+        results.append(artifacts.commit(attempt, tmp_path, KEY, token, {}))
+    assert results == [True, False]
+    assert (artifacts.task_dir(tmp_path, KEY) / "result.bin").read_bytes() == b"first"
+    assert list(artifacts.attempts_dir(tmp_path).iterdir()) == []

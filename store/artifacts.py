@@ -1,0 +1,328 @@
+"""The artifact layout of a store, and the rules that keep it safe when processes die.
+
+    <root>/tasks/<key>/                  a complete task: its files, `_SUCCESS.json` last
+    <root>/tasks/.attempts/<key>.<id>/   one attempt at a task while it runs (one per attempt, never shared)
+    <root>/tasks/.progress/<key>.json    a running task's progress
+    <root>/tasks/.fence                  the token of the run that owns the store now
+
+A run writes a fresh token into `.fence` when it starts. An attempt commits (renames its directory
+into place) only while `.fence` still holds its run's token, under a lock on that file, and never
+over a complete directory: a worker left behind by a killed driver can never commit. A task counts
+as complete only when its manifest matches the disk and lists every table its stage declares.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SUCCESS_FILE = "_SUCCESS.json"
+OWNER_FILE = "_OWNER.json"  # in an attempt directory: who works there; its mtime is the heartbeat
+RESUME_FILE = "resume.pt"  # a resumable stage's state; an attempt holding it can be taken over
+HASH_LIMIT = 256 * 1024**2  # files up to this size get a sha256 in the manifest; larger ones a size
+STALE_S = 30.0  # an attempt on another host whose heartbeat is older than this is dead
+
+
+def task_dir(root: Path, key: str) -> Path:
+    return Path(root) / "tasks" / key
+
+
+def tables_dir(root: Path, key: str) -> Path:
+    return task_dir(root, key) / "tables"
+
+
+def table_path(task: Path, table: str) -> Path:
+    """Where a task directory keeps a table for the store."""
+    return Path(task) / "tables" / f"{table}.parquet"
+
+
+def progress_path(root: Path, key: str) -> Path:
+    return Path(root) / "tasks" / ".progress" / f"{key}.json"
+
+
+def attempts_dir(root: Path) -> Path:
+    return Path(root) / "tasks" / ".attempts"
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+# --- the fence ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _fence_locked(root: Path):
+    path = Path(root) / "tasks" / ".fence"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            handle.seek(0)
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def set_fence(root: Path, token: str) -> None:
+    """Make `token`'s run the store's owner: attempts of every earlier run can no longer commit."""
+    with _fence_locked(root) as handle:
+        handle.truncate(0)
+        handle.write(token)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def fence_token(root: Path) -> str:
+    try:
+        return (Path(root) / "tasks" / ".fence").read_text().strip()
+    except OSError:
+        return ""
+
+
+class FencedOut(Exception):
+    """The attempt's run no longer owns the store (its driver died, another run started)."""
+
+
+# --- attempts -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Owner:
+    token: str  # the run's
+    pid: int
+    host: str
+
+    def alive(self, heartbeat: float) -> bool:
+        """False only when provably dead: a gone process on this host, or a silent one elsewhere."""
+        if self.pid < 0:  # released
+            return False
+        if self.host == socket.gethostname():
+            return pid_alive(self.pid)
+        return time.time() - heartbeat < STALE_S
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has finished: nothing will write any more
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def read_owner(attempt: Path) -> tuple[Owner, float] | None:
+    try:
+        path = attempt / OWNER_FILE
+        data = json.loads(path.read_text())
+        if data.get("released"):
+            return Owner(data["token"], -1, data["host"]), 0.0
+        return Owner(data["token"], data["pid"], data["host"]), path.stat().st_mtime
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def is_dead(attempt: Path) -> bool:
+    found = read_owner(attempt)
+    if found is None:  # set aside to be deleted, or its owner died between mkdir and claiming it
+        try:
+            return ".discarded-" in attempt.name or time.time() - attempt.stat().st_mtime > STALE_S
+        except OSError:
+            return True
+    owner, heartbeat = found
+    return not owner.alive(heartbeat)
+
+
+def start_attempt(root: Path, key: str, token: str, resumable: bool) -> tuple[Path, bool]:
+    """A directory of this attempt's own; for a resumable stage, a dead attempt's state taken over.
+
+    Returns (directory, resumed). Taking over is a rename, so two attempts never share one."""
+    base = attempts_dir(root)
+    base.mkdir(parents=True, exist_ok=True)
+    mine = base / f"{key}.{token[:8]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    resumed = False
+    if resumable:
+        candidates = [earlier for earlier in base.glob(f"{key}.*") if (earlier / RESUME_FILE).is_file()]
+        for earlier in sorted(candidates, key=lambda path: _mtime(path / RESUME_FILE), reverse=True):
+            if is_dead(earlier):
+                try:
+                    os.rename(earlier, mine)
+                    resumed = True
+                    break
+                except OSError:  # another attempt took it first
+                    continue
+    mine.mkdir(exist_ok=resumed)
+    (mine / OWNER_FILE).write_text(json.dumps({"token": token, "pid": os.getpid(), "host": socket.gethostname()}))
+    return mine, resumed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def heartbeat(attempt: Path) -> None:
+    try:
+        os.utime(attempt / OWNER_FILE)
+    except OSError:
+        pass
+
+
+def release(attempt: Path) -> None:
+    """Give up an attempt whose process lives on (in-process runs): its state may be taken over."""
+    try:
+        data = json.loads((attempt / OWNER_FILE).read_text())
+        (attempt / OWNER_FILE).write_text(json.dumps({**data, "released": True}))
+    except (OSError, ValueError):
+        pass
+
+
+def clean_attempts(root: Path, complete) -> list[Path]:
+    """Remove attempts whose owner is dead, except resumable state of a task not yet complete.
+
+    complete(key) says whether a task is done. Attempts of live owners (an orphan still stopping)
+    are left alone. Returns what was removed."""
+    removed = []
+    for attempt in sorted(attempts_dir(root).glob("*")):
+        key = attempt.name.split(".", 1)[0]
+        if not is_dead(attempt):
+            continue
+        if (attempt / RESUME_FILE).is_file() and not complete(key):
+            continue
+        shutil.rmtree(attempt, ignore_errors=True)
+        removed.append(attempt)
+    shutil.rmtree(Path(root) / "tasks" / ".progress", ignore_errors=True)
+    return removed
+
+
+# --- the manifest and the commit ------------------------------------------------------------
+
+
+def file_entries(directory: Path) -> list[dict]:
+    """Every file with its size, and its sha256 where that is cheap."""
+    entries = []
+    for path in sorted(directory.rglob("*")):
+        if not path.is_file() or path.name in (SUCCESS_FILE, OWNER_FILE):
+            continue
+        size = path.stat().st_size
+        entries.append({"path": str(path.relative_to(directory)), "bytes": size,
+                        "sha256": _sha256(path) if size <= HASH_LIMIT else None})
+    return entries
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def seal(directory: Path, manifest: dict) -> dict:
+    """Write `_SUCCESS.json`: the manifest's fields plus every file of the directory; returns it."""
+    (directory / OWNER_FILE).unlink(missing_ok=True)
+    manifest = {**manifest, "files": file_entries(directory)}
+    _write_atomic(directory / SUCCESS_FILE, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def commit(attempt: Path, root: Path, key: str, token: str, manifest: dict) -> bool:
+    """Seal the attempt and rename it into place, if this run still owns the store.
+
+    Returns False when a complete directory was already there (a twin finished first); raises
+    FencedOut when another run owns the store."""
+    manifest = seal(attempt, manifest)
+    final = task_dir(root, key)
+    with _fence_locked(root) as fence:
+        if fence.read().strip() != token:
+            raise FencedOut(f"the store {root} belongs to another run now; this attempt's result is discarded")
+        if final.exists():
+            if check_complete(root, key, manifest.get("tables", ())) is None:
+                shutil.rmtree(attempt)
+                return False
+            discard(root, key)  # damaged: the driver set it aside already, or a crash left it half-moved
+        os.rename(attempt, final)
+    return True
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def discard(root: Path, key: str) -> None:
+    """Move a task's directory out of the way (then delete it): it no longer counts as done."""
+    final = task_dir(root, key)
+    trash = attempts_dir(root) / f"{key}.discarded-{uuid.uuid4().hex[:6]}"
+    trash.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(final, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+# --- checking what is on disk ---------------------------------------------------------------
+
+
+def read_manifest(root: Path, key: str) -> dict | None:
+    try:
+        return json.loads((task_dir(root, key) / SUCCESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def check_complete(root: Path, key: str, tables=(), hashes: bool = False) -> str | None:
+    """None if the task is complete; else why not, in words ("file tables/x.parquet is missing").
+
+    Sizes are always compared; contents (sha256) only with hashes=True (`langspec verify`)."""
+    directory = task_dir(root, key)
+    if not directory.is_dir():
+        return "no result"
+    manifest_path = directory / SUCCESS_FILE
+    if not manifest_path.is_file():
+        return f"{SUCCESS_FILE} is missing"
+    manifest = read_manifest(root, key)
+    if manifest is None or not isinstance(manifest.get("files"), list):
+        return f"{SUCCESS_FILE} is damaged"
+    listed = {entry["path"] for entry in manifest["files"]}
+    for table in tables:
+        if f"tables/{table}.parquet" not in listed:
+            return f"table {table} is not in its manifest"
+    for entry in manifest["files"]:
+        path = directory / entry["path"]
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return f"file {entry['path']} is missing"
+        if size != entry["bytes"]:
+            return f"file {entry['path']} has {size} bytes, its manifest says {entry['bytes']}"
+        if hashes and entry.get("sha256") and _sha256(path) != entry["sha256"]:
+            return f"file {entry['path']} does not match its sha256"
+    return None
+
+
+def is_complete(root: Path, key: str, tables=()) -> bool:
+    return check_complete(root, key, tables) is None
+
+
+def no_space(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
