@@ -359,6 +359,10 @@ def _run_sql(store: Path, format: str, run) -> None:
     except LangspecError as error:
         _fail(error)
     except duckdb.Error as error:
+        from store.db import damaged_database, is_damage
+
+        if is_damage(error):
+            _fail(damaged_database(store, error))
         hint = " (the store is read-only here: queries cannot change it)" if "read-only" in str(error) else ""
         _fail(QueryError(f"query failed: {error}{hint}"))
     if table is not None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 from pydantic import BaseModel
 
 from langspec.compile import Task, TaskGraph, stage_tables
@@ -30,7 +31,7 @@ from langspec.preflight import check_hub_access
 from langspec.progress import ProgressFile, RunDisplay
 from runners.context import TaskContext
 from store import artifacts
-from store.db import StoreWriter, TaskRecord, package_version
+from store.db import StoreWriter, TaskRecord, damaged_database, is_damage, package_version
 
 
 @dataclass(frozen=True)
@@ -352,6 +353,16 @@ def execute(
     root = Path(root).absolute()  # workers, on this node or another, find the store by this path
     pending = [task for task in graph.tasks if not artifacts.is_complete(root, task.key, stage_tables(task.stage))]
     check_hub_access(pending)  # before the store is touched: a run that cannot start writes nothing
+    try:
+        return _execute(graph, loaded, root, pending, executor, address, display)
+    except duckdb.Error as err:  # DuckDB reads lazily: a truncated file may open and fail later
+        if is_damage(err):
+            raise damaged_database(root, err) from None
+        raise
+
+
+def _execute(graph: TaskGraph, loaded: LoadedSpec, root: Path, pending: list[Task], executor: str,
+             address: str | None, display: RunDisplay) -> RunResult:
     with StoreWriter(root) as writer:
         # Start the backend (and check that every task fits on a node) before the run is recorded:
         # a spec that cannot run here writes nothing. A fully cached run starts no Ray at all.

@@ -87,7 +87,7 @@ class RunDisplay:
     def note(self, text: str) -> None:
         """A line above the bars (a damaged result, a task waiting for resources)."""
         if not self.quiet:
-            (self._progress.console if self._progress else self.console).print(f"[yellow]note:[/] {escape(text)}", highlight=False)
+            (self._progress.console if self._progress else self.console).print(f"[yellow]note:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
     def finish(self, task, outcome: str, error: str | None = None) -> None:
         if not self._progress:

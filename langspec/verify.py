@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
+
 from langspec.compile import stage_tables
 from langspec.errors import StoreError
 from store import artifacts
-from store.db import DB_FILE, StoreWriter, connect_read_only
+from store.db import DB_FILE, StoreWriter, connect_read_only, damaged_database, is_damage, read_every_block
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,12 @@ def verify_store(root: Path, repair: bool = False) -> list[Problem]:
     problems = []
     try:
         with connect_read_only(root) as con:
+            read_every_block(con)
             ingested = dict(con.sql("SELECT task_key, name FROM results").fetchall())
-    except StoreError as err:
-        if "damaged" not in str(err):
+    except (StoreError, duckdb.Error) as err:
+        if isinstance(err, duckdb.Error) and is_damage(err):
+            err = damaged_database(root, err)
+        elif "damaged" not in str(err):
             raise
         problems.append(Problem("damaged database", str(root / DB_FILE), str(err).split(";")[0],
                                 "set aside as langspec.duckdb.damaged-<time>; a new one is built from the task directories"))

@@ -97,7 +97,7 @@ class StoreWriter:
             self.con = duckdb.connect(str(self.root / DB_FILE), config={"storage_compatibility_version": STORAGE_VERSION})
         except duckdb.Error as err:
             self._release()
-            if _damaged(err):
+            if is_damage(err):
                 raise damaged_database(self.root, err) from None
             raise StoreError(f"the store {self.root} is open in another process ({err}); close it and retry") from None
         self._create_schema()
@@ -242,7 +242,7 @@ def connect_read_only(root: str | Path) -> duckdb.DuckDBPyConnection:
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as err:  # damaged, or another process's lock, or this one's writer
-        if _damaged(err):
+        if is_damage(err):
             raise damaged_database(Path(root), err) from None
         raise StoreError(
             f"the store {root} is busy: a langspec run (pid {lock_holder(Path(root))}) is writing it; retry when it finishes"
@@ -260,8 +260,15 @@ def connect_read_only(root: str | Path) -> duckdb.DuckDBPyConnection:
 DAMAGE_SIGNS = ("could not read enough bytes", "not a valid duckdb database", "corrupt database", "checksum")
 
 
-def _damaged(err: Exception) -> bool:
+def is_damage(err: Exception) -> bool:
     return any(sign in str(err).lower() for sign in DAMAGE_SIGNS)
+
+
+def read_every_block(con: duckdb.DuckDBPyConnection) -> None:
+    """Read every column of every table: DuckDB opens a truncated file and fails only on the
+    blocks that are gone, so this is the check that a whole database is readable."""
+    for (table,) in con.sql("SELECT table_name FROM duckdb_tables() WHERE NOT internal").fetchall():
+        con.sql(f'SELECT bit_xor(hash(COLUMNS(*))) FROM "{table}"').fetchall()
 
 
 def damaged_database(root: Path, err: Exception) -> StoreError:
