@@ -84,13 +84,16 @@ Spec = create_model(
 
 
 def json_schema() -> dict:
-    """The JSON Schema of a spec file, for editors: the Spec model plus `extends:` (a spec that
-    extends a base may leave the base's required fields out)."""
-    schema = Spec.model_json_schema()
+    """The JSON Schema of a spec file, for editors and check-jsonschema: the Spec model plus
+    `extends:`. A file with `name:` and no `extends:` is a whole spec and needs every required
+    field; a spec that extends a base, and a base file (no `name:`, e.g. specs/base/paper.yaml),
+    may leave them out. The schema checks each file's own keys; `langspec validate` checks the merge."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **Spec.model_json_schema()}
     schema["properties"] = {
         "extends": {"type": "string", "title": "Extends",
                     "description": "Path of a base YAML file (relative to this one) whose fields this spec starts from."},
         **schema["properties"],
     }
-    schema["anyOf"] = [{"required": ["extends"]}, {"required": schema.pop("required")}]
+    schema["if"] = {"required": ["name"], "not": {"required": ["extends"]}}
+    schema["then"] = {"required": schema.pop("required")}
     return schema

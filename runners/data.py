@@ -19,13 +19,14 @@ from runners.context import TaskContext
 from runners.errors import DataSourceError
 from runners.stage import Planned, Section, Upstream
 
-VERSION = 1
+VERSION = 2  # 2: writes labels.json, the names of the labels that every checkpoint's id2label carries
 READS = ("data",)
 RESUMABLE = False
 MEMORY_FIELDS = ()  # loading examples needs little memory
 TABLES = ("examples",)
 SPLITS = ("train", "validation", "test")
 EXAMPLES_FILE = "tables/examples.parquet"
+LABELS_FILE = "labels.json"  # {"names": [name of label 0, name of label 1, ...]}
 SCHEMA = pa.schema(
     [
         ("example_id", pa.string()),
@@ -71,6 +72,13 @@ class DataSpec(Section):
         "<language>/ saved with datasets' save_to_disk.",
     )
     path: str | None = Field(None, description="files only: directory holding <language>/<split>.jsonl or .parquet.")
+    label_names: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Names of the labels 0, 1, ... in order, for the checkpoints' id2label. None: the source's own "
+        "(toy, XNLI: entailment, neutral, contradiction; PAWS-X: not_paraphrase, paraphrase; MARC: 1 star ... "
+        "5 stars; a hub dataset's ClassLabel names where it has them; files: the label ids).",
+    )
 
     @field_validator("languages")
     @classmethod
@@ -124,20 +132,69 @@ def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext
         rows = _load_files(Path(data.path), list(data.languages), sizes, data.seed)
     else:
         rows = _load_hub(data.dataset, list(data.languages), sizes, data.seed)
+    names = label_names(data, rows)
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     (workdir / "tables").mkdir(parents=True, exist_ok=True)
     pq.write_table(table, workdir / EXAMPLES_FILE)
+    (workdir / LABELS_FILE).write_text(json.dumps({"names": names}))
     ctx.report(1, 1, f"{table.num_rows} examples")
     counts = {f"{lang}/{split}": 0 for lang in data.languages for split in SPLITS}
     for row in rows:
         counts[f"{row['language']}/{row['split']}"] += 1
-    return {"examples": table.num_rows, "num_labels": int(max(r["label"] for r in rows)) + 1, "counts": counts}
+    return {"examples": table.num_rows, "num_labels": len(names), "labels": names, "counts": counts}
 
 
 def read_examples(data_dir: Path, split: str | None = None, language: str | None = None) -> list[dict]:
     """The examples a data task wrote, optionally of one split and language, in stored order."""
     rows = pq.read_table(data_dir / EXAMPLES_FILE).to_pylist()
     return [r for r in rows if (split is None or r["split"] == split) and (language is None or r["language"] == language)]
+
+
+def read_label_names(data_dir: Path) -> list[str]:
+    """The names of labels 0, 1, ... that a data task wrote."""
+    return json.loads((data_dir / LABELS_FILE).read_text())["names"]
+
+
+# --- label names ------------------------------------------------------------------------------
+
+STARS = ("1 star", "2 stars", "3 stars", "4 stars", "5 stars")  # MARC: stars 1-5 are labels 0-4
+# Each hub layout's label names, for datasets whose label column does not name them itself.
+HUB_LABELS = {
+    "premise/hypothesis": ("entailment", "neutral", "contradiction"),  # XNLI's order
+    "sentence1/sentence2": ("not_paraphrase", "paraphrase"),  # PAWS-X: 1 = paraphrase
+    "review_body/stars": STARS,
+    "text/label": STARS,
+}
+
+
+def label_names(data: DataSpec, rows: list[dict]) -> list[str]:
+    """The names of labels 0, 1, ...: data.label_names, else the source's own; there is one for
+    every label in `rows`."""
+    if data.label_names is not None:
+        names = list(data.label_names)
+    elif data.source == "toy":
+        names = list(toy.LABELS)
+    elif data.source == "hub":
+        names = _hub_label_names(data.dataset, data.languages[0])
+    else:  # files carry label ids only
+        names = [str(label) for label in range(max(r["label"] for r in rows) + 1)]
+    highest = max(r["label"] for r in rows)
+    if highest >= len(names):
+        raise DataSourceError(
+            f"the data has labels 0 to {highest}, but {len(names)} label names ({', '.join(names)}); "
+            "list a name for each label in data.label_names"
+        )
+    return names
+
+
+def _hub_label_names(dataset: str, language: str) -> list[str]:
+    """The names a hub dataset gives its labels (a ClassLabel with words, like XNLI's), else its layout's."""
+    train = _hub_splits(dataset, language)["train"]
+    feature = train.features.get("label")
+    names = getattr(feature, "names", None)
+    if names and not all(name.isdigit() for name in names):  # PAWS-X's ClassLabel names are "0", "1"
+        return list(names)
+    return list(HUB_LABELS[_hub_layout(train.column_names, dataset)])
 
 
 # --- source: files ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runners.context import RESUME_FILE, TaskContext
-from runners.data import read_examples
+from runners.data import read_examples, read_label_names
 from runners.stage import Planned, Section, Upstream
 from runners.tables import write_table
 
@@ -124,8 +124,10 @@ def fine_tune(
     rows = read_examples(data_dir)
     train_rows = [r for r in rows if r["split"] == "train"]
     tokenizer = models.build_tokenizer(model_spec, [t for r in train_rows for t in (r["text_a"], r["text_b"]) if t])
-    num_labels = max(r["label"] for r in rows) + 1
-    model = models.build_model(model_spec, tokenizer, num_labels, config.max_length, seed).to(device)
+    # Saved with every checkpoint: inputs longer than the model was trained on are cut there
+    # (pipeline(..., truncation=True)) instead of running past its position embeddings.
+    tokenizer.model_max_length = config.max_length
+    model = models.build_model(model_spec, tokenizer, read_label_names(data_dir), config.max_length, seed).to(device)
     pad_id = tokenizer.pad_token_id
 
     train = models.encode(tokenizer, train_rows, config.max_length)

@@ -39,6 +39,10 @@ LOCK_FILE = ".lock"
 # Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input.
 TASK_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "influence")
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
+# The oldest storage format that DuckDB clients of every version since 1.1 read (the CLI, DBeaver, R), with
+# everything schema.sql uses. 'v1.0.0' is no older on disk (both are format 64), and 1.0 readers reject the
+# primary keys that duckdb 2.0 writes there. Applies when the file is created; an existing store keeps its format.
+STORAGE_VERSION = "v1.1.0"
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ class StoreWriter:
         self._lock.write(str(os.getpid()))
         self._lock.flush()
         try:
-            self.con = duckdb.connect(str(self.root / DB_FILE))
+            self.con = duckdb.connect(str(self.root / DB_FILE), config={"storage_compatibility_version": STORAGE_VERSION})
         except duckdb.Error as err:
             self._release()
             if is_damage(err):

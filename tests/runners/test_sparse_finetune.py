@@ -10,7 +10,7 @@ import torch
 from runners import data, finetune, prune
 from runners.context import TaskContext
 from runners.finetune import FinetuneSpec, ModelSpec
-from runners.methods import heads, models, training
+from runners.methods import heads, models, toy, training
 
 TINY = ModelSpec(tiny={"layers": 2, "heads": 4, "hidden": 32, "intermediate": 64, "vocab_size": 300})
 
@@ -91,7 +91,7 @@ def test_with_every_head_kept_sft_is_fine_tuning_on_language_pure_batches(study,
     rows = data.read_examples(study.data)
     train_rows = [r for r in rows if r["split"] == "train"]
     tokenizer = models.build_tokenizer(TINY, [t for r in train_rows for t in (r["text_a"], r["text_b"])])
-    model = models.build_model(TINY, tokenizer, 3, config.max_length, 3)
+    model = models.build_model(TINY, tokenizer, toy.LABELS, config.max_length, 3)
     train = models.encode(tokenizer, train_rows, config.max_length)
     orders = training.language_batches(train.languages, config.batch_size, 3, "round_robin")
     for _ in training.train(model, train, orders, epochs=2, lr=config.lr, weight_decay=config.weight_decay,
@@ -123,7 +123,7 @@ def test_heads_no_language_keeps_never_move(study):
     assert nobody and somebody
     rows = data.read_examples(study.data)
     tokenizer = models.build_tokenizer(study.model, [t for r in rows if r["split"] == "train" for t in (r["text_a"], r["text_b"])])
-    initial = models.build_model(study.model, tokenizer, 3, study.max_length, 0)
+    initial = models.build_model(study.model, tokenizer, toy.LABELS, study.max_length, 0)
     final, _ = models.load_checkpoint(study.sft / "checkpoints" / f"epoch-{study.epochs}")
     for name in ("query", "key", "value", "output"):
         for l, h in nobody:
