@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 RAY = str(Path(sys.executable).with_name("ray"))
-BASE = 47000 + os.getpid() % 500 * 40  # ports of our own, away from other runs on this machine
+# Ports of our own, away from other runs on this machine: above Ray's default worker ports
+# (10002-19999), below the usual ephemeral range (32768 and up).
+BASE = 20000 + os.getpid() % 250 * 50
 
 SPEC = """\
     name: cluster
