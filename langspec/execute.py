@@ -97,14 +97,10 @@ def run_task(call: TaskCall, report=None) -> dict:
             "token": call.token, "started_at": started.isoformat(), "finished_at": finished.isoformat(),
             "seconds": (finished - started).total_seconds(),
         }
-        if watchdog is not None:
-            watchdog.stop()
-        artifacts.commit(workdir, root, call.key, call.token, manifest)
+        artifacts.commit(workdir, root, call.key, call.token, manifest)  # FencedOut if the run is gone
         return {"ok": True, **manifest}
     except Exception as err:
         finished = datetime.now()
-        if watchdog is not None:
-            watchdog.stop()
         if workdir is not None and resumable and (artifacts.no_space(err) or artifacts.disk_nearly_full(root)):
             artifacts.release(workdir)  # the next run resumes from the last finished epoch
         elif workdir is not None:
@@ -115,8 +111,10 @@ def run_task(call: TaskCall, report=None) -> dict:
             "seconds": (finished - started).total_seconds(),
         }
     except BaseException:  # an interrupt: what a resumable stage finished stays for the next run
-        if workdir is not None:
-            artifacts.release(workdir) if resumable else shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None and resumable:
+            artifacts.release(workdir)
+        elif workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
         raise
     finally:
         if watchdog is not None:

@@ -10,12 +10,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import duckdb
 import torch
 from safetensors.torch import load_file
 
+from waiting import wait_for
 from langspec.compile import compile_spec
 from langspec.execute import execute
 from langspec.load import load_spec
@@ -34,12 +34,6 @@ SPEC = """\
     resources: {default: {num_cpus: 1}}
 """
 
-
-def wait_for(condition, timeout=180.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def resume_state(store, key):
@@ -93,8 +87,9 @@ def test_a_killed_driver_loses_nothing_and_the_rerun_resumes(spec_file, tmp_path
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
-def test_a_killed_ray_worker_is_retried_and_the_run_completes(spec_file, tmp_path, ray_session):
-    spec = spec_file(SPEC.replace("seeds: [0, 1]", "seeds: [0]"))
+def kill_the_finetune_worker(spec, tmp_path, started):
+    """Run the spec on Ray; SIGKILL the worker of its fine-tuning once started(progress) holds.
+    Returns the run's result and the fine-tuning's key."""
     loaded = load_spec(spec)
     graph = compile_spec(loaded)
     key = next(task.key for task in graph.tasks if task.stage == "finetune")
@@ -103,12 +98,17 @@ def test_a_killed_ray_worker_is_retried_and_the_run_completes(spec_file, tmp_pat
     runner = threading.Thread(target=lambda: outcome.update(result=execute(graph, loaded, store, executor="ray")))
     runner.start()
     progress = store / "tasks" / ".progress" / f"{key}.json"
-    wait_for(lambda: resume_state(store, key) and progress.is_file(), what="the first epoch")
+    wait_for(lambda: progress.is_file() and started(store, key, json.loads(progress.read_text())), what="the fine-tuning")
     worker = json.loads(progress.read_text())["pid"]
     assert worker != os.getpid()
     os.kill(worker, signal.SIGKILL)
     runner.join(timeout=300)
-    result = outcome["result"]
+    return outcome["result"], key
+
+
+def test_a_killed_ray_worker_is_retried_and_the_run_completes(spec_file, tmp_path, ray_session):
+    spec = spec_file(SPEC.replace("seeds: [0, 1]", "seeds: [0]"))
+    result, key = kill_the_finetune_worker(spec, tmp_path, lambda store, key, progress: resume_state(store, key))
     assert result.status == "completed"
     record = result.records[key]
     assert record.outcome == "ran" and json.loads(record.summary)["resumed_from_epoch"] >= 1
@@ -117,18 +117,8 @@ def test_a_killed_ray_worker_is_retried_and_the_run_completes(spec_file, tmp_pat
 def test_a_worker_that_dies_without_retries_names_rays_logs(spec_file, tmp_path, ray_session):
     spec = spec_file(SPEC.replace("seeds: [0, 1]", "seeds: [0]").replace("{default: {num_cpus: 1}}",
                                                                        "{default: {num_cpus: 1, max_retries: 0}}"))
-    loaded = load_spec(spec)
-    graph = compile_spec(loaded)
-    key = next(task.key for task in graph.tasks if task.stage == "finetune")
-    store = tmp_path / "store"
-    outcome = {}
-    runner = threading.Thread(target=lambda: outcome.update(result=execute(graph, loaded, store, executor="ray")))
-    runner.start()
-    progress = store / "tasks" / ".progress" / f"{key}.json"
-    wait_for(lambda: progress.is_file() and json.loads(progress.read_text())["done"] > 0, what="the first steps")
-    os.kill(json.loads(progress.read_text())["pid"], signal.SIGKILL)
-    runner.join(timeout=300)
-    record = outcome["result"].records[key]
+    result, key = kill_the_finetune_worker(spec, tmp_path, lambda store, key, progress: progress["done"] > 0)
+    record = result.records[key]
     assert record.outcome == "failed"
     logs = record.error.split("Ray's logs: ")[1].split(" (")[0]
     assert os.path.isabs(logs) and os.path.isfile(os.path.join(logs, "raylet.out")), record.error

@@ -23,6 +23,7 @@ import duckdb
 import pytest
 
 from contents import duplicate_rows, store_contents
+from waiting import wait_for
 from langspec.compile import compile_spec
 from langspec.execute import ORPHANED_EXIT, _call, execute, run_task
 from langspec.load import load_spec
@@ -41,12 +42,6 @@ SPEC = """\
     resources: {default: {num_cpus: 1}}
 """
 
-
-def wait_for(condition, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 SUBREAPER = Path(__file__).with_name("subreaper.py")
