@@ -17,12 +17,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from store import artifacts
+
 
 class ProgressFile:
     """A task's side: (done, total, note) written atomically, at most a few times a second."""
 
     def __init__(self, root: Path, key: str, interval: float = 0.3):
-        self.path = Path(root) / "tasks" / ".progress" / f"{key}.json"
+        self.path = artifacts.progress_path(root, key)
         self.interval = interval
         self._last = 0.0
 
@@ -77,7 +79,7 @@ class RunDisplay:
         if not self._progress:
             return
         for key, bar in self._bars.items():
-            path = Path(root) / "tasks" / ".progress" / f"{key}.json"
+            path = artifacts.progress_path(root, key)
             try:
                 state = json.loads(path.read_text())
             except (OSError, ValueError):

@@ -19,6 +19,7 @@ from runners.context import TaskContext
 from runners.data import read_examples
 from runners.stage import Planned, Section, Upstream
 from runners.tables import write_table
+from store.artifacts import table_path
 
 VERSION = 1
 READS = ("data", "model", "finetune", "prune")
@@ -93,7 +94,7 @@ def read_mask(prune_dir: Path):
     """A prune task's final mask as an (L, H) float tensor of 0/1."""
     import torch
 
-    rows = pq.read_table(prune_dir / "tables" / "subnetworks.parquet").to_pylist()
+    rows = pq.read_table(table_path(prune_dir, "subnetworks")).to_pylist()
     mask = torch.zeros(max(r["layer"] for r in rows) + 1, max(r["head"] for r in rows) + 1)
     for r in rows:
         mask[r["layer"], r["head"]] = float(r["kept"])
@@ -102,7 +103,7 @@ def read_mask(prune_dir: Path):
 
 def last_checkpoint(finetune_dir: Path) -> tuple[int, Path]:
     """(epoch, directory) of a fine-tuning task's last checkpoint."""
-    rows = pq.read_table(finetune_dir / "tables" / "checkpoints.parquet").to_pylist()
+    rows = pq.read_table(table_path(finetune_dir, "checkpoints")).to_pylist()
     last = max(rows, key=lambda row: row["epoch"])
     return last["epoch"], finetune_dir / last["path"]
 

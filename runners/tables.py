@@ -9,6 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from store.artifacts import table_path
+
 SCHEMAS = {
     "metrics": pa.schema(
         [("seed", pa.int32()), ("variant", pa.string()), ("language", pa.string()), ("split", pa.string()),
@@ -39,7 +41,7 @@ def write_table(workdir: Path, name: str, rows: list[dict]) -> Path:
 
 def write_arrow(workdir: Path, name: str, table: pa.Table) -> Path:
     """Write a table given as columns (large tables: influence), checked against its schema."""
-    path = workdir / "tables" / f"{name}.parquet"
+    path = table_path(workdir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table.cast(SCHEMAS[name]), path)
     return path

@@ -26,6 +26,7 @@ from runners.data import read_examples
 from runners.prune import mask_inputs, mask_role, read_mask
 from runners.stage import Planned, Section, Upstream
 from runners.tables import write_arrow
+from store.artifacts import table_path
 
 VERSION = 1
 READS = ("data", "model", "finetune", "tracin")
@@ -129,7 +130,7 @@ def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext
     config = params.tracin
     device = torch.device(ctx.device)
     source = inputs["sft" if params.variant == "sft" else "finetune"]
-    checkpoints = sorted(pq.read_table(source / "tables" / "checkpoints.parquet").to_pylist(), key=lambda c: c["epoch"])
+    checkpoints = sorted(pq.read_table(table_path(source, "checkpoints")).to_pylist(), key=lambda c: c["epoch"])
     masks = {lang: read_mask(inputs[mask_role(lang)]) for lang in params.languages} if params.variant != "full" else {}
     tokenizer = models.load_checkpoint(source / checkpoints[0]["path"], params.attention)[1]
     examples = read_examples(inputs["data"])  # read once; each side below picks its split and languages
