@@ -71,10 +71,16 @@ def insert_influence(con, key: str, scores: pa.Table) -> int:
 
 def scored_pairs(block: np.ndarray, checkpoint: int | None) -> pa.Table:
     """The scored (not NaN) pairs of a (n_test, n_train) block as rows, test by test, train_no ascending."""
-    tests, trains = np.nonzero(~np.isnan(block))
+    n_test, n_train = block.shape
+    scored = ~np.isnan(block)
+    if scored.all():  # what a TracIn task writes: every pair
+        tests, trains = np.repeat(np.arange(n_test), n_train), np.tile(np.arange(n_train), n_test)
+        score = block.ravel()
+    else:
+        tests, trains = np.nonzero(scored)
+        score = block[tests, trains]
     return pa.table({"checkpoint": pa.array(np.full(len(tests), checkpoint or 0, np.int32), mask=np.full(len(tests), checkpoint is None)),
-                     "test_no": tests.astype(np.int32), "train_no": trains.astype(np.int32),
-                     "score": block[tests, trains].astype(np.float32)})
+                     "test_no": tests.astype(np.int32), "train_no": trains.astype(np.int32), "score": score.astype(np.float32)})
 
 
 def number_ids(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
@@ -99,9 +105,9 @@ def _sorted_unique(column: pa.ChunkedArray) -> pa.Array:
 
 
 def score_block(rows: np.ndarray, test_no, train_no, score, n_test: int, n_train: int) -> np.ndarray:
-    """The scores of the selected rows (one checkpoint) as a (n_test, n_train) float64 matrix, NaN
+    """The scores of the selected rows (one checkpoint) as a (n_test, n_train) float32 matrix, NaN
     where a pair has no score. A pair scored twice at one checkpoint is an error."""
-    block = np.full((n_test, n_train), np.nan)
+    block = np.full((n_test, n_train), np.nan, dtype=np.float32)
     block[test_no[rows], train_no[rows]] = score[rows]
     if np.count_nonzero(~np.isnan(block)) != np.count_nonzero(rows):
         raise StoreError("the TracIn table scores a (test, train) pair twice at one checkpoint")
@@ -128,13 +134,19 @@ def highest(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     among equal scores the lower column comes first, as ORDER BY score DESC, train_no ranks them."""
     n_test, n_train = scores.shape
     filled = np.where(np.isnan(scores), -np.inf, scores)
-    chosen = ~np.isnan(scores)
-    if k < n_train:
-        kth = -np.partition(-filled, k - 1, axis=1)[:, k - 1 : k]  # (n_test, 1): each row's k-th highest
-        above, tied = filled > kth, filled == kth
-        chosen &= above | (tied & (np.cumsum(tied, axis=1) <= k - above.sum(axis=1, keepdims=True)))
-    rows, cols = np.nonzero(chosen)  # row by row, columns ascending
-    order = np.lexsort((cols, -filled[rows, cols], rows))
-    rows, cols = rows[order], cols[order]
-    rank = np.arange(1, len(rows) + 1) - np.searchsorted(rows, rows)  # position within the row, from 1
-    return rows, cols, rank
+    if k >= n_train:
+        cols = np.tile(np.arange(n_train), (n_test, 1))
+    else:
+        cols = np.argpartition(filled, n_train - k, axis=1)[:, n_train - k :]  # (n_test, k): ties at the k-th value arbitrary
+        values = np.take_along_axis(filled, cols, axis=1)
+        kth = values.min(axis=1, keepdims=True)  # (n_test, 1): each row's k-th highest
+        left_out = np.nonzero((filled == kth).sum(axis=1) != (values == kth).sum(axis=1))[0]
+        for row in left_out:  # the k-th value is tied with a column left out: the lowest columns of that value
+            above = np.nonzero(filled[row] > kth[row])[0]
+            cols[row] = np.concatenate([above, np.nonzero(filled[row] == kth[row])[0][: k - len(above)]])
+    values = np.take_along_axis(filled, cols, axis=1)
+    order = np.lexsort((cols, -values), axis=1)  # each row: score descending, then column
+    cols, values = np.take_along_axis(cols, order, axis=1), np.take_along_axis(values, order, axis=1)
+    rows, rank = np.indices(cols.shape)
+    kept = values > -np.inf  # drop the unscored
+    return rows[kept], cols[kept], rank[kept] + 1

@@ -1,5 +1,8 @@
 -- The langspec store's macros, built on tables.sql and views.sql; store/db.py replaces them on every run.
 
+-- The TracIn variants in the order the analyses and figures show them: ORDER BY variant_position(variant).
+CREATE OR REPLACE MACRO variant_position(v) AS list_position(['full', 'subnetwork', 'sft'], v);
+
 -- The last completed run: `SELECT * FROM run_metrics(last_run())`.
 CREATE OR REPLACE MACRO last_run() AS (SELECT max(run_id) FROM runs WHERE status = 'completed');
 

@@ -1,9 +1,5 @@
 -- The langspec store's views, built on tables.sql; store/db.py replaces them on every run.
 
--- The TracIn variants in the order the analyses and figures show them.
-CREATE OR REPLACE VIEW variants AS
-SELECT * FROM (VALUES ('full', 1), ('subnetwork', 2), ('sft', 3)) AS v(variant, position);
-
 -- Each prune task's mask with what it was pruned from: the fine-tuning task (finetune_key) and the
 -- prune settings (config, JSON), so that the masks of one study compare across languages.
 CREATE OR REPLACE VIEW subnetwork_masks AS

@@ -32,4 +32,4 @@ SELECT variant, test_language, train_language, coalesce(CAST(seed AS VARCHAR), '
        count(*) AS seeds
 FROM shares
 GROUP BY GROUPING SETS ((variant, test_language, train_language, shares.seed), (variant, test_language, train_language))
-ORDER BY list_position(['full', 'subnetwork', 'sft'], variant), test_language, train_language, shares.seed NULLS LAST;
+ORDER BY variant_position(variant), test_language, train_language, shares.seed NULLS LAST;
