@@ -2,9 +2,10 @@
 example's top-k proponents and opponents ranked once, so that the analyses never sort or re-sum
 the raw scores (schema version 3).
 
-The task writes `influence` with text ids (test_id, train_id). The store numbers each task's ids in
-text order (`influence_examples`), so `train_no` order is `train_id` order and ties rank exactly as
-`ORDER BY score DESC, train_id` does. TracInCP is summed in float64 (exact for a few float32 terms,
+The task writes `influence` with text ids (test_id, train_id). The store numbers each task's ids
+(`influence_examples`): its test examples, then its training examples, each in text order, after
+the numbers of the tasks already there. So one integer names an example of a task, and within a
+task `train_no` order is `train_id` order: ties rank exactly as `ORDER BY score DESC, train_id` does. TracInCP is summed in float64 (exact for a few float32 terms,
 so in any order) and ranked at that precision; the `tracin_cp` table keeps it as REAL like the terms.
 """
 
@@ -36,9 +37,13 @@ def insert_influence(con, key: str, scores: pa.Table) -> int:
 
     examples = pa.table({
         "role": ["test"] * len(test_ids) + ["train"] * len(train_ids),
-        "example_no": np.concatenate([np.arange(len(test_ids)), np.arange(len(train_ids))]).astype(np.int32),
+        "example_no": np.concatenate([np.arange(len(test_ids)), np.arange(len(train_ids)) + len(test_ids)]).astype(np.int32),
         "example_id": pa.concat_arrays([test_ids, train_ids]),
     })
+    # The task's numbers follow those of the tasks already in the store: one integer identifies an
+    # example of a task, so the analyses join and group on integers alone.
+    first = con.sql("SELECT coalesce(max(example_no) + 1, 0) FROM influence_examples").fetchall()[0][0]
+    offsets = {"key": key, "seed": seed, "variant": variant, "test": first, "train": first + len(test_ids)}
     n_test, n_train = len(test_ids), len(train_ids)
     summed = np.zeros((n_test, n_train))  # (n_test, n_train) float64: TracInCP
     scored = np.zeros((n_test, n_train), dtype=bool)  # pairs scored at some checkpoint
@@ -51,19 +56,20 @@ def insert_influence(con, key: str, scores: pa.Table) -> int:
         ranked += ranked_rows(term, k, int(c))
     summed[~scored] = np.nan
     ranked += ranked_rows(summed, k, None)
+    numbered = "$seed AS seed, $variant AS variant, * REPLACE (test_no + $test AS test_no, train_no + $train AS train_no)"
     for name, table, select in (
-        ("influence_examples", examples, "*"),
+        ("influence_examples", examples, "* REPLACE (example_no + $test AS example_no)"),
         # Rows in (checkpoint, test_no, train_no) order: train_no then compresses to almost nothing.
         # One chunk per column: DuckDB rewrites at its next checkpoint the row groups of an insert
         # that came in many Arrow chunks (measured: a third of the file left as free blocks).
-        ("influence", pa.concat_tables(raw).combine_chunks(), "$seed AS seed, $variant AS variant, *"),
-        ("tracin_cp", scored_pairs(summed, None).drop_columns("checkpoint"), "$seed AS seed, $variant AS variant, *"),
-        ("proponents", pa.concat_tables(ranked), "$seed AS seed, $variant AS variant, *"),
+        ("influence", pa.concat_tables(raw).combine_chunks(), numbered),
+        ("tracin_cp", scored_pairs(summed, None).drop_columns("checkpoint"), numbered),
+        ("proponents", pa.concat_tables(ranked), numbered),
     ):
         con.register("_ingested", table)
         try:
-            con.execute(f"INSERT INTO {name} BY NAME SELECT $key AS task_key, {select} FROM _ingested",
-                        {"key": key, "seed": seed, "variant": variant} if "$seed" in select else {"key": key})
+            used = {param: value for param, value in offsets.items() if f"${param}" in f"$key {select}"}
+            con.execute(f"INSERT INTO {name} BY NAME SELECT $key AS task_key, {select} FROM _ingested", used)
         finally:
             con.unregister("_ingested")
     return scores.num_rows

@@ -88,7 +88,7 @@ WITH examples AS (
 top AS (
     SELECT p.task_key, p.checkpoint, p.test_no, p.side, x.language AS train_language
     FROM point_proponents(run, pt, k, per_checkpoint) AS p
-    JOIN examples AS x ON x.task_key = p.task_key AND x.role = 'train' AND x.example_no = p.train_no
+    JOIN examples AS x ON x.example_no = p.train_no AND x.role = 'train'
 ),
 per_test AS (
     SELECT task_key, checkpoint, side, test_no, train_language,
@@ -98,7 +98,7 @@ per_test AS (
 tests AS ( -- every scored test example, at every checkpoint when per_checkpoint
     SELECT p.task_key, p.seed, p.variant, p.checkpoint, p.test_no, x.language AS test_language
     FROM proponents AS p
-    JOIN examples AS x ON x.task_key = p.task_key AND x.role = 'test' AND x.example_no = p.test_no
+    JOIN examples AS x ON x.example_no = p.test_no AND x.role = 'test'
     WHERE p.side = 'proponents' AND p.rank = 1 AND (p.checkpoint IS NOT NULL) = per_checkpoint
 ),
 train_languages AS (

@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS prune_steps (
 );
 
 -- Filled by the TracIn stage (store/influence.py ingests it). Scores refer to examples by number:
--- each TracIn task's test and training example ids, numbered from 0 in text order, so that
+-- each TracIn task's test examples, then its training examples, each in text order of their ids,
+-- numbered after the tasks ingested before it. One number names an example of one task, and
 -- `ORDER BY score DESC, train_no` ranks as `ORDER BY score DESC, train_id` would.
 CREATE TABLE IF NOT EXISTS influence_examples (
     task_key VARCHAR, role VARCHAR, -- test | train

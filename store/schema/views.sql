@@ -48,13 +48,13 @@ CREATE OR REPLACE VIEW influence_by_language AS
 SELECT i.task_key, i.seed, i.variant, i.checkpoint, te.example_id AS test_id, te.language AS test_language,
        tr.example_id AS train_id, tr.language AS train_language, i.score
 FROM influence AS i
-JOIN influence_example_languages AS te ON te.task_key = i.task_key AND te.role = 'test' AND te.example_no = i.test_no
-JOIN influence_example_languages AS tr ON tr.task_key = i.task_key AND tr.role = 'train' AND tr.example_no = i.train_no;
+JOIN influence_example_languages AS te ON te.example_no = i.test_no
+JOIN influence_example_languages AS tr ON tr.example_no = i.train_no;
 
 -- TracInCP with the ids and languages of both examples.
 CREATE OR REPLACE VIEW tracin_cp_by_language AS
 SELECT c.task_key, c.seed, c.variant, te.example_id AS test_id, te.language AS test_language,
        tr.example_id AS train_id, tr.language AS train_language, c.score
 FROM tracin_cp AS c
-JOIN influence_example_languages AS te ON te.task_key = c.task_key AND te.role = 'test' AND te.example_no = c.test_no
-JOIN influence_example_languages AS tr ON tr.task_key = c.task_key AND tr.role = 'train' AND tr.example_no = c.train_no;
+JOIN influence_example_languages AS te ON te.example_no = c.test_no
+JOIN influence_example_languages AS tr ON tr.example_no = c.train_no;

@@ -4,21 +4,23 @@ WITH examples AS MATERIALIZED (
     SELECT task_key, role, example_no, language FROM influence_example_languages
     WHERE task_key IN (SELECT task_key FROM point_tasks($run_id, $point))
 ),
-test_examples AS (SELECT task_key, example_no, language FROM examples WHERE role = 'test'),
-by_train_example AS ( -- each test language's mass per training example first (integer joins and keys: fast)
-    SELECT c.task_key, c.seed, c.variant, te.language AS test_language, c.train_no,
+test_examples AS (SELECT example_no, language FROM examples WHERE role = 'test'),
+by_train_example AS ( -- each test language's mass per training example first: integer keys alone over every pair
+    SELECT te.language AS test_language, c.train_no,
            coalesce(sum(c.score) FILTER (WHERE c.score > 0), 0) AS positive,
            coalesce(-sum(c.score) FILTER (WHERE c.score < 0), 0) AS negative
     FROM tracin_cp AS c
-    JOIN test_examples AS te ON te.task_key = c.task_key AND te.example_no = c.test_no
-    GROUP BY c.task_key, c.seed, c.variant, te.language, c.train_no
+    JOIN test_examples AS te ON te.example_no = c.test_no
+    GROUP BY te.language, c.train_no
 ),
+tasks AS (SELECT DISTINCT task_key, seed, variant FROM proponents WHERE rank = 1 AND task_key IN (SELECT task_key FROM examples)),
 mass AS (
-    SELECT b.task_key, b.seed, b.variant, b.test_language, tr.language AS train_language,
+    SELECT tr.task_key, t.seed, t.variant, b.test_language, tr.language AS train_language,
            sum(b.positive) AS positive, sum(b.negative) AS negative
     FROM by_train_example AS b
-    JOIN (SELECT * FROM examples WHERE role = 'train') AS tr ON tr.task_key = b.task_key AND tr.example_no = b.train_no
-    GROUP BY b.task_key, b.seed, b.variant, b.test_language, tr.language
+    JOIN (SELECT * FROM examples WHERE role = 'train') AS tr ON tr.example_no = b.train_no
+    JOIN tasks AS t USING (task_key)
+    GROUP BY tr.task_key, t.seed, t.variant, b.test_language, tr.language
 ),
 shares AS (
     SELECT *,

@@ -269,7 +269,10 @@ def test_similarity_vs_influence(store):
 
 def test_dynamics(store):
     con, truth = store
-    rows = run(con, "dynamics", run_id=1, k=K)
+    check_dynamics(run(con, "dynamics", run_id=1, k=K), truth)
+
+
+def check_dynamics(rows, truth):
     assert len(rows) == len(VARIANTS) * len(LANGUAGES) * len(CHECKPOINTS)
     for row in rows:
         t = row["language"]
@@ -370,11 +373,7 @@ def test_a_k_beyond_the_proponents_table_ranks_the_raw_scores(store):
     for row in rows:
         key = (row["side"], row["test_language"], row["train_language"])
         assert (row["share"], row["share_sd"]) == pytest.approx(mean_sd(expected[(s, row["variant"])][key] for s in SEEDS))
-    assert len(dynamics) == len(VARIANTS) * len(LANGUAGES) * len(CHECKPOINTS)
-    for row in dynamics:
-        t = row["language"]
-        per_seed = [shares(truth, s, row["variant"], row["epoch"])[("proponents", t, t)] for s in SEEDS]
-        assert (row["s_plus"], row["s_plus_sd"]) == pytest.approx(mean_sd(per_seed))
+    check_dynamics(dynamics, truth)
 
 
 def test_the_proponents_table_ranks_by_score_then_id(store):
