@@ -234,7 +234,7 @@ class StoreWriter:
 
     def _insert(self, table: str, key: str, path: Path) -> int:
         if table == "influence":  # numbered ids, TracInCP and the ranked proponents: store/influence.py
-            return insert_influence(self.con, key, pq.read_table(path, read_dictionary=["test_id", "train_id"]))
+            return insert_influence(self.con, key, pq.read_table(path, read_dictionary=["test_id", "train_id", "variant"]))
         columns = pq.read_schema(path).names
         # A `path` column is relative to the task directory; rows store it relative to the store root.
         select = f"* REPLACE ('tasks/{key}/' || path AS path)" if "path" in columns else "*"

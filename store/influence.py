@@ -48,9 +48,10 @@ def insert_influence(con, key: str, scores: pa.Table) -> int:
     summed = np.zeros((n_test, n_train))  # (n_test, n_train) float64: TracInCP
     scored = np.zeros((n_test, n_train), dtype=bool)  # pairs scored at some checkpoint
     raw, ranked = [], []
-    for c in np.unique(checkpoint):
-        term = score_block(checkpoint == c, test_no, train_no, score, n_test, n_train)  # NaN: not scored at c
-        raw.append(scored_pairs(term, int(c)))
+    every_pair = np.repeat(np.arange(n_test, dtype=np.int32), n_train), np.tile(np.arange(n_train, dtype=np.int32), n_test)
+    for c, rows in checkpoint_rows(checkpoint):
+        term = score_block(rows, test_no, train_no, score, n_test, n_train)  # NaN: not scored at c
+        raw.append(scored_pairs(term, int(c), every_pair))
         summed += np.nan_to_num(term)
         scored |= ~np.isnan(term)
         ranked += ranked_rows(term, k, int(c))
@@ -63,7 +64,7 @@ def insert_influence(con, key: str, scores: pa.Table) -> int:
         # One chunk per column: DuckDB rewrites at its next checkpoint the row groups of an insert
         # that came in many Arrow chunks (measured: a third of the file left as free blocks).
         ("influence", pa.concat_tables(raw).combine_chunks(), numbered),
-        ("tracin_cp", scored_pairs(summed, None).drop_columns("checkpoint"), numbered),
+        ("tracin_cp", scored_pairs(summed, None, every_pair).drop_columns("checkpoint"), numbered),
         ("proponents", pa.concat_tables(ranked), numbered),
     ):
         con.register("_ingested", table)
@@ -75,18 +76,28 @@ def insert_influence(con, key: str, scores: pa.Table) -> int:
     return scores.num_rows
 
 
-def scored_pairs(block: np.ndarray, checkpoint: int | None) -> pa.Table:
-    """The scored (not NaN) pairs of a (n_test, n_train) block as rows, test by test, train_no ascending."""
-    n_test, n_train = block.shape
+def checkpoint_rows(checkpoint: np.ndarray) -> list[tuple[int, slice | np.ndarray]]:
+    """Each checkpoint's rows: a slice where the table comes checkpoint by checkpoint (as a TracIn
+    task writes it), else a mask."""
+    values = np.unique(checkpoint)
+    if (np.diff(checkpoint) >= 0).all():
+        starts, ends = np.searchsorted(checkpoint, values, "left"), np.searchsorted(checkpoint, values, "right")
+        return [(c, slice(start, end)) for c, start, end in zip(values, starts, ends)]
+    return [(c, checkpoint == c) for c in values]
+
+
+def scored_pairs(block: np.ndarray, checkpoint: int | None, every_pair: tuple[np.ndarray, np.ndarray]) -> pa.Table:
+    """The scored (not NaN) pairs of a (n_test, n_train) block as rows, test by test, train_no
+    ascending; `every_pair`: the (test_no, train_no) columns of a block that scores every pair."""
     scored = ~np.isnan(block)
-    if scored.all():  # what a TracIn task writes: every pair
-        tests, trains = np.repeat(np.arange(n_test), n_train), np.tile(np.arange(n_train), n_test)
+    if scored.all():  # what a TracIn task writes
+        tests, trains = every_pair
         score = block.ravel()
     else:
-        tests, trains = np.nonzero(scored)
+        tests, trains = (index.astype(np.int32) for index in np.nonzero(scored))
         score = block[tests, trains]
     return pa.table({"checkpoint": pa.array(np.full(len(tests), checkpoint or 0, np.int32), mask=np.full(len(tests), checkpoint is None)),
-                     "test_no": tests.astype(np.int32), "train_no": trains.astype(np.int32), "score": score.astype(np.float32)})
+                     "test_no": tests, "train_no": trains, "score": score.astype(np.float32, copy=False)})
 
 
 def number_ids(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
@@ -115,7 +126,7 @@ def score_block(rows: np.ndarray, test_no, train_no, score, n_test: int, n_train
     where a pair has no score. A pair scored twice at one checkpoint is an error."""
     block = np.full((n_test, n_train), np.nan, dtype=np.float32)
     block[test_no[rows], train_no[rows]] = score[rows]
-    if np.count_nonzero(~np.isnan(block)) != np.count_nonzero(rows):
+    if np.count_nonzero(~np.isnan(block)) != len(score[rows]):
         raise StoreError("the TracIn table scores a (test, train) pair twice at one checkpoint")
     return block
 
