@@ -1,4 +1,4 @@
-"""TracInCP speed, memory and exactness: runners.influence.checkpoint_scores against a one-backward-per-
+"""TracInCP speed, memory and exactness: runners.methods.influence.checkpoint_scores against a one-backward-per-
 example loop, the floor (one ordinary batched forward+backward over every example), the bound (the
 floor plus the products with the test block that exact scores need), and Captum.
 
@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-from runners.influence import checkpoint_scores, naive_scores
+from runners.methods.influence import checkpoint_scores
+from tests.reference.influence import naive_scores
 
 # reference: the float64 loop the errors are taken against; bound: the floor's time plus that of the
 # products with the test block that any exact method pays (`product_step`, timed on its own)

@@ -3,36 +3,89 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+import typer.core
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.table import Table
 
-from langspec.errors import LangspecError, QueryError, UsageError
+from langspec.errors import ERROR_ROOTS, UsageError
 from langspec.load import LoadedSpec, load_spec
+from store.errors import QueryError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
-out = Console()
-err = Console(stderr=True)
+UNWRAPPED = 100_000  # the width of a pipe or a file: wide enough that no line is ever wrapped or cut
 
-SpecArg = Annotated[Path, typer.Argument(help="The YAML spec, e.g. specs/demo.yaml.", show_default=False)]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set finetune.epochs=2 (repeatable).")]
-StoreOpt = Annotated[Path, typer.Option("--store", help="Store directory: langspec.duckdb and tasks/.")]
-FormatOpt = Annotated[str, typer.Option("--format", help="table, csv or json.")]
+
+class _Console(Console):
+    """Rich's console, except that output to a pipe or a file is never wrapped or cut at 80
+    columns: scripts and `| less -S` get whole table rows and whole commands."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        return super().size if self.is_terminal else ConsoleDimensions(UNWRAPPED, 25)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+out = _Console()
+err = _Console(stderr=True)
+
+
+# Typer's help shows a value type after every option (`<bool>` for flags, `<list[str]>`) and
+# `{spec}` for a required argument; langspec's options name their values with a metavar instead.
+def _option_type(self, ctx) -> str | None:
+    return self.metavar if self.metavar is not None or self.is_flag else self.display_type(ctx)
+
+
+typer.core.TyperOption.display_type_rich = _option_type
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None
+typer.core.TyperArgument._usage_display_name = lambda self: self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+
+SpecArg = Annotated[Path, typer.Argument(help="The YAML spec, e.g. specs/demo.yaml.", metavar="SPEC", show_default=False)]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", metavar="FIELD=VALUE", help="Override a field: --set finetune.epochs=2 (repeatable).")]
+StoreOpt = Annotated[Path, typer.Option("--store", metavar="DIR", help="Store directory: langspec.duckdb and tasks/.")]
+FormatOpt = Annotated[str, typer.Option("--format", metavar="FORMAT", help="table, csv or json.")]
 DEFAULT_STORE = Path("results")
+VERSIONS_OF = ("langspec", "torch", "transformers", "ray", "duckdb")
+
+
+def _print_versions(show: bool) -> None:
+    if show:
+        for package in VERSIONS_OF:
+            print(f"{package} {metadata.version(package)}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_versions,
+                                          help="Print the versions of langspec, torch, transformers, ray and duckdb.")] = False,
+) -> None:
+    pass
 
 
 def main() -> None:
     app()
 
 
-def _fail(error: LangspecError) -> None:
-    err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+def _fail(error: Exception) -> None:  # one of ERROR_ROOTS
+    err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
     raise typer.Exit(error.exit_code)
+
+
+def _say(text: str) -> None:
+    """A message line: never broken by Rich, so a command in it copies whole even from a terminal."""
+    out.print(escape(text), highlight=False, soft_wrap=True)
 
 
 def _load(spec: Path, overrides: list[str] | None) -> LoadedSpec:
@@ -44,10 +97,10 @@ def validate(spec: SpecArg, set_: SetOpt = None) -> None:
     """Check a spec (and overrides); print every problem with its file:line:col."""
     try:
         loaded = _load(spec, set_)
-    except LangspecError as error:
+    except ERROR_ROOTS as error:
         _fail(error)
     points = len(loaded.points)
-    out.print(f"{spec}: valid ({points} sweep point{'s' if points > 1 else ''}, seeds {list(loaded.spec.seeds)})")
+    _say(f"{spec}: valid ({points} sweep point{'s' if points > 1 else ''}, seeds {list(loaded.spec.seeds)})")
 
 
 @app.command()
@@ -67,7 +120,7 @@ def plan(spec: SpecArg, set_: SetOpt = None, store: StoreOpt = DEFAULT_STORE) ->
     try:
         graph = compile_spec(_load(spec, set_))
         out.print(plan_tree(graph, store))
-    except LangspecError as error:
+    except ERROR_ROOTS as error:
         _fail(error)
 
 
@@ -76,8 +129,8 @@ def run(
     spec: SpecArg,
     set_: SetOpt = None,
     store: StoreOpt = DEFAULT_STORE,
-    executor: Annotated[str, typer.Option(help="ray (default) or local (in-process, for debugging).")] = "ray",
-    address: Annotated[str | None, typer.Option(help="Join a Ray cluster (auto, ray://host:10001); default: start a local Ray.")] = None,
+    executor: Annotated[str, typer.Option(metavar="NAME", help="ray (default) or local (in-process, for debugging).")] = "ray",
+    address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Join a Ray cluster (auto, ray://host:10001); default: start a local Ray.")] = None,
 ) -> None:
     """Run the study: every task not already in the store, results ingested into DuckDB."""
     from langspec.compile import compile_spec
@@ -86,15 +139,24 @@ def run(
 
     if executor not in ("ray", "local"):
         _fail(UsageError(f"--executor must be ray or local, not {executor!r}"))
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop ends the run as Ctrl-C does
     try:
         loaded = _load(spec, set_)
         graph = compile_spec(loaded)
         result = execute(graph, loaded, store, executor=executor, address=address, display=RunDisplay(err))
-    except LangspecError as error:
+    except ERROR_ROOTS as error:
         _fail(error)
+    except KeyboardInterrupt:
+        err.print(escape(f"interrupted: the run is marked interrupted and its workers are stopped; "
+                         f"the same command resumes it ({store})"), highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     _print_run_summary(result, store)
     if result.status != "completed":
         raise typer.Exit(1)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _print_run_summary(result, store: Path) -> None:
@@ -104,21 +166,21 @@ def _print_run_summary(result, store: Path) -> None:
     counts: dict[str, int] = {}
     for record in result.records.values():
         counts[record.outcome] = counts.get(record.outcome, 0) + 1
-    out.print(f"run {result.run_id} {result.status}: " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
+    _say(f"run {result.run_id} {result.status}: " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
     for record in result.failed:
         first_line = (record.error or "").splitlines()[0] if record.error else "unknown error"
-        out.print(f"[red]failed[/] {escape(record.name)}: {escape(first_line)}", highlight=False)
-        out.print(escape(f"  traceback: langspec query \"SELECT error FROM tasks WHERE run_id = {result.run_id} AND name = '{record.name}'\""), highlight=False)
+        out.print(f"[red]failed[/] {escape(record.name)}: {escape(first_line)}", highlight=False, soft_wrap=True)
+        _say(f"  traceback: langspec query \"SELECT error FROM tasks WHERE run_id = {result.run_id} AND name = '{record.name}'\"")
     with connect_read_only(store) as con:
         points = {point: run_named(con, "final_accuracy", run_id=result.run_id, point=point, split="test").to_pylist()
                   for point in run_points(con, result.run_id)}
     for point, accuracy in points.items():
         if accuracy:
-            out.print(escape(f"test accuracy at the last epoch{', ' + point if point else ''} (mean over seeds):"))
+            _say(f"test accuracy at the last epoch{', ' + point if point else ''} (mean over seeds):")
             out.print(_accuracy_table(accuracy))
-    out.print(escape(f"results: {store / 'langspec.duckdb'}"))
+    _say(f"results: {store / 'langspec.duckdb'}")
     where = "" if store == DEFAULT_STORE else f" --store {store}"
-    out.print(escape(f"next: langspec analyze{where}  (the study's analyses)  ·  langspec report{where}  (figures)"))
+    _say(f"next: langspec analyze{where}  (the study's analyses)  ·  langspec report{where}  (figures)")
 
 
 def _accuracy_table(accuracy: list[dict]) -> Table:
@@ -143,7 +205,7 @@ def _accuracy_cell(row: dict | None) -> str:
 
 @app.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="SQL over the store (read-only); the analyses without parameters are views.")],
+    sql: Annotated[str, typer.Argument(help="SQL over the store (read-only); the analyses without parameters are views.", metavar="SQL", show_default=False)],
     store: StoreOpt = DEFAULT_STORE,
     format: FormatOpt = "table",
 ) -> None:
@@ -153,14 +215,19 @@ def query(
 
 @app.command()
 def analyze(
-    name: Annotated[str | None, typer.Argument(help="An analysis (store/sql/NAME.sql); none lists them.", show_default=False)] = None,
+    name: Annotated[str | None, typer.Argument(help="An analysis (store/sql/NAME.sql); none lists them.", metavar="NAME", show_default=False)] = None,
     store: StoreOpt = DEFAULT_STORE,
     format: FormatOpt = "table",
-    param: Annotated[list[str] | None, typer.Option("--param", help="Set a parameter: --param k=20 (repeatable).")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", metavar="NAME=VALUE", help="Set a parameter: --param k=20 (repeatable).")] = None,
+    sql: Annotated[bool, typer.Option("--sql", help="Print the analysis' SQL with its parameters bound instead of running it, for any DuckDB client.")] = False,
 ) -> None:
-    """Run one of the study's analyses; without NAME, list them. run_id defaults to the last
-    completed run, k to that run's analysis.top_k, point to its sweep point when it has one (a run
-    with a `sweep:` needs --param point=..., e.g. point=prune.threshold=0.9)."""
+    """Run one of the study's analyses; without NAME, list them.
+
+    run_id defaults to the last completed run, k to that run's analysis.top_k, point to its sweep
+    point when it has one (a run with a `sweep:` needs --param point=..., e.g.
+    point=prune.threshold=0.9). With --sql, paste the printed SQL into any client that opens the
+    store, e.g. `duckdb -readonly results/langspec.duckdb`.
+    """
     from store.queries import named_queries, resolve
 
     queries = named_queries()
@@ -174,34 +241,108 @@ def analyze(
         from difflib import get_close_matches
 
         close = get_close_matches(name, list(queries), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        _fail(QueryError(f"no analysis named {name!r}{hint} (`langspec analyze` lists them)"))
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        _fail(QueryError(f"no analysis named {name!r}; {hint}the analyses: {', '.join(queries)}"))
     chosen = queries[name]
+    given = _query_params(param or [])
+    unknown = sorted(set(given) - set(chosen.params))
+    if unknown:
+        takes = f"takes --param {', '.join(chosen.params)}" if chosen.params else "takes no --param"
+        _fail(QueryError(f"the analysis {name} {takes}, not {', '.join(unknown)}"))
 
-    def run(con):
-        return con.sql(chosen.sql, params=resolve(con, chosen, _query_params(param or [])) or None)
+    def bound(con) -> dict[str, object]:
+        _check_param_values(con, given)
+        return resolve(con, chosen, given)
 
-    _run_sql(store, format, run)
+    if sql:
+        from store.db import connect_read_only
+
+        try:
+            with connect_read_only(store) as con:
+                print(bind_sql(chosen.sql, bound(con)))
+        except ERROR_ROOTS as error:
+            _fail(error)
+        return
+    _run_sql(store, format, lambda con: con.sql(chosen.sql, params=bound(con) or None))
+
+
+# Parameters whose values the store lists: a value it lacks would give zero rows, not an error.
+PARAM_VALUES = {
+    "split": "SELECT DISTINCT split FROM metrics ORDER BY 1",
+    "language": "SELECT DISTINCT language FROM metrics UNION SELECT DISTINCT language FROM subnetworks ORDER BY 1",
+}
+
+
+def _check_param_values(con, given: dict[str, object]) -> None:
+    for name, listing in PARAM_VALUES.items():
+        if name in given:
+            allowed = [row[0] for row in con.sql(listing).fetchall()]
+            if given[name] not in allowed:
+                raise QueryError(f"--param {name}={given[name]}: the store has no {name} {given[name]!r}; it has {', '.join(map(str, allowed))}")
+
+
+def bind_sql(sql: str, params: dict[str, object]) -> str:
+    """`sql` with each `$name` replaced by its value as an SQL literal: for reading and pasting
+    into another client, never for running here (langspec binds parameters by value)."""
+    return re.sub(r"\$([A-Za-z_]\w*)", lambda match: _sql_literal(params[match[1]]), sql)
+
+
+def _sql_literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 @app.command()
 def report(
     store: StoreOpt = DEFAULT_STORE,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Directory of the page and figures (default: STORE/report).")] = None,
-    run_id: Annotated[int | None, typer.Option("--run", help="Which run (default: the last completed one).")] = None,
-    k: Annotated[int | None, typer.Option(help="Proponents per test example (default: the run's analysis.top_k).")] = None,
-    point: Annotated[str | None, typer.Option(help="Which sweep point of a run with a `sweep:`, e.g. prune.threshold=0.9.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Directory of the page and figures (default: STORE/report/run-N, and /POINT for a swept run).")] = None,
+    run_id: Annotated[int | None, typer.Option("--run", metavar="N", help="Which run (default: the last completed one).")] = None,
+    k: Annotated[int | None, typer.Option(metavar="K", help="Proponents per test example (default: the run's analysis.top_k).")] = None,
+    point: Annotated[str | None, typer.Option(metavar="POINT", help="Which sweep point of a run with a `sweep:`, e.g. prune.threshold=0.9.")] = None,
 ) -> None:
     """Write an HTML page with the study's figures and a summary that answers its questions."""
-    from langspec.report import write_report
+    from langspec.report import report_dir, resolve_run, write_report
     from store.db import connect_read_only
 
     try:
         with connect_read_only(store) as con:
-            page = write_report(con, out_dir or store / "report", run_id, k, point)
-    except LangspecError as error:
+            run_id, k, point = resolve_run(con, run_id, k, point)
+            where = out_dir or report_dir(store, run_id, point)
+            replaced = (where / "index.html").is_file()
+            page = write_report(con, where, run_id, k, point)
+    except ERROR_ROOTS as error:
         _fail(error)
-    out.print(escape(f"report: {page}"))
+    _say(f"report of run {run_id}{f' at {point}' if point else ''}{' (replacing the one there)' if replaced else ''}: {page}")
+
+
+@app.command()
+def export(
+    out_dir: Annotated[Path, typer.Argument(help="Directory for seed-S/LANGUAGE/subnetwork.json.", metavar="DIR", show_default=False)],
+    store: StoreOpt = DEFAULT_STORE,
+    run_id: Annotated[int | None, typer.Option("--run", metavar="N", help="Which run (default: the last completed one).")] = None,
+    point: Annotated[str | None, typer.Option(metavar="POINT", help="Which sweep point of a run with a `sweep:`, e.g. prune.threshold=0.9.")] = None,
+) -> None:
+    """Write each language's subnetwork (head mask and checkpoints) as JSON, for use outside langspec."""
+    from langspec.report import resolve_run
+    from langspec.subnetwork import export_subnetworks
+    from store.db import connect_read_only
+
+    try:
+        with connect_read_only(store) as con:
+            run_id, _, point = resolve_run(con, run_id, None, point)
+            written = export_subnetworks(con, store, out_dir, run_id, point)
+    except ERROR_ROOTS as error:
+        _fail(error)
+    if not written:
+        _fail(QueryError(f"run {run_id} has no subnetworks (prune.enabled: false?)"))
+    for path in written:
+        _say(f"wrote {path}")
+    _say("use one: README, section 'Checkpoints in Hugging Face tools'")
 
 
 def _run_sql(store: Path, format: str, run) -> None:
@@ -216,9 +357,13 @@ def _run_sql(store: Path, format: str, run) -> None:
             register_views(con)
             result = run(con)
             table = result.to_arrow_table() if result is not None else None
-    except LangspecError as error:
+    except ERROR_ROOTS as error:
         _fail(error)
     except duckdb.Error as error:
+        from store.db import damaged_database, is_damage
+
+        if is_damage(error):
+            _fail(damaged_database(store, error))
         hint = " (the store is read-only here: queries cannot change it)" if "read-only" in str(error) else ""
         _fail(QueryError(f"query failed: {error}{hint}"))
     if table is not None:
@@ -250,11 +395,13 @@ def print_table(table, format: str) -> None:
         writer.writeheader()
         writer.writerows(rows)
     elif format == "table":
-        view = Table(*table.column_names)
+        view = Table()
+        for column in table.column_names:
+            view.add_column(column, overflow="fold")  # a narrow terminal folds a cell, never cuts it
         for row in rows:
             view.add_row(*[_cell(v) for v in row.values()])
         out.print(view)
-        out.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}", style="dim")
+        out.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}", style="dim", soft_wrap=True)
     else:
         _fail(UsageError(f"--format must be table, csv or json, not {format!r}"))
 
@@ -266,7 +413,7 @@ def _cell(value) -> str:
 
 
 @app.command()
-def status(store: StoreOpt = DEFAULT_STORE, runs: Annotated[int, typer.Option(help="How many recent runs.")] = 5) -> None:
+def status(store: StoreOpt = DEFAULT_STORE, runs: Annotated[int, typer.Option(metavar="N", help="How many recent runs.")] = 5) -> None:
     """The last runs in the store and what happened to their tasks."""
     from store.db import connect_read_only
 
@@ -284,7 +431,32 @@ def status(store: StoreOpt = DEFAULT_STORE, runs: Annotated[int, typer.Option(he
                     "split_part(error, chr(10), 1) AS error FROM tasks WHERE run_id = $run ORDER BY started_at NULLS FIRST, name",
                     params={"run": last},
                 ).to_arrow_table()
-                out.print(f"tasks of run {last}:")
+                _say(f"tasks of run {last}:")
                 print_table(tasks, "table")
-    except LangspecError as error:
+    except ERROR_ROOTS as error:
         _fail(error)
+
+
+@app.command()
+def verify(
+    store: StoreOpt = DEFAULT_STORE,
+    repair: Annotated[bool, typer.Option("--repair", help="Set broken results aside for the next run and ingest complete ones.")] = False,
+) -> None:
+    """Check every task directory against its manifest (sizes, sha256) and the database; exit 1 if anything is wrong."""
+    from langspec.verify import verify_store
+
+    try:
+        problems = verify_store(store, repair=repair)
+    except ERROR_ROOTS as error:
+        _fail(error)
+    if not problems:
+        _say(f"{store}: every task directory matches its manifest and the database")
+        return
+    for problem in problems:
+        action = f" -> {problem.repair}" if repair else ""
+        out.print(escape(f"{problem.kind}: {problem.what}: {problem.detail}{action}"), highlight=False, soft_wrap=True)
+    if repair:
+        out.print(escape(f"{len(problems)} problem(s) repaired; `langspec run SPEC --store {store}` computes what was set aside"), soft_wrap=True)
+    else:
+        out.print(escape(f"{len(problems)} problem(s); `langspec verify --repair --store {store}` repairs them"), soft_wrap=True)
+    raise typer.Exit(1)

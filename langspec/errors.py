@@ -1,10 +1,13 @@
 """langspec's errors: one root, picklable (Ray ships them between processes), each saying what,
-where and how to fix it."""
+where and how to fix it. The runners and the store own their errors under roots of their own."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from runners.errors import RunnerError
+from store.errors import StoreError
 
 
 class LangspecError(Exception):
@@ -55,32 +58,12 @@ class PlanError(LangspecError):
     exit_code = 2
 
 
-class StoreError(LangspecError):
-    """The store cannot be used: not writable, in use by another process, another schema version."""
-
-    exit_code = 2
-
-
 class UsageError(LangspecError):
     """A command-line option with a value it does not take."""
 
     exit_code = 2
 
 
-class QueryError(LangspecError):
-    """A query the store cannot answer: bad SQL, or SQL that would write (the store is read-only there)."""
-
-    exit_code = 2
-
-
-class TaskError(LangspecError):
-    """A task failed; names the task and carries the traceback text from the worker."""
-
-    def __init__(self, task_name: str, message: str, traceback_text: str = ""):
-        self.task_name = task_name
-        self.message = message
-        self.traceback_text = traceback_text
-        super().__init__(f"task {task_name} failed: {message}")
-
-    def __reduce__(self):
-        return (TaskError, (self.task_name, self.message, self.traceback_text))
+# The root of each package's errors; the CLI prints any of them without a traceback and exits with
+# its `exit_code` (1: a task or run failed, 2: the input is wrong).
+ERROR_ROOTS = (LangspecError, RunnerError, StoreError)

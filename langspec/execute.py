@@ -8,12 +8,11 @@ returns a small manifest.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
+import signal
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -21,16 +20,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 from pydantic import BaseModel
 
 from langspec.compile import Task, TaskGraph, stage_tables
 from langspec.errors import PlanError
 from langspec.load import LoadedSpec
+from langspec.spec import ResourcesSpec
 from langspec.preflight import check_hub_access
 from langspec.progress import ProgressFile, RunDisplay
 from runners.context import TaskContext
+from runners.stage import stage
 from store import artifacts
-from store.db import StoreWriter, TaskRecord, package_version
+from store.db import StoreWriter, TaskRecord, damaged_database, is_damage, package_version
+from store.errors import StoreError
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,8 @@ def run_task(call: TaskCall, report=None) -> dict:
     device = "cuda:0" if call.num_gpus > 0 and torch.cuda.is_available() else "cpu"
     progress = ProgressFile(root, call.key)
     progress.write(0, 0, "started")  # the driver now knows the task left the queue
-    module = importlib.import_module(f"runners.{call.stage}")
-    resumable = getattr(module, "RESUMABLE", False)
+    module = stage(call.stage)
+    resumable = module.RESUMABLE
     workdir = None
     watchdog = None
     try:
@@ -102,7 +105,7 @@ def run_task(call: TaskCall, report=None) -> dict:
         finished = datetime.now()
         if watchdog is not None:
             watchdog.stop()
-        if workdir is not None and resumable and artifacts.no_space(err):
+        if workdir is not None and resumable and (artifacts.no_space(err) or artifacts.disk_nearly_full(root)):
             artifacts.release(workdir)  # the next run resumes from the last finished epoch
         elif workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -150,10 +153,10 @@ class _Watchdog(threading.Thread):
 def _error_text(call: TaskCall, err: BaseException, device: str) -> str:
     error = f"{type(err).__name__}: {err}"
     if _out_of_memory(err):
-        fields = getattr(sys.modules.get(f"runners.{call.stage}"), "MEMORY_FIELDS", ())
+        fields = stage(call.stage).MEMORY_FIELDS
         return (f"{call.name} ran out of memory on {device} ({' '.join(error.split())}); it needs less with smaller "
                 + " or ".join(fields) + (", or a smaller model" if call.stage != "data" else ""))
-    if artifacts.no_space(err):
+    if artifacts.no_space(err) or artifacts.disk_nearly_full(Path(call.store_root)):
         where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
         return (f"{call.name}: no space left on the device{where}; free space on the store's disk ({call.store_root}), "
                 "then run again: finished tasks are kept and fine-tuning resumes from its last finished epoch")
@@ -202,15 +205,12 @@ class LocalBackend:
         pass
 
 
-PENDING_REPORT_S = 30.0  # a task still queued after this long is reported with what it waits for
-
-
 class RayBackend:
     """Plain `ray.remote` tasks with the spec's resources; a local Ray unless `address` is given."""
 
     name = "ray"
 
-    def __init__(self, root: Path, display: RunDisplay, address: str | None = None):
+    def __init__(self, root: Path, display: RunDisplay, address: str | None = None, queued_report_s: float = 60.0):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray >= 2.59 otherwise writes an auth token
         import ray
 
@@ -219,6 +219,7 @@ class RayBackend:
         self._display = display
         self._owned = False
         if not ray.is_initialized():
+            term = signal.getsignal(signal.SIGTERM)
             if address:
                 ray.init(address=address, log_to_driver=False)
             else:
@@ -227,9 +228,12 @@ class RayBackend:
                     _temp_dir=_ray_temp_dir(root), log_to_driver=False,
                 )
             self._owned = True
+            if callable(term) and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, term)  # Ray's own handler exits on the spot, leaving the run "running"
         self._remote = ray.remote(run_task)
         self._pending: dict = {}  # ObjectRef -> (task call, submitted at)
         self._reported: set[str] = set()
+        self._queued_report_s = queued_report_s
 
     def check_fits(self, pending: list[Task]) -> None:
         """Every task's request fits on at least one live node; otherwise Ray would queue it forever."""
@@ -242,7 +246,7 @@ class RayBackend:
                 raise PlanError(
                     f"stage {task.stage} asks for {_describe(request)} per task, but no node of the Ray cluster has that: "
                     f"the largest of its {len(nodes)} node(s) has {_describe({k: largest.get(k, 0) for k in request})}; "
-                    f"lower resources.{task.stage}.num_cpus (or num_gpus) in the spec, or add a bigger node"
+                    f"lower resources.{task.stage}.num_cpus (or num_gpus; or resources.default) in the spec, or add a bigger node"
                 )
 
     def submit(self, call: TaskCall, max_retries: int = 1) -> None:
@@ -267,10 +271,10 @@ class RayBackend:
         return results
 
     def _report_queued(self) -> None:
-        """Say what a task that has not started after PENDING_REPORT_S waits for: never a silent wait."""
+        """Say what a task that has not started after resources.queued_report_s waits for: never a silent wait."""
         now = time.monotonic()
         for call, submitted in self._pending.values():
-            if call.key in self._reported or now - submitted < PENDING_REPORT_S:
+            if call.key in self._reported or now - submitted < self._queued_report_s:
                 continue
             if artifacts.progress_path(self._root, call.key).is_file():
                 continue
@@ -352,10 +356,23 @@ def execute(
     root = Path(root).absolute()  # workers, on this node or another, find the store by this path
     pending = [task for task in graph.tasks if not artifacts.is_complete(root, task.key, stage_tables(task.stage))]
     check_hub_access(pending)  # before the store is touched: a run that cannot start writes nothing
+    try:
+        return _execute(graph, loaded, root, pending, executor, address, display)
+    except duckdb.Error as err:  # DuckDB reads lazily: a truncated file may open and fail later
+        if is_damage(err):
+            raise damaged_database(root, err) from None
+        if artifacts.no_space(err) or artifacts.disk_nearly_full(Path(call.store_root)):  # the ingest was one transaction: it is rolled back whole
+            raise StoreError(f"no space left on the device holding the store {root}; free space there, then run again: "
+                             "finished tasks are kept and ingested then") from None
+        raise
+
+
+def _execute(graph: TaskGraph, loaded: LoadedSpec, root: Path, pending: list[Task], executor: str,
+             address: str | None, display: RunDisplay) -> RunResult:
     with StoreWriter(root) as writer:
         # Start the backend (and check that every task fits on a node) before the run is recorded:
         # a spec that cannot run here writes nothing. A fully cached run starts no Ray at all.
-        backend = _start_backend(pending, root, executor, address, display) if pending else None
+        backend = _start_backend(pending, root, executor, address, display, loaded.spec.resources) if pending else None
         token = artifacts.new_token()
         artifacts.set_fence(root, token)  # from here on, no attempt of an earlier run can commit
         artifacts.clean_attempts(root, lambda key: artifacts.is_complete(root, key))
@@ -420,8 +437,10 @@ def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backe
     return result
 
 
-def _start_backend(pending: list[Task], root: Path, executor: str, address: str | None, display: RunDisplay):
-    backend = RayBackend(root, display, address) if executor == "ray" else LocalBackend(display)
+def _start_backend(pending: list[Task], root: Path, executor: str, address: str | None, display: RunDisplay,
+                   resources: ResourcesSpec):
+    backend = (RayBackend(root, display, address, resources.queued_report_s) if executor == "ray"
+               else LocalBackend(display))
     try:
         backend.check_fits(pending)
     except BaseException:

@@ -59,10 +59,8 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     text = path.read_text()
     data, positions = _read_extended(path, ())
     problems: list[SpecProblem] = []
-    for override in overrides:
+    for override in overrides:  # a bad override is left out, and the spec is checked with the others
         problems += _apply_override(data, override, positions)
-    if problems:
-        raise SpecError(problems)
 
     spec = _validate(data, positions, str(path), problems)
     points = _expand_sweep(data, positions, str(path), problems) if spec is not None else ()
@@ -270,6 +268,7 @@ def _explain(error: dict, loc: Loc) -> str:
 
 def _expand_sweep(data: dict, positions: dict[Loc, str], where: str, problems: list) -> list[SweepPoint]:
     sweep: dict[str, list] = data.get("sweep") or {}
+    found_before = len(problems)
     for dotted in sweep:
         wrong = "seeds are swept with the top-level `seeds:` list" if dotted in ("seeds", "sweep") else None
         if dotted.split(".")[0] == "analysis":  # the analyses' settings are query parameters, not tasks
@@ -277,7 +276,7 @@ def _expand_sweep(data: dict, positions: dict[Loc, str], where: str, problems: l
         wrong = wrong or _check_field_path(dotted)
         if wrong:
             problems.append(SpecProblem(_locate(("sweep", dotted), positions), f"sweep.{dotted}", wrong))
-    if problems:
+    if len(problems) > found_before:
         return []
     points = []
     for values in itertools.product(*sweep.values()):

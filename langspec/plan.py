@@ -9,9 +9,9 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from langspec.compile import Task, TaskGraph, stage_tables
-from langspec.errors import StoreError
 from store import artifacts
 from store.db import connect_read_only
+from store.errors import StoreError
 
 
 def explain(graph: TaskGraph, root: Path) -> dict[str, str]:

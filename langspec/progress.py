@@ -87,7 +87,7 @@ class RunDisplay:
     def note(self, text: str) -> None:
         """A line above the bars (a damaged result, a task waiting for resources)."""
         if not self.quiet:
-            (self._progress.console if self._progress else self.console).print(f"[yellow]note:[/] {escape(text)}", highlight=False)
+            (self._progress.console if self._progress else self.console).print(f"[yellow]note:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
     def finish(self, task, outcome: str, error: str | None = None) -> None:
         if not self._progress:
@@ -96,8 +96,8 @@ class RunDisplay:
         if bar is not None:
             self._progress.remove_task(bar)
         style = {"ran": "green", "failed": "red", "skipped": "yellow"}.get(outcome, "")
-        detail = f": {error.splitlines()[0]}" if error else ""
-        self._progress.console.print(f"[{style}]{outcome:>7}[/] {escape(task.name + detail)}", highlight=False)
+        detail = " (its error is in the summary at the end)" if error else ""  # said once, not twice
+        self._progress.console.print(f"[{style}]{outcome:>7}[/] {escape(task.name + detail)}", highlight=False, soft_wrap=True)
         self._progress.advance(self._overall)
 
     def stop(self) -> None:

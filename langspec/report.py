@@ -22,6 +22,22 @@ class Figure:
     caption: str
 
 
+def resolve_run(con: duckdb.DuckDBPyConnection, run_id: int | None = None, k: int | None = None,
+                point: str | None = None) -> tuple[int, int, str]:
+    """(run_id, k, point) of a report: those given, else the last completed run, its analysis.top_k
+    and its only sweep point."""
+    given = {name: value for name, value in (("run_id", run_id), ("k", k), ("point", point)) if value is not None}
+    params = resolve(con, named_queries()["in_language_share"], given)  # run_id, point, k
+    return params["run_id"], params["k"], params["point"]
+
+
+def report_dir(store_root: Path, run_id: int, point: str) -> Path:
+    """Where a run's report goes unless told: one directory per run and sweep point, so a new run
+    never overwrites the report of an earlier one (report/run-3/, report/run-4/prune.threshold=0.9/)."""
+    where = Path(store_root) / "report" / f"run-{run_id}"
+    return where / point.replace("/", "_") if point else where
+
+
 def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None = None, k: int | None = None,
                  point: str | None = None) -> Path:
     """Write out/index.html and its PNG figures for `run_id` (default: the last completed run) and
@@ -29,9 +45,8 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None =
     import matplotlib
 
     matplotlib.use("Agg")
-    given = {name: value for name, value in (("run_id", run_id), ("k", k), ("point", point)) if value is not None}
-    params = resolve(con, named_queries()["in_language_share"], given)  # run_id, point, k
-    run_id, k, point = params["run_id"], params["k"], params["point"]
+    run_id, k, point = resolve_run(con, run_id, k, point)
+    params = {"run_id": run_id, "k": k, "point": point}
 
     def analysis(name: str) -> list[dict]:
         """The analysis' rows that average over the run's seeds."""

@@ -6,21 +6,27 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from langspec.errors import LangspecError
-from langspec.spec import DataSpec
-from runners import toy
+from runners.methods import toy
 from runners.context import TaskContext
+from runners.errors import DataSourceError
+from runners.stage import Planned, Section, Upstream
 
-VERSION = 1
-TABLES = ("examples",)  # what a task of this stage hands to the store; a task without them is not done
+VERSION = 2  # 2: writes labels.json, the names of the labels that every checkpoint's id2label carries
+READS = ("data",)
+RESUMABLE = False
+MEMORY_FIELDS = ()  # loading examples needs little memory
+TABLES = ("examples",)
 SPLITS = ("train", "validation", "test")
 EXAMPLES_FILE = "tables/examples.parquet"
+LABELS_FILE = "labels.json"  # {"names": [name of label 0, name of label 1, ...]}
 SCHEMA = pa.schema(
     [
         ("example_id", pa.string()),
@@ -33,14 +39,87 @@ SCHEMA = pa.schema(
 )
 
 
+TOY_LANGUAGES = ("ka", "kb", "la", "lb", "mi", "na", "nb")
+
+
+class DataSpec(Section):
+    source: Literal["toy", "hub", "files"] = Field(
+        "toy",
+        description="toy: the built-in synthetic languages (offline); hub: a Hugging Face dataset by id; "
+        "files: JSONL/Parquet per language and split under `path`.",
+    )
+    languages: list[str] = Field(
+        default=["ka", "kb", "la", "lb", "mi"],
+        min_length=1,
+        description="Language codes to study. For toy data: ka, kb (family k), la, lb (family l), mi, na, nb (family n).",
+    )
+    train_per_language: int = Field(2000, ge=1, description="Training examples per language (a subsample for hub/files).")
+    validation_per_language: int = Field(200, ge=1, description="Validation examples per language.")
+    test_per_language: int = Field(200, ge=1, description="Test examples per language.")
+    parallel: bool = Field(
+        True,
+        description="Toy data only: the same underlying items in every language (like XNLI, PAWS-X) "
+        "rather than independent items per language (like MARC).",
+    )
+    lexicon_overlap: float = Field(
+        0.5, ge=0.0, le=1.0, description="Toy data only: share of the lexicon that related languages have in common."
+    )
+    seed: int = Field(0, ge=0, description="Seed of data generation and subsampling (independent of the training seeds).")
+    dataset: str | None = Field(
+        None,
+        description="hub only: a Hugging Face dataset id with one config per language (facebook/xnli, "
+        "google-research-datasets/paws-x, mteb/amazon_reviews_multi), or a local directory holding "
+        "<language>/ saved with datasets' save_to_disk.",
+    )
+    path: str | None = Field(None, description="files only: directory holding <language>/<split>.jsonl or .parquet.")
+    label_names: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Names of the labels 0, 1, ... in order, for the checkpoints' id2label. None: the source's own "
+        "(toy, XNLI: entailment, neutral, contradiction; PAWS-X: not_paraphrase, paraphrase; MARC: 1 star ... "
+        "5 stars; a hub dataset's ClassLabel names where it has them; files: the label ids).",
+    )
+
+    @field_validator("languages")
+    @classmethod
+    def check_languages_unique(cls, languages: list[str]) -> list[str]:
+        repeated = sorted({lang for lang in languages if languages.count(lang) > 1})
+        if repeated:
+            raise ValueError(f"languages are listed twice: {', '.join(repeated)}; list each once")
+        return languages
+
+    @model_validator(mode="after")
+    def check_source_fields(self) -> DataSpec:
+        if self.source == "toy":
+            unknown = [lang for lang in self.languages if lang not in TOY_LANGUAGES]
+            if unknown:
+                raise ValueError(
+                    f"toy data has no language {', '.join(unknown)}; choose from {', '.join(TOY_LANGUAGES)}"
+                )
+        if self.source == "hub" and not self.dataset:
+            raise ValueError("source: hub needs `dataset` (a Hugging Face dataset id, e.g. facebook/xnli)")
+        if self.source == "files" and not self.path:
+            raise ValueError("source: files needs `path` (a directory with <language>/<split>.jsonl)")
+        return self
+
+
+SECTIONS = {"data": (DataSpec, Field(default_factory=DataSpec, description="Where the examples come from."))}
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     data: DataSpec
     fingerprint: str  # of the source's content where it lives outside langspec (files); "" for toy
 
 
-class DataSourceError(LangspecError):
-    exit_code = 2
+def check(spec) -> None:
+    """No rules across sections."""
+
+
+def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
+    if upstream.keys("data"):  # one data task serves every seed
+        return
+    yield Planned({}, Params(data=spec.data, fingerprint=fingerprint(spec.data)), ())
 
 
 def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
@@ -53,20 +132,69 @@ def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext
         rows = _load_files(Path(data.path), list(data.languages), sizes, data.seed)
     else:
         rows = _load_hub(data.dataset, list(data.languages), sizes, data.seed)
+    names = label_names(data, rows)
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     (workdir / "tables").mkdir(parents=True, exist_ok=True)
     pq.write_table(table, workdir / EXAMPLES_FILE)
+    (workdir / LABELS_FILE).write_text(json.dumps({"names": names}))
     ctx.report(1, 1, f"{table.num_rows} examples")
     counts = {f"{lang}/{split}": 0 for lang in data.languages for split in SPLITS}
     for row in rows:
         counts[f"{row['language']}/{row['split']}"] += 1
-    return {"examples": table.num_rows, "num_labels": int(max(r["label"] for r in rows)) + 1, "counts": counts}
+    return {"examples": table.num_rows, "num_labels": len(names), "labels": names, "counts": counts}
 
 
 def read_examples(data_dir: Path, split: str | None = None, language: str | None = None) -> list[dict]:
     """The examples a data task wrote, optionally of one split and language, in stored order."""
     rows = pq.read_table(data_dir / EXAMPLES_FILE).to_pylist()
     return [r for r in rows if (split is None or r["split"] == split) and (language is None or r["language"] == language)]
+
+
+def read_label_names(data_dir: Path) -> list[str]:
+    """The names of labels 0, 1, ... that a data task wrote."""
+    return json.loads((data_dir / LABELS_FILE).read_text())["names"]
+
+
+# --- label names ------------------------------------------------------------------------------
+
+STARS = ("1 star", "2 stars", "3 stars", "4 stars", "5 stars")  # MARC: stars 1-5 are labels 0-4
+# Each hub layout's label names, for datasets whose label column does not name them itself.
+HUB_LABELS = {
+    "premise/hypothesis": ("entailment", "neutral", "contradiction"),  # XNLI's order
+    "sentence1/sentence2": ("not_paraphrase", "paraphrase"),  # PAWS-X: 1 = paraphrase
+    "review_body/stars": STARS,
+    "text/label": STARS,
+}
+
+
+def label_names(data: DataSpec, rows: list[dict]) -> list[str]:
+    """The names of labels 0, 1, ...: data.label_names, else the source's own; there is one for
+    every label in `rows`."""
+    if data.label_names is not None:
+        names = list(data.label_names)
+    elif data.source == "toy":
+        names = list(toy.LABELS)
+    elif data.source == "hub":
+        names = _hub_label_names(data.dataset, data.languages[0])
+    else:  # files carry label ids only
+        names = [str(label) for label in range(max(r["label"] for r in rows) + 1)]
+    highest = max(r["label"] for r in rows)
+    if highest >= len(names):
+        raise DataSourceError(
+            f"the data has labels 0 to {highest}, but {len(names)} label names ({', '.join(names)}); "
+            "list a name for each label in data.label_names"
+        )
+    return names
+
+
+def _hub_label_names(dataset: str, language: str) -> list[str]:
+    """The names a hub dataset gives its labels (a ClassLabel with words, like XNLI's), else its layout's."""
+    train = _hub_splits(dataset, language)["train"]
+    feature = train.features.get("label")
+    names = getattr(feature, "names", None)
+    if names and not all(name.isdigit() for name in names):  # PAWS-X's ClassLabel names are "0", "1"
+        return list(names)
+    return list(HUB_LABELS[_hub_layout(train.column_names, dataset)])
 
 
 # --- source: files ----------------------------------------------------------------------------

@@ -2,21 +2,79 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from langspec.spec import FinetuneSpec, ModelSpec
 from runners.context import RESUME_FILE, TaskContext
-from runners.data import read_examples
+from runners.data import read_examples, read_label_names
+from runners.stage import Planned, Section, Upstream
 from runners.tables import write_table
 
 VERSION = 1
-TABLES = ("metrics", "checkpoints")  # what a task of this stage hands to the store; a task without them is not done
-MEMORY_FIELDS = ("finetune.batch_size", "finetune.max_length", "finetune.eval_batch_size")  # what to lower when the task runs out of memory
+READS = ("model", "finetune")
 RESUMABLE = True  # a fine-tuning that dies continues from its last finished epoch
+MEMORY_FIELDS = ("finetune.batch_size", "finetune.max_length", "finetune.eval_batch_size")  # what to lower when the task runs out of memory
+TABLES = ("metrics", "checkpoints")
 EVAL_SPLITS = ("validation", "test")
+
+
+class TinyModelSpec(Section):
+    layers: int = Field(4, ge=1, le=48, description="Transformer layers.")
+    heads: int = Field(4, ge=1, le=64, description="Attention heads per layer.")
+    hidden: int = Field(64, ge=8, description="Hidden size; must be divisible by heads.")
+    intermediate: int = Field(128, ge=8, description="Feed-forward inner size.")
+    vocab_size: int = Field(2000, ge=64, description="Upper bound of the tokenizer's vocabulary trained on the data.")
+
+    @model_validator(mode="after")
+    def check_hidden_divisible(self) -> TinyModelSpec:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class ModelSpec(Section):
+    pretrained: str | None = Field(
+        None, description="A Hugging Face model id or local directory (e.g. xlm-roberta-base); exclusive with `tiny`."
+    )
+    tiny: TinyModelSpec | None = Field(
+        None, description="A small random-init XLM-R with a tokenizer trained on the data (the demo, the tests)."
+    )
+    attention: Literal["sdpa", "eager"] = Field("sdpa", description="Attention kernel; both give the same results.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Hidden and attention dropout during training.")
+
+    @model_validator(mode="after")
+    def check_one_model(self) -> ModelSpec:
+        if (self.pretrained is None) == (self.tiny is None):
+            raise ValueError("give exactly one of `pretrained` (a model id) or `tiny` (a small config)")
+        return self
+
+
+class FinetuneSpec(Section):
+    epochs: int = Field(3, ge=1, description="Epochs; a checkpoint is saved after each.")
+    lr: float = Field(2e-5, gt=0.0, description="Peak learning rate of AdamW (linear warm-up and decay).")
+    batch_size: int = Field(32, ge=1, description="Training batch size.")
+    eval_batch_size: int = Field(128, ge=1, description="Evaluation batch size (no effect on results).")
+    max_length: int = Field(128, ge=8, description="Maximum tokens per example pair; longer ones are truncated.")
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Share of steps with linear warm-up.")
+
+    @field_validator("lr")
+    @classmethod
+    def check_lr_finite(cls, lr: float) -> float:
+        if not math.isfinite(lr):
+            raise ValueError("lr must be a finite number, e.g. 2.0e-5")
+        return lr
+
+
+SECTIONS = {
+    "model": (ModelSpec, Field(description="The model to fine-tune.")),
+    "finetune": (FinetuneSpec, Field(default_factory=FinetuneSpec, description="Full fine-tuning.")),
+}
 
 
 class Params(BaseModel):
@@ -24,6 +82,15 @@ class Params(BaseModel):
     seed: int
     model: ModelSpec
     finetune: FinetuneSpec
+
+
+def check(spec) -> None:
+    """No rules across sections."""
+
+
+def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
+    params = Params(seed=seed, model=spec.model, finetune=spec.finetune)
+    yield Planned({"seed": seed}, params, (("data", upstream.key("data")),))
 
 
 def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
@@ -50,15 +117,17 @@ def fine_tune(
     """
     import torch  # heavy imports live here so that compiling a spec stays fast
 
-    from runners import heads, models, pruning, training
+    from runners.methods import heads, models, pruning, training
 
     variant = "full" if masks is None else "sft"
     device = torch.device(ctx.device)
     rows = read_examples(data_dir)
     train_rows = [r for r in rows if r["split"] == "train"]
     tokenizer = models.build_tokenizer(model_spec, [t for r in train_rows for t in (r["text_a"], r["text_b"]) if t])
-    num_labels = max(r["label"] for r in rows) + 1
-    model = models.build_model(model_spec, tokenizer, num_labels, config.max_length, seed).to(device)
+    # Saved with every checkpoint: inputs longer than the model was trained on are cut there
+    # (pipeline(..., truncation=True)) instead of running past its position embeddings.
+    tokenizer.model_max_length = config.max_length
+    model = models.build_model(model_spec, tokenizer, read_label_names(data_dir), config.max_length, seed).to(device)
     pad_id = tokenizer.pad_token_id
 
     train = models.encode(tokenizer, train_rows, config.max_length)

@@ -1,27 +1,56 @@
 """Language subnetworks (stage 2): one task per (seed, language) prunes attention heads of the
 fully fine-tuned model until that language's metric would drop below threshold x the full model's.
 
-The method is in `runners.pruning` (the loop) and `runners.heads` (gates and importance); this
-module wires them to a checkpoint and a language's examples and writes the store's tables.
+The method is in `runners.methods.pruning` (the loop) and `runners.methods.heads` (gates and
+importance); this module wires them to a checkpoint and a language's examples and writes the
+store's tables.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from langspec.spec import PruneSpec
 from runners.context import TaskContext
 from runners.data import read_examples
+from runners.stage import Planned, Section, Upstream
 from runners.tables import write_table
 
 VERSION = 1
-TABLES = ("subnetworks", "prune_steps", "metrics")  # what a task of this stage hands to the store; a task without them is not done
+READS = ("data", "model", "finetune", "prune")
+RESUMABLE = False
 MEMORY_FIELDS = ("prune.batch_size", "finetune.max_length")  # what to lower when the task runs out of memory
+TABLES = ("subnetworks", "prune_steps", "metrics")
 EVAL_SPLITS = ("validation", "test")
+
+
+class PruneSpec(Section):
+    enabled: bool = Field(True, description="Find one subnetwork per language by attention-head pruning.")
+    threshold: float = Field(
+        0.95, gt=0.0, le=1.0, description="Keep pruning while the metric stays >= threshold x the full model's."
+    )
+    step: float = Field(0.1, gt=0.0, lt=1.0, description="Share of all heads masked per pruning step (at least one).")
+    split: Literal["validation", "train", "test"] = Field(
+        "validation", description="Split used for head importance and the stopping rule."
+    )
+    normalize_per_layer: bool = Field(True, description="L2-normalise importance within each layer.")
+    normalize_global: bool = Field(True, description="Min-max rescale importance over all heads.")
+    max_examples: int | None = Field(
+        None, ge=1, description="Use only the first N examples per language of the split (None: all)."
+    )
+    batch_size: int = Field(
+        32, ge=1, description="Examples per batch for importance; importance sums per-batch gradients, so it matters."
+    )
+    keep_one_head_per_layer: bool = Field(
+        False, description="Never mask a layer's last head (off as in Michel et al.; a fully masked layer passes only the residual stream)."
+    )
+
+
+SECTIONS = {"prune": (PruneSpec, Field(default_factory=PruneSpec, description="Language subnetworks by head pruning."))}
 
 
 class Params(BaseModel):
@@ -31,6 +60,28 @@ class Params(BaseModel):
     prune: PruneSpec
     attention: Literal["sdpa", "eager"]
     max_length: int
+
+
+def check(spec) -> None:
+    """No rules across sections."""
+
+
+def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
+    """One task per language, on the seed's fine-tuned model run as it was trained (same attention
+    kernel and truncation: model.attention and finetune.max_length)."""
+    if not spec.prune.enabled:
+        return
+    inputs = (("data", upstream.key("data")), ("finetune", upstream.key("finetune", seed=seed)))
+    for language in spec.data.languages:
+        params = Params(
+            seed=seed, language=language, prune=spec.prune, attention=spec.model.attention, max_length=spec.finetune.max_length
+        )
+        yield Planned({"seed": seed, "language": language}, params, inputs)
+
+
+def mask_inputs(upstream: Upstream, seed: int) -> tuple[tuple[str, str], ...]:
+    """The inputs that give a downstream task every language's subnetwork of the seed: (mask_role, key)."""
+    return tuple((mask_role(labels["language"]), key) for labels, key in upstream.keys("prune", seed=seed))
 
 
 def mask_role(language: str) -> str:
@@ -59,7 +110,7 @@ def last_checkpoint(finetune_dir: Path) -> tuple[int, Path]:
 def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
     import torch
 
-    from runners import heads, models, pruning
+    from runners.methods import heads, models, pruning
 
     config = params.prune
     device = torch.device(ctx.device)

@@ -7,29 +7,69 @@ Variants: `full` (the fine-tuned model, no masks); `subnetwork` (the same checkp
 gradient taken under the test language's subnetwork mask); `sft` (the sparsely fine-tuned
 checkpoints, the train gradient under the train example's language's mask and the test gradient
 under the test language's). The batched inner products (exact, or approximate from random
-projections with `tracin.projection_dim`) are in `runners.influence`; this module picks the
+projections with `tracin.projection_dim`) are in `runners.methods.influence`; this module picks the
 examples, the masks and the checkpoints, and writes the scores to the `influence` table as columns
 (never row by row).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from langspec.spec import TracinSpec
 from runners.context import TaskContext
 from runners.data import read_examples
-from runners.prune import mask_role, read_mask
+from runners.prune import mask_inputs, mask_role, read_mask
+from runners.stage import Planned, Section, Upstream
 from runners.tables import write_arrow
 
 VERSION = 1
-TABLES = ("influence",)  # what a task of this stage hands to the store; a task without them is not done
+READS = ("data", "model", "finetune", "tracin")
+RESUMABLE = False
 MEMORY_FIELDS = ("tracin.batch_size", "tracin.test_block_mb", "tracin.projection_dim", "finetune.max_length")  # what to lower when the task runs out of memory
+TABLES = ("influence",)
 PARAM_GROUPS = {"embeddings": "embeddings", "encoder": "encoder", "classifier": None}  # under the base model, or the head
+
+
+class TracinSpec(Section):
+    enabled: bool = Field(True, description="TracIn influence of training examples on test examples.")
+    variants: list[Literal["full", "subnetwork", "sft"]] = Field(
+        default=["full", "subnetwork", "sft"], min_length=1, description="Which models to score."
+    )
+    train_per_language: int = Field(200, ge=1, description="Training examples scored per language: the first N of its train split.")
+    test_per_language: int = Field(20, ge=1, description="Influence-test examples per language: the first N of its test split.")
+    params: list[Literal["embeddings", "encoder", "classifier"]] = Field(
+        default=["embeddings", "encoder", "classifier"], min_length=1, description="Parameter groups of the gradients."
+    )
+    batch_size: int = Field(32, ge=1, description="Examples per gradient batch (bounds memory; no effect on scores).")
+    test_block_mb: float | None = Field(
+        4096, gt=0, description="Memory (MB) for the test examples' gradients kept while the training examples stream "
+        "past; more test examples are scored in blocks, the training gradients computed once per block (slower, same "
+        "scores). None: no limit.",
+    )
+    projection_dim: int | None = Field(
+        None,
+        ge=1,
+        description="None: exact scores. An integer d: approximate scores, for models too large for exact ones: each "
+        "parameter tensor's per-example gradient with more than d entries becomes a seeded random projection to at "
+        "most d numbers (Kronecker-factored for matrices, never forming the per-example gradient), the same for train, "
+        "test and every checkpoint; each score is an unbiased estimate whose error shrinks as d grows "
+        "(runners/methods/influence/ documents the construction).",
+    )
+    projection_seed: int = Field(
+        0,
+        ge=0,
+        description="Seed of the random projection (with each parameter's name); only used with projection_dim. "
+        "Independent of the training seeds, so every seed and variant is scored with the same P; change it to see "
+        "how much the scores owe to the draw of P.",
+    )
+
+
+SECTIONS = {"tracin": (TracinSpec, Field(default_factory=TracinSpec, description="TracIn influence scores."))}
 
 
 class Params(BaseModel):
@@ -42,12 +82,49 @@ class Params(BaseModel):
     max_length: int
 
 
+def check(spec) -> None:
+    tracin = spec.tracin
+    if not tracin.enabled:
+        return
+    needs_masks = {"subnetwork", "sft"} & set(tracin.variants)
+    if needs_masks and not spec.prune.enabled:
+        raise ValueError(f"tracin variants {sorted(needs_masks)} need prune enabled")
+    if "sft" in tracin.variants and not spec.sparse_finetune.enabled:
+        raise ValueError("tracin variant sft needs sparse_finetune enabled")
+    scored = min(tracin.train_per_language, spec.data.train_per_language) * len(spec.data.languages)
+    if spec.analysis.top_k >= scored:
+        raise ValueError(
+            f"analysis.top_k ({spec.analysis.top_k}) must be smaller than the {scored} training examples TracIn "
+            "scores, or every one of them is a proponent; lower analysis.top_k or raise tracin.train_per_language"
+        )
+
+
+def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
+    """One task per variant, on the seed's fine-tuned (full, subnetwork) or sparsely fine-tuned (sft)
+    checkpoints, run as they were trained (model.attention, finetune.max_length)."""
+    if not spec.tracin.enabled:
+        return
+    data = ("data", upstream.key("data"))
+    masks = mask_inputs(upstream, seed)
+    for variant in spec.tracin.variants:
+        params = Params(
+            seed=seed, variant=variant, languages=tuple(spec.data.languages),
+            tracin=spec.tracin.model_copy(update={"variants": [variant]}),  # the other variants are not this task's business
+            attention=spec.model.attention, max_length=spec.finetune.max_length,
+        )
+        if variant == "sft":
+            inputs = (data, ("sft", upstream.key("sparse_finetune", seed=seed))) + masks
+        else:
+            inputs = (data, ("finetune", upstream.key("finetune", seed=seed))) + (masks if variant == "subnetwork" else ())
+        yield Planned({"seed": seed, "variant": variant}, params, inputs)
+
+
 def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
     import numpy as np
     import pyarrow as pa
     import torch
 
-    from runners import influence, models
+    from runners.methods import influence, models
 
     config = params.tracin
     device = torch.device(ctx.device)

@@ -324,5 +324,16 @@ def is_complete(root: Path, key: str, tables=()) -> bool:
     return check_complete(root, key, tables) is None
 
 
+def disk_nearly_full(path: Path) -> bool:
+    """Less than 1% or 64 MiB free: torch reports a short write as "unexpected pos", not ENOSPC."""
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError:
+        return False
+    return usage.free < max(64 * 1024**2, usage.total // 100)
+
+
 def no_space(err: BaseException) -> bool:
-    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    """A full disk, however the library that wrote reports it (OSError, or a RuntimeError of torch,
+    safetensors or DuckDB that carries the system's message)."""
+    return (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or "no space left on device" in str(err).lower()

@@ -18,8 +18,8 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from langspec.errors import StoreError
 from store import artifacts
+from store.errors import StoreError
 from store.influence import insert_influence
 
 SCHEMA_VERSION = 3
@@ -71,6 +71,10 @@ LOCK_FILE = ".lock"
 TASK_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "influence")
 # Tables the store derives from a task's tables at ingest (store/influence.py), keyed by task_key too.
 DERIVED_TABLES = ("influence_examples", "tracin_cp", "proponents")
+# The oldest storage format that DuckDB clients of every version since 1.1 read (the CLI, DBeaver, R), with
+# everything the schema uses. 'v1.0.0' is no older on disk (both are format 64), and 1.0 readers reject the
+# primary keys that duckdb 2.0 writes there. Applies when the file is created; an existing store keeps its format.
+STORAGE_VERSION = "v1.1.0"
 
 
 @dataclass(frozen=True)
@@ -122,10 +126,10 @@ class StoreWriter:
         self._lock.write(str(os.getpid()))
         self._lock.flush()
         try:
-            self.con = duckdb.connect(str(self.root / DB_FILE))
+            self.con = duckdb.connect(str(self.root / DB_FILE), config={"storage_compatibility_version": STORAGE_VERSION})
         except duckdb.Error as err:
             self._release()
-            if _damaged(err):
+            if is_damage(err):
                 raise damaged_database(self.root, err) from None
             raise StoreError(f"the store {self.root} is open in another process ({err}); close it and retry") from None
         self._create_schema()
@@ -219,7 +223,7 @@ class StoreWriter:
                 counts[table] = self._insert(table, key, path)
             self.con.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, now())", [key, stage, name])
             self.con.execute("COMMIT")
-        except Exception:
+        except BaseException:  # an interrupt too: no half-ingested task
             self.con.execute("ROLLBACK")
             raise
         return counts
@@ -275,7 +279,7 @@ def connect_read_only(root: str | Path) -> duckdb.DuckDBPyConnection:
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as err:  # damaged, or another process's lock, or this one's writer
-        if _damaged(err):
+        if is_damage(err):
             raise damaged_database(Path(root), err) from None
         raise StoreError(
             f"the store {root} is busy: a langspec run (pid {lock_holder(Path(root))}) is writing it; retry when it finishes"
@@ -293,8 +297,15 @@ def connect_read_only(root: str | Path) -> duckdb.DuckDBPyConnection:
 DAMAGE_SIGNS = ("could not read enough bytes", "not a valid duckdb database", "corrupt database", "checksum")
 
 
-def _damaged(err: Exception) -> bool:
+def is_damage(err: Exception) -> bool:
     return any(sign in str(err).lower() for sign in DAMAGE_SIGNS)
+
+
+def read_every_block(con: duckdb.DuckDBPyConnection) -> None:
+    """Read every column of every table: DuckDB opens a truncated file and fails only on the
+    blocks that are gone, so this is the check that a whole database is readable."""
+    for (table,) in con.sql("SELECT table_name FROM duckdb_tables() WHERE NOT internal").fetchall():
+        con.sql(f'SELECT bit_xor(hash(COLUMNS(*))) FROM "{table}"').fetchall()
 
 
 def damaged_database(root: Path, err: Exception) -> StoreError:

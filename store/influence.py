@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from langspec.errors import StoreError
+from store.errors import StoreError
 
 SIDES = ("proponents", "opponents")
 

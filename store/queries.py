@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from langspec.errors import QueryError
+from store.errors import QueryError
 
 SQL_DIR = Path(__file__).with_name("sql")
 INTERNAL_DIR = SQL_DIR / "internal"  # not analyses: the queries behind defaults, points and the report

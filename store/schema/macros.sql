@@ -23,7 +23,7 @@ SELECT * FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM run_tasks
 CREATE OR REPLACE MACRO run_subnetwork_pairs(run) AS TABLE
 SELECT * FROM subnetwork_pairs WHERE task_key IN (SELECT task_key FROM run_tasks(run));
 
-CREATE OR REPLACE MACRO run_influence(run) AS TABLE
+CREATE OR REPLACE MACRO run_scores(run) AS TABLE
 SELECT * FROM influence_by_language WHERE task_key IN (SELECT task_key FROM run_tasks(run));
 
 CREATE OR REPLACE MACRO run_tracin_cp(run) AS TABLE

@@ -36,12 +36,13 @@ SELECT * EXCLUDE (last_epoch)
 FROM (SELECT *, max(epoch) OVER (PARTITION BY task_key, variant) AS last_epoch FROM metrics)
 WHERE epoch IS NOT DISTINCT FROM last_epoch;
 
--- Each TracIn task's numbered examples with their language (from the data task the TracIn task read).
+-- Each TracIn task's numbered examples with their language (from the data task the TracIn task read;
+-- NULL while no run has recorded the task, as after `langspec verify --repair`).
 CREATE OR REPLACE VIEW influence_example_languages AS
 SELECT x.task_key, x.role, x.example_no, x.example_id, e.language
 FROM influence_examples AS x
-JOIN task_params AS t USING (task_key)
-JOIN examples AS e ON e.task_key = t.inputs ->> 'data' AND e.example_id = x.example_id;
+LEFT JOIN task_params AS t USING (task_key)
+LEFT JOIN examples AS e ON e.task_key = t.inputs ->> 'data' AND e.example_id = x.example_id;
 
 -- Influence rows with the ids and languages of both examples, one per checkpoint term.
 CREATE OR REPLACE VIEW influence_by_language AS

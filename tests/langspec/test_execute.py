@@ -10,7 +10,7 @@ from langspec.compile import compile_spec
 from langspec.errors import PlanError
 from langspec.execute import execute
 from langspec.load import load_spec
-from runners import toy
+from runners.methods import toy
 from store.artifacts import is_complete
 from store.db import connect_read_only
 

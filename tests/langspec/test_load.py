@@ -146,3 +146,18 @@ def test_extends_errors(spec_file):
     spec_file("extends: b.yaml\nname: a\n", name="a.yaml")
     spec_file("extends: a.yaml\n", name="b.yaml")
     assert "extends itself" in problems(path.parent / "a.yaml")[0]
+
+
+def test_a_bad_override_hides_no_other_problem(spec_file):
+    found = problems(spec_file(GOOD), ["finetune.lrr=1", "finetune.lr=abc", "seeds=[0, 0]"])
+    assert len(found) == 3
+    assert any(p.startswith("--set finetune.lrr=1: finetune.lrr: unknown field 'lrr'; did you mean 'lr'?") for p in found)
+    assert any(p.startswith("--set finetune.lr: finetune.lr:") and "'abc'" in p for p in found)
+    assert any(p.startswith("--set seeds: seeds:") and "listed twice" in p for p in found)
+
+
+def test_a_bad_override_hides_no_sweep_problem(spec_file):
+    path = spec_file(GOOD + "sweep: {prune.treshold: [0.9]}\n")
+    found = problems(path, ["finetune.epochz=1"])
+    assert [p.split(":")[0] for p in found] == ["--set finetune.epochz=1", str(path)]
+    assert "did you mean 'threshold'" in found[1]

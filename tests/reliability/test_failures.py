@@ -54,6 +54,8 @@ def test_a_failing_task_is_reported_and_a_fixed_rerun_runs_only_what_is_missing(
     error = run("query", "SELECT outcome, error FROM tasks WHERE name = 'data'", "--store", store, "--format", "json")
     [row] = json.loads(error.output)
     assert row["outcome"] == "failed" and "Traceback" in row["error"] and "JSONDecodeError" in row["error"]
+    first_line = row["error"].splitlines()[0]
+    assert row["error"].count(first_line) == 1 and said.count(" ".join(first_line.split())) == 1  # stored and said once
     skipped = json.loads(run("query", "SELECT name, outcome FROM tasks WHERE run_id = 1 AND name <> 'data' ORDER BY name",
                              "--store", store, "--format", "json").output)
     assert skipped == [{"name": "finetune[seed=0]", "outcome": "skipped"}, {"name": "finetune[seed=1]", "outcome": "skipped"}]

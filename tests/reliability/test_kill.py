@@ -112,3 +112,23 @@ def test_a_killed_ray_worker_is_retried_and_the_run_completes(spec_file, tmp_pat
     assert result.status == "completed"
     record = result.records[key]
     assert record.outcome == "ran" and json.loads(record.summary)["resumed_from_epoch"] >= 1
+
+
+def test_a_worker_that_dies_without_retries_names_rays_logs(spec_file, tmp_path, ray_session):
+    spec = spec_file(SPEC.replace("seeds: [0, 1]", "seeds: [0]").replace("{default: {num_cpus: 1}}",
+                                                                       "{default: {num_cpus: 1, max_retries: 0}}"))
+    loaded = load_spec(spec)
+    graph = compile_spec(loaded)
+    key = next(task.key for task in graph.tasks if task.stage == "finetune")
+    store = tmp_path / "store"
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=execute(graph, loaded, store, executor="ray")))
+    runner.start()
+    progress = store / "tasks" / ".progress" / f"{key}.json"
+    wait_for(lambda: progress.is_file() and json.loads(progress.read_text())["done"] > 0, what="the first steps")
+    os.kill(json.loads(progress.read_text())["pid"], signal.SIGKILL)
+    runner.join(timeout=300)
+    record = outcome["result"].records[key]
+    assert record.outcome == "failed"
+    logs = record.error.split("Ray's logs: ")[1].split(" (")[0]
+    assert os.path.isabs(logs) and os.path.isfile(os.path.join(logs, "raylet.out")), record.error

@@ -8,9 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from langspec.spec import DataSpec, FinetuneSpec, ModelSpec
 from runners import data, finetune
 from runners.context import RESUME_FILE, TaskContext
+from runners.data import DataSpec
+from runners.finetune import FinetuneSpec, ModelSpec
 
 MODEL = ModelSpec(tiny={"layers": 2, "heads": 2, "hidden": 16, "intermediate": 32, "vocab_size": 200})
 CONFIG = FinetuneSpec(epochs=3, lr=1e-3, batch_size=16, max_length=32)  # dropout on: the RNG state matters

@@ -4,11 +4,16 @@ masking heads changes accuracy."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 
-from langspec.spec import DataSpec, FinetuneSpec, ModelSpec, PruneSpec
 from runners import data, finetune, prune, sparse_finetune
 from runners.context import TaskContext
+from runners.data import DataSpec
+from runners.finetune import FinetuneSpec, ModelSpec
+from runners.prune import PruneSpec
 
 LANGUAGES = ("ka", "la")
 EPOCHS = 4
@@ -18,12 +23,44 @@ FINETUNE = FinetuneSpec(epochs=EPOCHS, lr=2e-3, batch_size=16, max_length=MAX_LE
 PRUNE = PruneSpec(threshold=0.95, step=0.1, batch_size=5)
 
 
+@dataclass(frozen=True)
+class Study:
+    """A small study run by the stages themselves: each task's directory under the role by which a
+    downstream task receives it (data, finetune, prune.<language>, sft), and the settings it ran with."""
+
+    dirs: dict[str, Path]
+    summaries: dict[str, dict]  # language -> its prune task's summary
+    languages: tuple[str, ...]
+    epochs: int
+    max_length: int
+    model: ModelSpec
+    prune: PruneSpec
+
+    @property
+    def data(self) -> Path:
+        return self.dirs["data"]
+
+    @property
+    def finetune(self) -> Path:
+        return self.dirs["finetune"]
+
+    @property
+    def sft(self) -> Path:
+        return self.dirs["sft"]
+
+    def subnetwork(self, language: str) -> Path:
+        """The prune task directory of a language."""
+        return self.dirs[prune.mask_role(language)]
+
+    def inputs(self, *roles: str) -> dict[str, Path]:
+        """{role: directory}, the inputs a stage's run() takes."""
+        return {role: self.dirs[role] for role in roles}
+
+
 @pytest.fixture(scope="session")
-def study(tmp_path_factory):
-    """{"data": dir, "finetune": dir, "prune.ka": dir, "prune.la": dir, "sft": dir, "summaries": {lang:
-    prune summary}, "epochs", "prune", "max_length", "languages", "model", "finetune_spec"}."""
+def study(tmp_path_factory) -> Study:
     root = tmp_path_factory.mktemp("study")
-    dirs = {name: root / name for name in ("data", "finetune", "sft", *(f"prune.{lang}" for lang in LANGUAGES))}
+    dirs = {name: root / name for name in ("data", "finetune", "sft", *(prune.mask_role(lang) for lang in LANGUAGES))}
     for path in dirs.values():
         path.mkdir()
     data_spec = DataSpec(languages=list(LANGUAGES), train_per_language=300, validation_per_language=40, test_per_language=40)
@@ -32,10 +69,9 @@ def study(tmp_path_factory):
     summaries = {}
     for lang in LANGUAGES:
         params = prune.Params(seed=0, language=lang, prune=PRUNE, attention="sdpa", max_length=MAX_LENGTH)
-        summaries[lang] = prune.run(params, {"data": dirs["data"], "finetune": dirs["finetune"]}, dirs[f"prune.{lang}"], TaskContext())
+        summaries[lang] = prune.run(params, {"data": dirs["data"], "finetune": dirs["finetune"]}, dirs[prune.mask_role(lang)], TaskContext())
     sparse_finetune.run(
         sparse_finetune.Params(seed=0, languages=LANGUAGES, model=MODEL, finetune=FINETUNE, language_sampling="proportional"),
-        {"data": dirs["data"], **{f"prune.{lang}": dirs[f"prune.{lang}"] for lang in LANGUAGES}}, dirs["sft"], TaskContext(),
+        {"data": dirs["data"], **{prune.mask_role(lang): dirs[prune.mask_role(lang)] for lang in LANGUAGES}}, dirs["sft"], TaskContext(),
     )
-    return {**dirs, "summaries": summaries, "epochs": EPOCHS, "prune": PRUNE, "max_length": MAX_LENGTH,
-            "languages": LANGUAGES, "model": MODEL, "finetune_spec": FINETUNE}
+    return Study(dirs, summaries, LANGUAGES, EPOCHS, MAX_LENGTH, MODEL, PRUNE)

@@ -8,9 +8,11 @@ import math
 import pyarrow.parquet as pq
 import torch
 
-from langspec.spec import DataSpec, FinetuneSpec, ModelSpec
-from runners import data, finetune, models
+from runners import data, finetune
 from runners.context import TaskContext
+from runners.data import DataSpec
+from runners.finetune import FinetuneSpec, ModelSpec
+from runners.methods import models, toy
 
 N_TRAIN, BATCH, EPOCHS, LR = 2 * 50, 16, 3, 1e-3
 
@@ -66,7 +68,7 @@ def test_padding_does_not_change_predictions(tmp_path):
     rows = data.read_examples(data_dir, split="train")
     spec = ModelSpec(tiny={"layers": 2, "heads": 2, "hidden": 16, "intermediate": 32, "vocab_size": 200})
     tokenizer = models.build_tokenizer(spec, [r["text_a"] for r in rows] + [r["text_b"] for r in rows])
-    model = models.build_model(spec, tokenizer, 3, 32, seed=0).eval()
+    model = models.build_model(spec, tokenizer, toy.LABELS, 32, seed=0).eval()
     encoded = models.encode(tokenizer, rows, 32)
     lengths = [len(ids) for ids in encoded.input_ids]
     short, long = lengths.index(min(lengths)), lengths.index(max(lengths))

@@ -10,9 +10,11 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from langspec.spec import DataSpec, FinetuneSpec, ModelSpec
-from runners import data, finetune, models
+from runners import data, finetune
 from runners.context import TaskContext
+from runners.data import DataSpec
+from runners.finetune import FinetuneSpec, ModelSpec
+from runners.methods import models
 
 SIZES = {"train": 6, "validation": 3, "test": 3}
 LAYOUTS = {
@@ -113,3 +115,30 @@ def test_fine_tuning_a_pretrained_checkpoint_from_a_local_copy(tmp_path):
     # The encoder started from the saved weights (one epoch at lr 2e-5 moves them only a little).
     start = pretrained.roberta.embeddings.word_embeddings.weight
     assert (model.roberta.embeddings.word_embeddings.weight - start).abs().max() < 1e-3
+    # The checkpoint names XNLI's labels, and its tokenizer knows how long an input it was trained on.
+    assert model.config.id2label == {0: "entailment", 1: "neutral", 2: "contradiction"}
+    tokenizer = models.AutoTokenizer.from_pretrained(tmp_path / "ft" / "checkpoints" / "epoch-1")
+    assert tokenizer.model_max_length == 16
+
+
+@pytest.mark.parametrize("layout, class_names, expected", [
+    ("xnli", None, ["entailment", "neutral", "contradiction"]),
+    ("xnli", ["yes", "maybe", "no"], ["yes", "maybe", "no"]),  # a dataset's own ClassLabel names win
+    ("pawsx", ["0", "1"], ["not_paraphrase", "paraphrase"]),  # PAWS-X's ClassLabel names are digits
+    ("marc", None, ["1 star", "2 stars", "3 stars", "4 stars", "5 stars"]),
+    ("marc_mteb", None, ["1 star", "2 stars", "3 stars", "4 stars", "5 stars"]),
+])
+def test_each_hub_layout_names_its_labels(layout, class_names, expected, tmp_path):
+    root = tmp_path / layout
+    for language in ("en", "de"):
+        splits = {split: datasets.Dataset.from_list([LAYOUTS[layout](i) for i in range(10)]) for split in data.SPLITS}
+        if class_names:
+            splits = {s: d.cast_column("label", datasets.ClassLabel(names=class_names)) for s, d in splits.items()}
+        datasets.DatasetDict(splits).save_to_disk(str(root / language))
+    spec = DataSpec(source="hub", dataset=str(root), languages=["en", "de"], train_per_language=6,
+                    validation_per_language=3, test_per_language=3)
+    summary = data.run(data.Params(data=spec, fingerprint=""), {}, tmp_path / "task", TaskContext())
+    assert data.read_label_names(tmp_path / "task") == expected == summary["labels"]
+    renamed = spec.model_copy(update={"label_names": [f"class {i}" for i in range(len(expected))]})
+    data.run(data.Params(data=renamed, fingerprint=""), {}, tmp_path / "renamed", TaskContext())
+    assert data.read_label_names(tmp_path / "renamed") == renamed.label_names  # the spec's names win

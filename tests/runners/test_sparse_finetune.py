@@ -7,15 +7,16 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import torch
 
-from langspec.spec import FinetuneSpec, ModelSpec
-from runners import data, finetune, heads, models, prune, training
+from runners import data, finetune, prune
 from runners.context import TaskContext
+from runners.finetune import FinetuneSpec, ModelSpec
+from runners.methods import heads, models, toy, training
 
 TINY = ModelSpec(tiny={"layers": 2, "heads": 4, "hidden": 32, "intermediate": 64, "vocab_size": 300})
 
 
 def head_slice(model, name: str, layer: int, head: int) -> torch.Tensor:
-    """One head's slice of a per-head parameter, read independently of runners.heads."""
+    """One head's slice of a per-head parameter, read independently of runners.methods.heads."""
     d = model.config.hidden_size // model.config.num_attention_heads
     block = model.roberta.encoder.layer[layer].attention
     if name == "output":
@@ -81,16 +82,16 @@ def test_a_step_moves_only_the_masks_heads_and_the_shared_parameters():
 
 def test_with_every_head_kept_sft_is_fine_tuning_on_language_pure_batches(study, tmp_path):
     config = FinetuneSpec(epochs=2, lr=2e-3, batch_size=16, max_length=32)
-    ones = {lang: torch.ones(2, 4) for lang in study["languages"]}
-    finetune.fine_tune(study["data"], tmp_path, TaskContext(), seed=3, model_spec=TINY, config=config,
+    ones = {lang: torch.ones(2, 4) for lang in study.languages}
+    finetune.fine_tune(study.data, tmp_path, TaskContext(), seed=3, model_spec=TINY, config=config,
                        masks=ones, language_sampling="round_robin")
     sft, _ = models.load_checkpoint(tmp_path / "checkpoints" / "epoch-2")
 
     # The same training by hand: same initialisation, same batches, no masks and no confinement.
-    rows = data.read_examples(study["data"])
+    rows = data.read_examples(study.data)
     train_rows = [r for r in rows if r["split"] == "train"]
     tokenizer = models.build_tokenizer(TINY, [t for r in train_rows for t in (r["text_a"], r["text_b"])])
-    model = models.build_model(TINY, tokenizer, 3, config.max_length, 3)
+    model = models.build_model(TINY, tokenizer, toy.LABELS, config.max_length, 3)
     train = models.encode(tokenizer, train_rows, config.max_length)
     orders = training.language_batches(train.languages, config.batch_size, 3, "round_robin")
     for _ in training.train(model, train, orders, epochs=2, lr=config.lr, weight_decay=config.weight_decay,
@@ -116,14 +117,14 @@ def test_language_pure_batches_and_sampling():
 
 def test_heads_no_language_keeps_never_move(study):
     """Over the whole SFT run: every slice of a head outside every subnetwork is still its initial value."""
-    masks = {lang: prune.read_mask(study[f"prune.{lang}"]) for lang in study["languages"]}
+    masks = {lang: prune.read_mask(study.subnetwork(lang)) for lang in study.languages}
     nobody = [(l, h) for l in range(2) for h in range(4) if all(m[l, h] == 0 for m in masks.values())]
     somebody = [(l, h) for l in range(2) for h in range(4) if (l, h) not in nobody]
     assert nobody and somebody
-    rows = data.read_examples(study["data"])
-    tokenizer = models.build_tokenizer(study["model"], [t for r in rows if r["split"] == "train" for t in (r["text_a"], r["text_b"])])
-    initial = models.build_model(study["model"], tokenizer, 3, study["max_length"], 0)
-    final, _ = models.load_checkpoint(study["sft"] / "checkpoints" / f"epoch-{study['epochs']}")
+    rows = data.read_examples(study.data)
+    tokenizer = models.build_tokenizer(study.model, [t for r in rows if r["split"] == "train" for t in (r["text_a"], r["text_b"])])
+    initial = models.build_model(study.model, tokenizer, toy.LABELS, study.max_length, 0)
+    final, _ = models.load_checkpoint(study.sft / "checkpoints" / f"epoch-{study.epochs}")
     for name in ("query", "key", "value", "output"):
         for l, h in nobody:
             assert torch.equal(head_slice(final, name, l, h), head_slice(initial, name, l, h)), (name, l, h)
@@ -132,10 +133,10 @@ def test_heads_no_language_keeps_never_move(study):
 
 
 def test_sft_tables(study):
-    checkpoints = pq.read_table(study["sft"] / "tables" / "checkpoints.parquet").to_pylist()
-    assert [(c["variant"], c["epoch"]) for c in checkpoints] == [("sft", e) for e in range(1, study["epochs"] + 1)]
+    checkpoints = pq.read_table(study.sft / "tables" / "checkpoints.parquet").to_pylist()
+    assert [(c["variant"], c["epoch"]) for c in checkpoints] == [("sft", e) for e in range(1, study.epochs + 1)]
     assert all(c["learning_rate"] > 0 for c in checkpoints)
-    metrics = pq.read_table(study["sft"] / "tables" / "metrics.parquet").to_pylist()
+    metrics = pq.read_table(study.sft / "tables" / "metrics.parquet").to_pylist()
     assert {(m["variant"], m["language"], m["split"]) for m in metrics} == {
-        ("sft", lang, split) for lang in study["languages"] for split in ("validation", "test")}
-    assert len(metrics) == 2 * 2 * study["epochs"]
+        ("sft", lang, split) for lang in study.languages for split in ("validation", "test")}
+    assert len(metrics) == 2 * 2 * study.epochs

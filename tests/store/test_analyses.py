@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 
 from store.db import schema_sql
+from store.errors import QueryError
 from store.influence import insert_influence
-from langspec.errors import QueryError
 from store.queries import defaults, named_queries, resolve, run_named
 
 LANGUAGES = ["ka", "kb", "la"]
@@ -400,7 +400,7 @@ def test_run_macros_keep_to_one_run(store):
     """Copy-pasted SQL over run_*(run) answers for that run only; last_run() is the last completed one."""
     con, _ = store
     assert con.sql("SELECT last_run()").fetchall() == [(1,)]
-    keys = {run: {r[0] for r in con.sql("SELECT DISTINCT task_key FROM run_influence($r)", params={"r": run}).fetchall()}
+    keys = {run: {r[0] for r in con.sql("SELECT DISTINCT task_key FROM run_scores($r)", params={"r": run}).fetchall()}
             for run in (1, 2)}
     assert keys[2] == {"tracin-other"}
     assert keys[1] == {f"tracin{s}{v}" for s in SEEDS for v in VARIANTS} | {"tracin-swept"}

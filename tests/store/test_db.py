@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from langspec.errors import StoreError
 from store.artifacts import seal, task_dir
 from store.db import DB_FILE, SCHEMA_VERSION, StoreWriter, TaskRecord, connect_read_only
+from store.errors import StoreError
 
 KEY = "k" * 64
 
@@ -158,13 +158,24 @@ def test_a_version_1_store_is_migrated_by_the_next_run(tmp_path):
             con.execute("INSERT INTO tasks (run_id, task_key, name, stage, outcome) VALUES (?, ?, ?, 'finetune', 'ran')", [run_id, key, key])
     con.execute("DROP TABLE points")
     con.execute("CREATE MACRO language_shares(run, per_checkpoint) AS TABLE SELECT task_key FROM tasks WHERE run_id = run")
+    con.execute("CREATE MACRO run_influence(run, per_checkpoint) AS TABLE SELECT task_key FROM tasks WHERE run_id = run")
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
     with pytest.raises(StoreError, match="schema version 1.*langspec run SPEC --store .* upgrades it"):
         connect_read_only(tmp_path)
     StoreWriter(tmp_path).close()
     assert rows(tmp_path, "SELECT run_id, point, task_key FROM points ORDER BY task_key") == [(1, "", "a"), (1, "", "b")]
-    assert rows(tmp_path, "SELECT count(*) FROM duckdb_functions() WHERE function_name = 'language_shares'") == [(0,)]
+    assert rows(tmp_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    assert rows(tmp_path, "SELECT count(*) FROM duckdb_functions() WHERE function_name IN ('language_shares', 'run_influence')") == [(0,)]
+
+
+def test_a_version_without_a_migration_is_refused_with_the_way_out(tmp_path):
+    StoreWriter(tmp_path).close()
+    con = duckdb.connect(str(tmp_path / DB_FILE))
+    con.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(StoreError, match="schema version 0.*use a new --store DIR"):
+        connect_read_only(tmp_path)
 
 
 def test_a_version_2_store_is_migrated_and_answers_as_before(tmp_path):
@@ -220,3 +231,50 @@ def test_a_version_2_store_is_migrated_and_answers_as_before(tmp_path):
     assert ingested == migrated
     n_test, n_train = len(languages) * test, len(languages) * train
     assert len(migrated["proponents"]) == 2 * 2 * n_test * 4 * n_train  # (task, side, test, checkpoint or TracInCP), all ranked
+
+
+def test_meta_and_interrupted_runs(tmp_path):
+    with StoreWriter(tmp_path) as writer:
+        first = writer.begin_run(spec_name="s", spec_path="s.yaml", spec_text="", overrides=[], spec_json="{}", spec_hash="h",
+                                 git_commit=None, versions={"duckdb": duckdb.__version__}, host="h", executor="local")
+    # The first run never finished (its driver was killed); the next one marks it interrupted.
+    with StoreWriter(tmp_path) as writer:
+        second = writer.begin_run(spec_name="s", spec_path="s.yaml", spec_text="", overrides=[], spec_json="{}", spec_hash="h",
+                                  git_commit=None, versions={}, host="h", executor="local")
+        writer.finish_run(second, "completed")
+    assert rows(tmp_path, "SELECT run_id, status FROM runs ORDER BY run_id") == [(first, "interrupted"), (second, "completed")]
+    meta = dict(rows(tmp_path, "SELECT key, value FROM meta"))
+    assert meta["schema_version"] == str(SCHEMA_VERSION) and meta["duckdb_version"] == duckdb.__version__
+    assert json.loads(rows(tmp_path, "SELECT versions FROM runs WHERE run_id = 1")[0][0]) == {"duckdb": duckdb.__version__}
+
+
+def test_an_attempt_of_a_fenced_out_run_cannot_commit(tmp_path):
+    from store import artifacts
+
+    old, new = artifacts.new_token(), artifacts.new_token()
+    artifacts.set_fence(tmp_path, old)
+    attempt, resumed = artifacts.start_attempt(tmp_path, KEY, old, resumable=False)
+    (attempt / "tables").mkdir()
+    (attempt / "tables" / "metrics.parquet").write_bytes(b"x")
+    artifacts.set_fence(tmp_path, new)  # a new run owns the store
+    with pytest.raises(artifacts.FencedOut):
+        artifacts.commit(attempt, tmp_path, KEY, old, {"tables": ["metrics"]})
+    assert not artifacts.task_dir(tmp_path, KEY).exists() and not resumed
+    artifacts.set_fence(tmp_path, old)
+    assert artifacts.commit(attempt, tmp_path, KEY, old, {"tables": ["metrics"]})
+    assert artifacts.is_complete(tmp_path, KEY, ("metrics",))
+
+
+def test_a_commit_never_replaces_a_complete_result(tmp_path):
+    from store import artifacts
+
+    token = artifacts.new_token()
+    artifacts.set_fence(tmp_path, token)
+    results = []
+    for content in (b"first", b"second"):
+        attempt, _ = artifacts.start_attempt(tmp_path, KEY, token, resumable=False)
+        (attempt / "result.bin").write_bytes(content)
+        results.append(artifacts.commit(attempt, tmp_path, KEY, token, {}))
+    assert results == [True, False]
+    assert (artifacts.task_dir(tmp_path, KEY) / "result.bin").read_bytes() == b"first"
+    assert list(artifacts.attempts_dir(tmp_path).iterdir()) == []

@@ -3,7 +3,7 @@
 The loop of HF `run_bertology.py`: mask the least important unmasked heads a step at a time,
 recompute importance under the new mask, stop when the metric drops below a fraction of the full
 model's and keep the last mask above it. Pure functions over callables; the stage wires in a
-model, a language's batches and `runners.heads`.
+model, a language's batches and `runners.methods.heads`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from runners.heads import Batch, head_mask
+from runners.methods.heads import Batch, head_mask
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +22,8 @@ from transformers import (  # noqa: E402
     XLMRobertaForSequenceClassification,
 )
 
-from langspec.errors import LangspecError  # noqa: E402
-from langspec.spec import ModelSpec  # noqa: E402
+from runners.errors import ModelSourceError  # noqa: E402
+from runners.finetune import ModelSpec  # noqa: E402
 
 # XLM-R's special tokens and ids, so a tiny model is laid out like the real one (pad id 1 is
 # also the position embeddings' padding_idx).
@@ -73,19 +73,18 @@ def _hub(model_id: str) -> Iterator[None]:
         ) from None
 
 
-class ModelSourceError(LangspecError):
-    exit_code = 2
-
-
-def build_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, num_labels: int, max_length: int, seed: int):
-    """A freshly initialised classifier; the seed fixes every random weight (all of them for a
-    tiny model, the classification head for a pretrained one)."""
+def build_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, label_names: Sequence[str], max_length: int, seed: int):
+    """A freshly initialised classifier of len(label_names) classes, whose config names them (so
+    Hugging Face pipelines print `entailment`, not `LABEL_0`); the seed fixes every random weight
+    (all of them for a tiny model, the classification head for a pretrained one)."""
     torch.manual_seed(seed)
+    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+              "label2id": {name: i for i, name in enumerate(label_names)}}
     if spec.tiny is None:
         with _hub(spec.pretrained):
             return AutoModelForSequenceClassification.from_pretrained(
                 spec.pretrained,
-                num_labels=num_labels,
+                **labels,
                 attn_implementation=spec.attention,
                 hidden_dropout_prob=spec.dropout,
                 attention_probs_dropout_prob=spec.dropout,
@@ -103,7 +102,7 @@ def build_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, num_labels:
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
-        num_labels=num_labels,
+        **labels,
         hidden_dropout_prob=spec.dropout,
         attention_probs_dropout_prob=spec.dropout,
         attn_implementation=spec.attention,

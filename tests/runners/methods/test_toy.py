@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from runners import toy
+from runners.methods import toy
 
 SIZES = {"train": 300, "validation": 50, "test": 50}
 LANGS = ["ka", "kb", "la", "lb", "mi"]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-from runners.heads import (
+from runners.methods.heads import (
     attention_output_projections,
     head_grid,
     head_importance,

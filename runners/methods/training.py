@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from runners.models import Encoded, collate
+from runners.methods.models import Encoded, collate
 
 
 @dataclass(frozen=True)

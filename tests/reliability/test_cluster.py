@@ -1,0 +1,103 @@
+"""A real two-node Ray cluster on this machine (each node on its own ports and temp dir, stopped by
+its process group, never `ray stop`), with 1 CPU per node: a task asking for more than any node
+has fails before anything runs, naming the stage, the request and the largest node; a task that
+fits but finds no free node is reported while it waits, then runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+RAY = str(Path(sys.executable).with_name("ray"))
+BASE = 47000 + os.getpid() % 500 * 40  # ports of our own, away from other runs on this machine
+
+SPEC = """\
+    name: cluster
+    data: {{source: toy, languages: [ka, la], train_per_language: 20, validation_per_language: 5, test_per_language: 5}}
+    model: {{tiny: {{layers: 1, heads: 2, hidden: 16, intermediate: 32, vocab_size: 100}}}}
+    finetune: {{epochs: 1}}
+    prune: {{enabled: false}}
+    sparse_finetune: {{enabled: false}}
+    tracin: {{enabled: false}}
+    resources: {{default: {{num_cpus: {cpus}}}, queued_report_s: 2}}
+"""
+
+HOLD = """
+import sys, time, ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+@ray.remote(num_cpus=1)
+def hold(path, seconds):
+    open(path, "w").close()
+    time.sleep(seconds)
+ray.get([hold.remote(f"{sys.argv[2]}-{i}", float(sys.argv[3])) for i in range(2)])
+"""
+
+
+def node(tmp: Path, name: str, offset: int, head: bool) -> subprocess.Popen:
+    ports = [f"--node-manager-port={BASE + offset}", f"--object-manager-port={BASE + offset + 1}",
+             f"--min-worker-port={BASE + offset + 10}", f"--max-worker-port={BASE + offset + 19}",
+             f"--dashboard-agent-listen-port={BASE + offset + 3}", f"--metrics-export-port={BASE + offset + 4}",
+             f"--runtime-env-agent-port={BASE + offset + 5}"]
+    where = ["--head", f"--port={BASE + 30}", "--include-dashboard=false"] if head else [f"--address=127.0.0.1:{BASE + 30}"]
+    command = [RAY, "start", *where, "--num-cpus=1", f"--temp-dir={tmp / name}", "--object-store-memory=80000000",
+               "--disable-usage-stats", "--block", *ports]
+    # --block keeps `ray start` in the foreground; its session holds every process of the node.
+    return subprocess.Popen(command, stdout=open(tmp / f"{name}.log", "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = Path(f"/tmp/lsc-{os.getpid()}")  # short: Ray's unix socket paths have a length limit
+    tmp.mkdir(exist_ok=True)
+    nodes = [node(tmp, "head", 0, head=True)]
+    time.sleep(4)
+    nodes.append(node(tmp, "worker", 20, head=False))
+    address = f"127.0.0.1:{BASE + 30}"
+    probe = "import ray,sys,time\nray.init(address=sys.argv[1])\nwhile len([n for n in ray.nodes() if n['Alive']]) < 2: time.sleep(0.2)"
+    subprocess.run([sys.executable, "-c", probe, address], timeout=90, check=True, capture_output=True)
+    yield address, tmp
+    for process in nodes:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def langspec_run(tmp_path, address, cpus, timeout=300):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(SPEC.format(cpus=cpus)))
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "langspec", "run", str(spec), "--store", str(tmp_path / "store"),
+                           "--address", address], capture_output=True, text=True, timeout=timeout)
+    return done, " ".join((done.stdout + done.stderr).split()), time.monotonic() - started
+
+
+def test_a_task_larger_than_every_node_fails_before_anything_runs(cluster, tmp_path):
+    address, _ = cluster
+    done, said, seconds = langspec_run(tmp_path, address, cpus=2, timeout=120)
+    assert done.returncode == 2, said
+    assert "stage data asks for 2 CPUs per task" in said and "the largest of its 2 node(s) has 1 CPU" in said
+    assert "lower resources.data.num_cpus" in said
+    assert not (tmp_path / "store" / "tasks").exists() or not any((tmp_path / "store" / "tasks").glob("[!.]*"))
+
+
+def test_a_task_waiting_for_a_free_node_is_reported_then_runs(cluster, tmp_path):
+    address, _ = cluster
+    marker = tmp_path / "held"
+    log = tmp_path / "holder.log"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, address, str(marker), "12"],
+                              stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while not all(Path(f"{marker}-{i}").exists() for i in range(2)):  # both CPUs of the cluster are taken
+        assert time.monotonic() < deadline and holder.poll() is None, log.read_text()
+        time.sleep(0.1)
+    done, said, _ = langspec_run(tmp_path, address, cpus=1)
+    holder.wait(timeout=60)
+    assert done.returncode == 0, said
+    assert "data has waited" in said and "for a node with 1 CPU(s) and 0 GPU(s); free in the cluster now: 0 CPU(s)" in said, said
