@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 
-from store.queries import named_queries, resolve, run_named
+from store.queries import internal, named_queries, resolve, run_named
 
 VARIANTS = ("full", "subnetwork", "sft")
 COLORS = {"full": "#4c72b0", "subnetwork": "#dd8452", "sft": "#55a868"}
@@ -57,12 +57,8 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None =
         "accuracy", "in_language_share", "specialization", "cross_language", "subnetwork_similarity",
         "similarity_vs_influence", "dynamics",
     )}
-    masks = con.sql(
-        "WITH point_masks AS (SELECT * FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM point_tasks($run_id, $point))) "
-        "SELECT language, layer, head, kept FROM point_masks WHERE seed = (SELECT min(seed) FROM point_masks)",
-        params={"run_id": run_id, "point": point},
-    ).to_arrow_table().to_pylist()
-    spec_name = con.sql("SELECT spec_name FROM runs WHERE run_id = $r", params={"r": run_id}).fetchall()[0][0]
+    masks = [dict(zip(("language", "layer", "head", "kept"), row)) for row in internal(con, "report_masks", run_id=run_id, point=point)]
+    spec_name = internal(con, "run_spec_name", run_id=run_id)[0][0]
 
     out.mkdir(parents=True, exist_ok=True)
     figures = [

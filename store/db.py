@@ -20,12 +20,42 @@ import pyarrow.parquet as pq
 
 from store import artifacts
 from store.errors import StoreError
+from store.influence import insert_influence
 
-SCHEMA_VERSION = 2
-# How a store of an older version becomes the current one, run after schema.sql has created what is
-# new. 1 -> 2: the `points` table. A version-1 run without a sweep is its one point ''; a swept one
-# gets no points (which of its tasks formed which point was not recorded), and the analyses ask for
-# a new run of its spec (cached, seconds). The version-1 macros, renamed since, go.
+SCHEMA_VERSION = 3
+# The schema, run in this order on every run: tables (CREATE IF NOT EXISTS), then the migrations of
+# an older store, then the views and macros (CREATE OR REPLACE), which DuckDB binds to the tables.
+SCHEMA_DIR = Path(__file__).with_name("schema")
+SCHEMA_FILES = tuple(SCHEMA_DIR / f"{part}.sql" for part in ("tables", "views", "macros"))
+
+
+def schema_sql() -> str:
+    """The whole schema as one script, for a new database."""
+    return "\n".join(path.read_text() for path in SCHEMA_FILES)
+
+
+def _influence_to_v3(con: duckdb.DuckDBPyConnection) -> None:
+    """Version 2's `influence` (text ids, every query summing and ranking) becomes version 3's:
+    each task's scores go through the same ingest as a new task's (numbered ids, `tracin_cp`,
+    `proponents`)."""
+    con.execute("DROP VIEW IF EXISTS influence_by_language")  # version 2's, on the old columns
+    con.execute("ALTER TABLE influence RENAME TO influence_v2")
+    for path in SCHEMA_FILES:  # the new `influence`, and the views and macros that ingest uses
+        con.execute(path.read_text())
+    keys = [row[0] for row in con.sql("SELECT DISTINCT task_key FROM influence_v2 ORDER BY 1").fetchall()]
+    for key in keys:
+        scores = con.sql("SELECT seed, variant, checkpoint, test_id, train_id, score FROM influence_v2 WHERE task_key = $key",
+                         params={"key": key}).to_arrow_table()
+        insert_influence(con, key, scores)
+    con.execute("DROP TABLE influence_v2")
+
+
+# How a store of an older version becomes the current one, run after tables.sql has created what is
+# new (an SQL statement, or a function of the connection). 1 -> 2: the `points` table. A version-1
+# run without a sweep is its one point ''; a swept one gets no points (which of its tasks formed
+# which point was not recorded), and the analyses ask for a new run of its spec (cached, seconds).
+# The version-1 macros, renamed since, go. 2 -> 3: integer example ids in `influence`, TracInCP and
+# the ranked `proponents` stored at ingest.
 MIGRATIONS = {
     1: [
         "INSERT INTO points SELECT DISTINCT t.run_id, '', t.task_key FROM tasks AS t JOIN runs AS r USING (run_id) "
@@ -33,14 +63,16 @@ MIGRATIONS = {
         "DROP MACRO TABLE IF EXISTS language_shares",
         "DROP MACRO TABLE IF EXISTS run_influence",
     ],
+    2: [_influence_to_v3],
 }
 DB_FILE = "langspec.duckdb"
 LOCK_FILE = ".lock"
 # Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input.
 TASK_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "influence")
-SCHEMA_SQL = Path(__file__).with_name("schema.sql")
+# Tables the store derives from a task's tables at ingest (store/influence.py), keyed by task_key too.
+DERIVED_TABLES = ("influence_examples", "tracin_cp", "proponents")
 # The oldest storage format that DuckDB clients of every version since 1.1 read (the CLI, DBeaver, R), with
-# everything schema.sql uses. 'v1.0.0' is no older on disk (both are format 64), and 1.0 readers reject the
+# everything the schema uses. 'v1.0.0' is no older on disk (both are format 64), and 1.0 readers reject the
 # primary keys that duckdb 2.0 writes there. Applies when the file is created; an existing store keeps its format.
 STORAGE_VERSION = "v1.1.0"
 
@@ -103,7 +135,7 @@ class StoreWriter:
         self._create_schema()
 
     def _create_schema(self) -> None:
-        # The version first: schema.sql replaces views and macros, which must not happen to a store
+        # The version first: the schema replaces views and macros, which must not happen to a store
         # this langspec cannot read.
         found = _schema_version(self.con)
         if found is not None and found != SCHEMA_VERSION and not _migratable(found):
@@ -114,14 +146,17 @@ class StoreWriter:
             )
         self.con.execute("BEGIN TRANSACTION")
         try:
-            self.con.execute(SCHEMA_SQL.read_text())
+            tables, *views_and_macros = SCHEMA_FILES
+            self.con.execute(tables.read_text())
             if found is None:
                 versions = {"schema_version": str(SCHEMA_VERSION), "langspec_version": package_version("langspec"),
                             "duckdb_version": duckdb.__version__}
                 self.con.executemany("INSERT INTO meta VALUES (?, ?)", list(versions.items()))
             for version in range(SCHEMA_VERSION if found is None else found, SCHEMA_VERSION):
                 for statement in MIGRATIONS[version]:
-                    self.con.execute(statement)
+                    statement(self.con) if callable(statement) else self.con.execute(statement)
+            for path in views_and_macros:
+                self.con.execute(path.read_text())
             self.con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
             self.con.execute("COMMIT")
         except BaseException:
@@ -196,12 +231,14 @@ class StoreWriter:
     def forget(self, key: str) -> None:
         """Delete a task's rows from every task table: its result is gone or damaged."""
         self.con.execute("BEGIN TRANSACTION")
-        for table in TASK_TABLES:
+        for table in TASK_TABLES + DERIVED_TABLES:
             self.con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
         self.con.execute("DELETE FROM results WHERE task_key = ?", [key])
         self.con.execute("COMMIT")
 
     def _insert(self, table: str, key: str, path: Path) -> int:
+        if table == "influence":  # numbered ids, TracInCP and the ranked proponents: store/influence.py
+            return insert_influence(self.con, key, pq.read_table(path, read_dictionary=["test_id", "train_id", "variant"]))
         columns = pq.read_schema(path).names
         # A `path` column is relative to the task directory; rows store it relative to the store root.
         select = f"* REPLACE ('tasks/{key}/' || path AS path)" if "path" in columns else "*"

@@ -15,6 +15,7 @@ import pyarrow as pa
 from store.errors import QueryError
 
 SQL_DIR = Path(__file__).with_name("sql")
+INTERNAL_DIR = SQL_DIR / "internal"  # not analyses: the queries behind defaults, points and the report
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,20 @@ class NamedQuery:
 
 
 @functools.cache  # the files ship with the package: read them once per process
-def named_queries() -> dict[str, NamedQuery]:
+def named_queries(directory: Path = SQL_DIR) -> dict[str, NamedQuery]:
+    """The analyses (store/sql/*.sql), or with `INTERNAL_DIR` the queries langspec itself runs."""
     queries = {}
-    for path in sorted(SQL_DIR.glob("*.sql")):
+    for path in sorted(directory.glob("*.sql")):
         lines = path.read_text().splitlines()
         name = lines[0].removeprefix("-- name:").strip()
         doc = lines[1].removeprefix("--").strip() if len(lines) > 1 and lines[1].startswith("--") else ""
         queries[name] = NamedQuery(name, doc, path.read_text())
     return queries
+
+
+def internal(con: duckdb.DuckDBPyConnection, name: str, **params) -> list[tuple]:
+    """The rows of one of langspec's own queries (store/sql/internal/NAME.sql)."""
+    return con.sql(named_queries(INTERNAL_DIR)[name].sql, params=params or None).fetchall()
 
 
 def run_named(con: duckdb.DuckDBPyConnection, name: str, **params) -> pa.Table:
@@ -63,11 +70,10 @@ def defaults(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str,
         return {}
     run_id = given.get("run_id")
     if run_id is None:
-        last = con.sql("SELECT max(run_id) FROM runs WHERE status = 'completed'").fetchall()
-        run_id = last[0][0]
+        run_id = internal(con, "last_completed_run")[0][0]
         if run_id is None:
             return {}
-    top_k = con.sql("SELECT CAST(spec -> 'analysis' ->> 'top_k' AS INTEGER) FROM runs WHERE run_id = $r", params={"r": run_id}).fetchall()
+    top_k = internal(con, "run_top_k", run_id=run_id)
     points = run_points(con, run_id)
     values = {"run_id": run_id, "k": top_k[0][0] if top_k else None, "point": points[0] if len(points) == 1 else None}
     return {name: value for name, value in values.items() if name in wanted and value is not None}
@@ -75,8 +81,7 @@ def defaults(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str,
 
 def run_points(con: duckdb.DuckDBPyConnection, run_id: object) -> list[str]:
     """The sweep points of a run, in label order ([""] for a run without a sweep)."""
-    rows = con.sql("SELECT DISTINCT point FROM points WHERE run_id = $r ORDER BY point", params={"r": run_id}).fetchall()
-    return [row[0] for row in rows]
+    return [row[0] for row in internal(con, "run_points", run_id=run_id)]
 
 
 def resolve(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str, object] | None = None) -> dict[str, object]:
@@ -86,7 +91,7 @@ def resolve(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str, 
     params = {**defaults(con, query, given), **given}
     if "run_id" in query.params and "run_id" not in params:
         raise QueryError("the store has no completed run: run `langspec run SPEC` first, or name a run (`langspec status` lists them)")
-    if "run_id" in given and not con.sql("SELECT 1 FROM runs WHERE run_id = $r", params={"r": given["run_id"]}).fetchall():
+    if "run_id" in given and not internal(con, "run_exists", run_id=given["run_id"]):
         raise QueryError(f"the store has no run {given['run_id']!r} (`langspec status` lists the runs)")
     if "point" in query.params:
         points = run_points(con, params["run_id"])

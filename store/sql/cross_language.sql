@@ -5,5 +5,5 @@ SELECT variant, side, test_language, train_language, coalesce(CAST(seed AS VARCH
 FROM point_shares($run_id, $point, $k, false) AS shares
 GROUP BY GROUPING SETS ((variant, side, test_language, train_language, shares.seed),
                         (variant, side, test_language, train_language))
-ORDER BY list_position(['full', 'subnetwork', 'sft'], variant), side DESC, test_language, train_language,
+ORDER BY variant_position(variant), side DESC, test_language, train_language,
          shares.seed NULLS LAST;

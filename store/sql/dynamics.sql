@@ -5,4 +5,4 @@ SELECT variant, checkpoint AS epoch, test_language AS language, coalesce(CAST(se
 FROM point_shares($run_id, $point, $k, true) AS shares
 WHERE side = 'proponents' AND train_language = test_language
 GROUP BY GROUPING SETS ((variant, checkpoint, test_language, shares.seed), (variant, checkpoint, test_language))
-ORDER BY list_position(['full', 'subnetwork', 'sft'], variant), language, epoch, shares.seed NULLS LAST;
+ORDER BY variant_position(variant), language, epoch, shares.seed NULLS LAST;

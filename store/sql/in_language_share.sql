@@ -15,4 +15,4 @@ SELECT variant, language, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
        avg(chance) AS chance, count(*) AS seeds
 FROM per_seed
 GROUP BY GROUPING SETS ((variant, language, per_seed.seed), (variant, language))
-ORDER BY list_position(['full', 'subnetwork', 'sft'], variant), language, per_seed.seed NULLS LAST;
+ORDER BY variant_position(variant), language, per_seed.seed NULLS LAST;

@@ -30,4 +30,4 @@ SELECT variant, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
        avg(pairs) AS pairs, count(*) AS seeds
 FROM per_seed
 GROUP BY GROUPING SETS ((variant, per_seed.seed), (variant))
-ORDER BY list_position(['full', 'subnetwork', 'sft'], variant), per_seed.seed NULLS LAST;
+ORDER BY variant_position(variant), per_seed.seed NULLS LAST;

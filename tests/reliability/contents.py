@@ -9,7 +9,8 @@ TABLES = {
     "checkpoints": "seed, variant, epoch, step, learning_rate",
     "subnetworks": "seed, language, layer, head, kept, importance",
     "prune_steps": "seed, language, step, heads_kept, metric_value",
-    "influence": "seed, variant, checkpoint, test_id, train_id, score",
+    "influence_by_language": "seed, variant, checkpoint, test_id, train_id, score",  # influence with its examples' ids
+    "tracin_cp_by_language": "seed, variant, test_id, train_id, score",
 }
 
 

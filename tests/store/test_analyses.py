@@ -9,10 +9,12 @@ import random
 import statistics
 
 import duckdb
+import pyarrow as pa
 import pytest
 
-from store.db import SCHEMA_SQL
+from store.db import schema_sql
 from store.errors import QueryError
+from store.influence import insert_influence
 from store.queries import defaults, named_queries, resolve, run_named
 
 LANGUAGES = ["ka", "kb", "la"]
@@ -28,11 +30,22 @@ def add_task(con, run_id, key, stage, params, inputs, point=""):
     con.execute("INSERT INTO points VALUES (?, ?, ?)", [run_id, point, key])
 
 
+def add_scores(con, key, seed, variant, rows):
+    """A TracIn task's table as the stage writes it ((checkpoint, test_id, train_id, score) rows),
+    through the store's ingest of it."""
+    checkpoint, test_id, train_id, score = zip(*rows)
+    insert_influence(con, key, pa.table({
+        "seed": pa.array([seed] * len(rows), pa.int32()), "variant": [variant] * len(rows),
+        "checkpoint": pa.array(checkpoint, pa.int32()), "test_id": test_id, "train_id": train_id,
+        "score": pa.array(score, pa.float32()),
+    }))
+
+
 @pytest.fixture(scope="module")
 def store():
     rng = random.Random(7)
     con = duckdb.connect()
-    con.execute(SCHEMA_SQL.read_text())
+    con.execute(schema_sql())
     con.execute("INSERT INTO runs (run_id, spec, status) VALUES (1, ?, 'completed'), (2, '{}', 'failed')",
                 [json.dumps({"analysis": {"top_k": K}})])
     train = [(f"{lang}-train-{i}", lang) for lang in LANGUAGES for i in range(TRAIN)]
@@ -45,12 +58,14 @@ def store():
         for variant in VARIANTS:
             key = f"tracin{seed}{variant}"
             add_task(con, 1, key, "tracin", {"seed": seed, "variant": variant}, {"data": "data"})
+            rows = []
             for c in CHECKPOINTS:
                 for t, _ in test:
                     for z, _ in train:
                         score = rng.randint(-300, 300) / 64  # exact in float32 (REAL); ties happen
                         truth["scores"][(seed, variant, c, t, z)] = score
-                        con.execute("INSERT INTO influence VALUES (?, ?, ?, ?, ?, ?, ?)", [key, seed, variant, c, t, z, score])
+                        rows.append((c, t, z, score))
+            add_scores(con, key, seed, variant, rows)
         for lang in LANGUAGES:
             key = f"prune{seed}{lang}"
             add_task(con, 1, key, "prune", {"seed": seed, "language": lang, "prune": {"threshold": 0.9, "step": 0.1}},
@@ -74,10 +89,9 @@ def store():
     # Neither a task of another run nor one of run 1's other sweep point may leak into the analyses
     # of run 1's point "".
     add_task(con, 2, "tracin-other", "tracin", {"seed": 0, "variant": "full"}, {"data": "data"})
-    con.execute("INSERT INTO influence VALUES ('tracin-other', 0, 'full', 1, 'ka-test-0', 'la-train-0', 1000.0)")
+    add_scores(con, "tracin-other", 0, "full", [(1, "ka-test-0", "la-train-0", 1000.0)])
     add_task(con, 1, "tracin-swept", "tracin", {"seed": 0, "variant": "full"}, {"data": "data"}, point=SWEPT)
-    con.executemany("INSERT INTO influence VALUES ('tracin-swept', 0, 'full', 1, 'ka-test-0', ?, ?)",
-                    [["la-train-0", 1000.0], ["ka-train-0", -1000.0]])
+    add_scores(con, "tracin-swept", 0, "full", [(1, "ka-test-0", "la-train-0", 1000.0), (1, "ka-test-0", "ka-train-0", -1000.0)])
     truth.update(train=dict(train), test=dict(test))
     return con, truth
 
@@ -255,7 +269,10 @@ def test_similarity_vs_influence(store):
 
 def test_dynamics(store):
     con, truth = store
-    rows = run(con, "dynamics", run_id=1, k=K)
+    check_dynamics(run(con, "dynamics", run_id=1, k=K), truth)
+
+
+def check_dynamics(rows, truth):
     assert len(rows) == len(VARIANTS) * len(LANGUAGES) * len(CHECKPOINTS)
     for row in rows:
         t = row["language"]
@@ -283,14 +300,14 @@ def test_influence_mass(store):
 def test_a_hand_computed_case():
     """One ka test example, four training examples, scores chosen by hand."""
     con = duckdb.connect()
-    con.execute(SCHEMA_SQL.read_text())
+    con.execute(schema_sql())
     con.execute("INSERT INTO runs (run_id, status) VALUES (1, 'completed')")
     add_task(con, 1, "tr", "tracin", {}, {"data": "data"})
     con.executemany("INSERT INTO examples (task_key, example_id, language, split) VALUES ('data', ?, ?, ?)",
                     [["t", "ka", "test"], ["ka-0", "ka", "train"], ["ka-1", "ka", "train"], ["la-0", "la", "train"],
                      ["la-1", "la", "train"]])
     scores = {("ka-0", 1): 2.5, ("ka-0", 2): 0.5, ("ka-1", 1): -2.0, ("la-0", 1): -1.0, ("la-1", 1): 3.0}
-    con.executemany("INSERT INTO influence VALUES ('tr', 0, 'full', ?, 't', ?, ?)", [[c, z, s] for (z, c), s in scores.items()])
+    add_scores(con, "tr", 0, "full", [(c, "t", z, s) for (z, c), s in scores.items()])
     rows = {(r["side"], r["train_language"]): r["share"] for r in run(con, "cross_language", run_id=1, k=2)}
     # TracInCP: ka-0 3.0, la-1 3.0 (tie: by id, ka-0 then la-1), la-0 -1, ka-1 -2.
     assert rows == {("proponents", "ka"): 0.5, ("proponents", "la"): 0.5, ("opponents", "ka"): 0.5, ("opponents", "la"): 0.5}
@@ -337,3 +354,58 @@ def test_per_seed_rows_are_that_seeds_numbers(store):
         if row["seed"] != "mean":
             t = row["language"]
             assert row["s_plus"] == pytest.approx(shares(truth, int(row["seed"]), row["variant"])[("proponents", t, t)])
+
+
+def test_a_k_beyond_the_proponents_table_ranks_the_raw_scores(store):
+    """For k > proponents_max_k() the shares come from ranking the raw scores (as version 2 did),
+    with the same answers as the table's ranks."""
+    con, truth = store
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("CREATE OR REPLACE MACRO proponents_max_k() AS 1")
+        con.execute("UPDATE proponents SET train_no = 0")  # wrong ranks: this path must not read them
+        rows = run(con, "cross_language", run_id=1, k=K)
+        dynamics = run(con, "dynamics", run_id=1, k=K)
+    finally:
+        con.execute("ROLLBACK")
+    expected = {(s, v): shares(truth, s, v) for s in SEEDS for v in VARIANTS}
+    assert len(rows) == len(VARIANTS) * 2 * len(LANGUAGES) ** 2
+    for row in rows:
+        key = (row["side"], row["test_language"], row["train_language"])
+        assert (row["share"], row["share_sd"]) == pytest.approx(mean_sd(expected[(s, row["variant"])][key] for s in SEEDS))
+    check_dynamics(dynamics, truth)
+
+
+def test_the_proponents_table_ranks_by_score_then_id(store):
+    """Every (task, checkpoint, test example, side) lists its training examples in the order of
+    the definition: score (TracInCP, or the checkpoint's term) descending for proponents, ascending
+    for opponents, ties by train_id."""
+    con, truth = store
+    rows = con.sql("""
+        SELECT p.task_key, p.checkpoint, te.example_id AS test_id, p.side, list(tr.example_id ORDER BY p.rank) AS ranked
+        FROM proponents AS p
+        JOIN influence_examples AS te ON te.task_key = p.task_key AND te.role = 'test' AND te.example_no = p.test_no
+        JOIN influence_examples AS tr ON tr.task_key = p.task_key AND tr.role = 'train' AND tr.example_no = p.train_no
+        WHERE p.task_key LIKE 'tracin0%' OR p.task_key LIKE 'tracin1%'
+        GROUP BY ALL""").to_arrow_table().to_pylist()
+    assert len(rows) == len(SEEDS) * len(VARIANTS) * (len(CHECKPOINTS) + 1) * len(truth["test"]) * 2
+    for row in rows:
+        seed, variant = int(row["task_key"][6]), row["task_key"][7:]
+        scores = tracin_cp(truth, seed, variant, row["checkpoint"])
+        sign = -1 if row["side"] == "proponents" else 1
+        assert row["ranked"] == sorted(truth["train"], key=lambda z: (sign * scores[(row["test_id"], z)], z))
+
+
+def test_run_macros_keep_to_one_run(store):
+    """Copy-pasted SQL over run_*(run) answers for that run only; last_run() is the last completed one."""
+    con, _ = store
+    assert con.sql("SELECT last_run()").fetchall() == [(1,)]
+    keys = {run: {r[0] for r in con.sql("SELECT DISTINCT task_key FROM run_scores($r)", params={"r": run}).fetchall()}
+            for run in (1, 2)}
+    assert keys[2] == {"tracin-other"}
+    assert keys[1] == {f"tracin{s}{v}" for s in SEEDS for v in VARIANTS} | {"tracin-swept"}
+    assert con.sql("SELECT test_id, train_id, train_language, score FROM run_tracin_cp(2)").fetchall() == [
+        ("ka-test-0", "la-train-0", "la", 1000.0)]
+    assert con.sql("SELECT count(*) FROM run_metrics(2)").fetchall() == [(0,)]
+    assert (con.sql("SELECT count(*) FROM run_metrics(1)").fetchall()
+            == con.sql("SELECT count(*) FROM metrics").fetchall())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import random
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -133,18 +135,29 @@ def test_other_schema_version_is_refused(tmp_path):
         assert con.sql("SELECT count(*) FROM duckdb_views() WHERE view_name = 'final_metrics'").fetchall() == [(0,)]
 
 
+SCHEMA_V2 = Path(__file__).with_name("schema_v2.sql")  # store/schema.sql as version 2 shipped it, verbatim
+
+
+def version_2_store(root) -> duckdb.DuckDBPyConnection:
+    """A store as langspec's schema version 2 created it (its schema.sql and its meta rows)."""
+    root.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(root / DB_FILE))
+    con.execute(SCHEMA_V2.read_text())
+    con.execute("INSERT INTO meta VALUES ('schema_version', '2'), ('langspec_version', '0.1.0'), ('duckdb_version', '2.0.0')")
+    return con
+
+
 def test_a_version_1_store_is_migrated_by_the_next_run(tmp_path):
     """Version 1 had no `points`: an unswept run's tasks become its one point ''; a swept run gets
     none (the analyses then ask for a new run); version 1's macros go. Until a run migrates the
     store, readers are told how to upgrade it instead of getting empty analyses."""
-    with StoreWriter(tmp_path) as writer:
-        for spec, keys in (('{"sweep": {}}', ("a", "b")), ('{"sweep": {"prune.threshold": [0.9, 0.95]}}', ("c",))):
-            run_id = writer.begin_run(spec_name="s", spec_path="s.yaml", spec_text="", overrides=[], spec_json=spec, spec_hash="h",
-                                      git_commit=None, versions={}, host="h", executor="local")
-            for key in keys:
-                writer.record_task(run_id, TaskRecord(key, key, "finetune", "{}", "{}", "ran"))
-    con = duckdb.connect(str(tmp_path / DB_FILE))
+    con = version_2_store(tmp_path)
+    for run_id, spec, keys in ((1, '{"sweep": {}}', ("a", "b")), (2, '{"sweep": {"prune.threshold": [0.9, 0.95]}}', ("c",))):
+        con.execute("INSERT INTO runs (run_id, spec, status) VALUES (?, ?, 'completed')", [run_id, spec])
+        for key in keys:
+            con.execute("INSERT INTO tasks (run_id, task_key, name, stage, outcome) VALUES (?, ?, ?, 'finetune', 'ran')", [run_id, key, key])
     con.execute("DROP TABLE points")
+    con.execute("CREATE MACRO language_shares(run, per_checkpoint) AS TABLE SELECT task_key FROM tasks WHERE run_id = run")
     con.execute("CREATE MACRO run_influence(run, per_checkpoint) AS TABLE SELECT task_key FROM tasks WHERE run_id = run")
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
@@ -153,7 +166,7 @@ def test_a_version_1_store_is_migrated_by_the_next_run(tmp_path):
     StoreWriter(tmp_path).close()
     assert rows(tmp_path, "SELECT run_id, point, task_key FROM points ORDER BY task_key") == [(1, "", "a"), (1, "", "b")]
     assert rows(tmp_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
-    assert rows(tmp_path, "SELECT count(*) FROM duckdb_functions() WHERE function_name = 'run_influence'") == [(0,)]
+    assert rows(tmp_path, "SELECT count(*) FROM duckdb_functions() WHERE function_name IN ('language_shares', 'run_influence')") == [(0,)]
 
 
 def test_a_version_without_a_migration_is_refused_with_the_way_out(tmp_path):
@@ -163,6 +176,61 @@ def test_a_version_without_a_migration_is_refused_with_the_way_out(tmp_path):
     con.close()
     with pytest.raises(StoreError, match="schema version 0.*use a new --store DIR"):
         connect_read_only(tmp_path)
+
+
+def test_a_version_2_store_is_migrated_and_answers_as_before(tmp_path):
+    """Version 3 numbers the example ids of `influence` and stores TracInCP and the ranked
+    proponents. A version-2 store's scores go through the same ingest: its shares, from version 2's
+    own macro before the migration, are the same after it, and its tables equal those of the same
+    scores ingested by a version-3 store."""
+    rng = random.Random(3)
+    languages, train, test = ("ka", "la"), 6, 2
+    con = version_2_store(tmp_path / "v2")
+    con.execute("INSERT INTO runs (run_id, spec, status) VALUES (1, '{}', 'completed')")
+    examples = [(f"{lang}-{split}-{i}", lang, split) for lang in languages for split, n in (("train", train), ("test", test)) for i in range(n)]
+    con.executemany("INSERT INTO examples (task_key, example_id, language, split) VALUES ('data', ?, ?, ?)", examples)
+    scores = []
+    for seed, variant in ((0, "full"), (0, "sft")):
+        key = f"tracin-{variant}"
+        con.execute("INSERT INTO tasks (run_id, task_key, name, stage, params, inputs, outcome) VALUES (1, ?, ?, 'tracin', '{}', ?, 'ran')",
+                    [key, key, json.dumps({"data": "data"})])
+        con.execute("INSERT INTO points VALUES (1, '', ?)", [key])
+        for c in (1, 2, 3):
+            for t, _, split in examples:
+                for z, _, z_split in examples:
+                    if split == "test" and z_split == "train":
+                        scores.append((key, seed, variant, c, t, z, rng.randint(-20, 20) / 8))  # ties
+    con.executemany("INSERT INTO influence VALUES (?, ?, ?, ?, ?, ?, ?)", scores)
+    shares = "SELECT * FROM point_shares(1, '', $k, $per) ORDER BY ALL"
+    before = {(k, per): con.sql(shares, params={"k": k, "per": per}).fetchall() for k in (1, 3, len(languages) * train) for per in (False, True)}
+    con.close()
+
+    StoreWriter(tmp_path / "v2").close()
+    with connect_read_only(tmp_path / "v2") as con:
+        assert con.sql("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [("3",)]
+        assert {key: con.sql(shares, params={"k": key[0], "per": key[1]}).fetchall() for key in before} == before
+        migrated = {table: con.sql(f"SELECT * EXCLUDE (task_key), task_key FROM {table} ORDER BY ALL").fetchall()
+                    for table in ("influence_examples", "influence", "tracin_cp", "proponents")}
+        assert con.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'influence_v2'").fetchall() == [(0,)]
+
+    for key in sorted({row[0] for row in scores}):  # the same scores as a version-3 TracIn task writes them
+        task = [row for row in scores if row[0] == key]
+        tables = task_dir(tmp_path / "v3", key) / "tables"
+        tables.mkdir(parents=True)
+        pq.write_table(pa.table({
+            "seed": pa.array([r[1] for r in task], pa.int32()), "variant": [r[2] for r in task],
+            "checkpoint": pa.array([r[3] for r in task], pa.int32()), "test_id": [r[4] for r in task],
+            "train_id": [r[5] for r in task], "score": pa.array([r[6] for r in task], pa.float32()),
+        }), tables / "influence.parquet")
+        seal(task_dir(tmp_path / "v3", key), {})
+    with StoreWriter(tmp_path / "v3") as writer:
+        for key in sorted({row[0] for row in scores}):
+            assert writer.ingest(key, "tracin", key) == {"influence": len(scores) // 2}
+        ingested = {table: writer.con.sql(f"SELECT * EXCLUDE (task_key), task_key FROM {table} ORDER BY ALL").fetchall()
+                    for table in migrated}
+    assert ingested == migrated
+    n_test, n_train = len(languages) * test, len(languages) * train
+    assert len(migrated["proponents"]) == 2 * 2 * n_test * 4 * n_train  # (task, side, test, checkpoint or TracInCP), all ranked
 
 
 def test_meta_and_interrupted_runs(tmp_path):

@@ -8,7 +8,7 @@ import random
 import duckdb
 import pytest
 
-from store.db import SCHEMA_SQL
+from store.db import schema_sql
 from store.queries import named_queries, register_views, run_named
 
 LANGUAGES = ["ka", "kb", "la"]
@@ -19,7 +19,7 @@ LAYERS, HEADS = 3, 4
 def con():
     """Two studies (seeds 0 and 1, each its own fine-tuning task), three languages, random masks."""
     con = duckdb.connect()
-    con.execute(SCHEMA_SQL.read_text())
+    con.execute(schema_sql())
     rng = random.Random(0)
     masks = {}
     for seed in (0, 1):

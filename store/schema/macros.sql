@@ -1,0 +1,119 @@
+-- The langspec store's macros, built on tables.sql and views.sql; store/db.py replaces them on every run.
+
+-- The TracIn variants in the order the analyses and figures show them: ORDER BY variant_position(variant).
+CREATE OR REPLACE MACRO variant_position(v) AS list_position(['full', 'subnetwork', 'sft'], v);
+
+-- The last completed run: `SELECT * FROM run_metrics(last_run())`.
+CREATE OR REPLACE MACRO last_run() AS (SELECT max(run_id) FROM runs WHERE status = 'completed');
+
+-- The keys of the tasks of one run (ran, or cached from an earlier run), every sweep point together.
+CREATE OR REPLACE MACRO run_tasks(run) AS TABLE
+SELECT DISTINCT task_key FROM tasks WHERE run_id = run AND outcome IN ('ran', 'cached');
+
+-- One run's rows of the tables that many runs share: copy-pasted SQL then answers for that run.
+CREATE OR REPLACE MACRO run_metrics(run) AS TABLE
+SELECT * FROM metrics WHERE task_key IN (SELECT task_key FROM run_tasks(run));
+
+CREATE OR REPLACE MACRO run_final_metrics(run) AS TABLE
+SELECT * FROM final_metrics WHERE task_key IN (SELECT task_key FROM run_tasks(run));
+
+CREATE OR REPLACE MACRO run_subnetwork_masks(run) AS TABLE
+SELECT * FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM run_tasks(run));
+
+CREATE OR REPLACE MACRO run_subnetwork_pairs(run) AS TABLE
+SELECT * FROM subnetwork_pairs WHERE task_key IN (SELECT task_key FROM run_tasks(run));
+
+CREATE OR REPLACE MACRO run_scores(run) AS TABLE
+SELECT * FROM influence_by_language WHERE task_key IN (SELECT task_key FROM run_tasks(run));
+
+CREATE OR REPLACE MACRO run_tracin_cp(run) AS TABLE
+SELECT * FROM tracin_cp_by_language WHERE task_key IN (SELECT task_key FROM run_tasks(run));
+
+-- The keys of the tasks of one sweep point of a run: what every analysis reads.
+CREATE OR REPLACE MACRO point_tasks(run, pt) AS TABLE
+SELECT task_key FROM points WHERE run_id = run AND point = pt;
+
+-- TracIn scores of one sweep point's tasks with the examples' ids and languages: TracInCP
+-- (checkpoint NULL), or each checkpoint's term alone when per_checkpoint.
+CREATE OR REPLACE MACRO point_influence(run, pt, per_checkpoint) AS TABLE
+SELECT task_key, seed, variant, checkpoint, test_id, test_language, train_id, train_language, score
+FROM influence_by_language
+WHERE per_checkpoint AND task_key IN (SELECT task_key FROM point_tasks(run, pt))
+UNION ALL
+SELECT task_key, seed, variant, NULL AS checkpoint, test_id, test_language, train_id, train_language, score
+FROM tracin_cp_by_language
+WHERE NOT per_checkpoint AND task_key IN (SELECT task_key FROM point_tasks(run, pt));
+
+-- How many proponents and opponents per test example the `proponents` table holds (ingest ranks
+-- this many; a larger k ranks the raw scores instead, slowly). Changing it needs a new schema version.
+CREATE OR REPLACE MACRO proponents_max_k() AS 100;
+
+-- The top-k proponents (highest TracIn scores) and opponents (lowest) of every test example of one
+-- sweep point's TracIn tasks, by TracInCP (checkpoint NULL) or by each checkpoint's term; ties go
+-- to the earlier train_id. From the `proponents` table, or for k > proponents_max_k() ranked from
+-- the raw scores.
+CREATE OR REPLACE MACRO point_proponents(run, pt, k, per_checkpoint) AS TABLE
+WITH tasks AS (SELECT task_key FROM point_tasks(run, pt)),
+scores AS (
+    SELECT task_key, seed, variant, CASE WHEN per_checkpoint THEN checkpoint END AS checkpoint, test_no, train_no,
+           sum(score) AS score
+    FROM influence
+    WHERE k > proponents_max_k() AND task_key IN (SELECT task_key FROM tasks)
+    GROUP BY ALL
+)
+SELECT task_key, seed, variant, checkpoint, test_no, side, rank, train_no
+FROM proponents
+WHERE k <= proponents_max_k() AND rank <= k AND (checkpoint IS NOT NULL) = per_checkpoint
+  AND task_key IN (SELECT task_key FROM tasks)
+UNION ALL
+SELECT task_key, seed, variant, checkpoint, test_no, 'proponents' AS side,
+       row_number() OVER (PARTITION BY task_key, checkpoint, test_no ORDER BY score DESC, train_no) AS rank, train_no
+FROM scores
+QUALIFY rank <= k
+UNION ALL
+SELECT task_key, seed, variant, checkpoint, test_no, 'opponents' AS side,
+       row_number() OVER (PARTITION BY task_key, checkpoint, test_no ORDER BY score ASC, train_no) AS rank, train_no
+FROM scores
+QUALIFY rank <= k;
+
+-- The study's shares (DESIGN.md §3.5). For every TracIn task of the point, test language t and
+-- training language s: the mean over t's test examples of the share of their top-k proponents
+-- (side = 'proponents', highest scores) or opponents ('opponents', lowest scores) that come from
+-- s. share is M+[t, s] / M-[t, s]; on the diagonal it is S+(t) / S-(t). chance is s's share of
+-- the scored training examples. Every (t, s) pair is present, zero when s supplies none.
+CREATE OR REPLACE MACRO point_shares(run, pt, k, per_checkpoint) AS TABLE
+WITH examples AS (
+    SELECT * FROM influence_example_languages WHERE task_key IN (SELECT task_key FROM point_tasks(run, pt))
+),
+top AS (
+    SELECT p.task_key, p.checkpoint, p.test_no, p.side, x.language AS train_language
+    FROM point_proponents(run, pt, k, per_checkpoint) AS p
+    JOIN examples AS x ON x.example_no = p.train_no AND x.role = 'train'
+),
+per_test AS (
+    SELECT task_key, checkpoint, side, test_no, train_language,
+           count(*) / sum(count(*)) OVER (PARTITION BY task_key, checkpoint, side, test_no) AS share
+    FROM top GROUP BY task_key, checkpoint, side, test_no, train_language
+),
+tests AS ( -- every scored test example, at every checkpoint when per_checkpoint
+    SELECT p.task_key, p.seed, p.variant, p.checkpoint, p.test_no, x.language AS test_language
+    FROM proponents AS p
+    JOIN examples AS x ON x.example_no = p.test_no AND x.role = 'test'
+    WHERE p.side = 'proponents' AND p.rank = 1 AND (p.checkpoint IS NOT NULL) = per_checkpoint
+),
+train_languages AS (
+    SELECT task_key, language AS train_language, count(*) / sum(count(*)) OVER (PARTITION BY task_key) AS chance
+    FROM examples WHERE role = 'train' GROUP BY task_key, language
+),
+grid AS (
+    SELECT t.*, l.train_language, l.chance, side
+    FROM tests AS t JOIN train_languages AS l USING (task_key)
+    CROSS JOIN (VALUES ('proponents'), ('opponents')) AS sides(side)
+)
+SELECT g.task_key, g.seed, g.variant, g.checkpoint, g.side, g.test_language, g.train_language,
+       avg(coalesce(p.share, 0)) AS share, any_value(g.chance) AS chance, count(*) AS test_examples
+FROM grid AS g
+LEFT JOIN per_test AS p
+  ON p.task_key = g.task_key AND p.checkpoint IS NOT DISTINCT FROM g.checkpoint AND p.side = g.side
+ AND p.test_no = g.test_no AND p.train_language = g.train_language
+GROUP BY ALL;

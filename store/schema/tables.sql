@@ -1,0 +1,87 @@
+-- The langspec store's tables, schema version 3 (store/db.py migrates older stores; views.sql and macros.sql
+-- build on these). Every table a stage fills carries the key of the task
+-- that wrote the rows (task_key), so ingesting a task again replaces exactly its rows.
+
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+
+-- One row per `langspec run`.
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY, spec_name VARCHAR, spec_path VARCHAR, spec_text VARCHAR,
+    overrides VARCHAR[], spec JSON, -- the validated spec with the overrides applied, every default filled in
+    spec_hash VARCHAR, git_commit VARCHAR, versions JSON, host VARCHAR,
+    pid INTEGER, executor VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP,
+    status VARCHAR -- running | completed | failed | interrupted
+);
+
+-- One row per task per run: what happened to it in that run.
+CREATE TABLE IF NOT EXISTS tasks (
+    run_id INTEGER, task_key VARCHAR, name VARCHAR, stage VARCHAR, params JSON,
+    inputs JSON, -- {role: upstream task_key}, e.g. {"data": ..., "finetune": ...}
+    outcome VARCHAR, -- cached | ran | failed | skipped
+    reason VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP, seconds DOUBLE,
+    device VARCHAR, error VARCHAR, summary JSON
+);
+
+-- The tasks of each sweep point of a run. point names the swept values as task names do
+-- ("prune.threshold=0.9,finetune.epochs=3"); a run without a sweep has the one point ''. A task
+-- shared by points (e.g. the fine-tuning under a sweep of prune settings) is listed under each.
+CREATE TABLE IF NOT EXISTS points (run_id INTEGER, point VARCHAR, task_key VARCHAR);
+
+-- Tasks whose results are in the tables below (a cached task already here is not ingested again).
+CREATE TABLE IF NOT EXISTS results (task_key VARCHAR PRIMARY KEY, stage VARCHAR, name VARCHAR, ingested_at TIMESTAMP);
+
+CREATE TABLE IF NOT EXISTS examples (
+    task_key VARCHAR, example_id VARCHAR, language VARCHAR, split VARCHAR, label INTEGER,
+    text_a VARCHAR, text_b VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS metrics (
+    task_key VARCHAR, seed INTEGER, variant VARCHAR, language VARCHAR, split VARCHAR,
+    metric VARCHAR, value DOUBLE, epoch INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS checkpoints (
+    task_key VARCHAR, seed INTEGER, variant VARCHAR, epoch INTEGER, step BIGINT,
+    learning_rate DOUBLE, path VARCHAR -- relative to the store's root
+);
+
+-- The prune stage: each language's final head mask with the importance it was chosen by, and the
+-- whole trajectory (step 0 is the full model; the last step, not accepted, is the one that fell
+-- below the threshold, unless pruning ran out of heads).
+CREATE TABLE IF NOT EXISTS subnetworks (
+    task_key VARCHAR, seed INTEGER, language VARCHAR, layer INTEGER, head INTEGER,
+    kept BOOLEAN, importance DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS prune_steps (
+    task_key VARCHAR, seed INTEGER, language VARCHAR, step INTEGER, heads_kept INTEGER,
+    metric_value DOUBLE, ratio_to_full DOUBLE, accepted BOOLEAN
+);
+
+-- Filled by the TracIn stage (store/influence.py ingests it). Scores refer to examples by number:
+-- each TracIn task's test examples, then its training examples, each in text order of their ids,
+-- numbered after the tasks ingested before it. One number names an example of one task, and
+-- `ORDER BY score DESC, train_no` ranks as `ORDER BY score DESC, train_id` would.
+CREATE TABLE IF NOT EXISTS influence_examples (
+    task_key VARCHAR, role VARCHAR, -- test | train
+    example_no INTEGER, example_id VARCHAR
+);
+
+-- One checkpoint's term: lr_c * <grad L(w_c, z_train), grad L(w_c, z_test)>.
+CREATE TABLE IF NOT EXISTS influence (
+    task_key VARCHAR, seed INTEGER, variant VARCHAR, checkpoint INTEGER, test_no INTEGER,
+    train_no INTEGER, score REAL
+);
+
+-- TracInCP: the sum of the terms over the checkpoints, summed once at ingest.
+CREATE TABLE IF NOT EXISTS tracin_cp (
+    task_key VARCHAR, seed INTEGER, variant VARCHAR, test_no INTEGER, train_no INTEGER, score REAL
+);
+
+-- Each test example's highest-scoring (side = 'proponents') and lowest-scoring ('opponents')
+-- training examples, rank 1 .. proponents_max_k(), ranked at ingest by TracInCP (checkpoint NULL,
+-- from the float64 sum) and by each checkpoint's term; ties go to the earlier train_id.
+CREATE TABLE IF NOT EXISTS proponents (
+    task_key VARCHAR, seed INTEGER, variant VARCHAR, checkpoint INTEGER, test_no INTEGER, side VARCHAR,
+    rank INTEGER, train_no INTEGER
+);

@@ -1,0 +1,61 @@
+-- The langspec store's views, built on tables.sql; store/db.py replaces them on every run.
+
+-- Each prune task's mask with what it was pruned from: the fine-tuning task (finetune_key) and the
+-- prune settings (config, JSON), so that the masks of one study compare across languages.
+CREATE OR REPLACE VIEW subnetwork_masks AS
+SELECT s.task_key, s.seed, s.language, t.inputs ->> 'finetune' AS finetune_key,
+       CAST(t.params -> 'prune' AS VARCHAR) AS config,
+       CAST((t.params -> 'prune') ->> 'threshold' AS DOUBLE) AS threshold,
+       CAST((t.params -> 'prune') ->> 'step' AS DOUBLE) AS step,
+       s.layer, s.head, s.kept, s.importance
+FROM subnetworks AS s
+JOIN (SELECT DISTINCT ON (task_key) task_key, params, inputs FROM tasks) AS t USING (task_key);
+
+-- Every ordered pair of languages' masks within one study (same fine-tuning, same prune settings):
+-- heads kept by both, by either and by the first, and their Jaccard similarity.
+CREATE OR REPLACE VIEW subnetwork_pairs AS
+SELECT a.task_key, a.seed, a.finetune_key, a.config, a.threshold, a.step,
+       a.language AS language_a, b.language AS language_b,
+       count(*) FILTER (WHERE a.kept AND b.kept) AS both_kept,
+       count(*) FILTER (WHERE a.kept OR b.kept) AS either_kept,
+       coalesce(both_kept / nullif(either_kept, 0), 1.0) AS jaccard, -- two empty masks are equal
+       count(*) FILTER (WHERE a.kept) AS heads_kept_a,
+       count(*) AS heads
+FROM subnetwork_masks AS a
+JOIN subnetwork_masks AS b
+  ON a.finetune_key = b.finetune_key AND a.config = b.config AND a.layer = b.layer AND a.head = b.head
+GROUP BY a.task_key, a.seed, a.finetune_key, a.config, a.threshold, a.step, a.language, b.language;
+
+-- Each task once, with its params and inputs (the same for every run it appears in).
+CREATE OR REPLACE VIEW task_params AS
+SELECT DISTINCT ON (task_key) task_key, name, stage, params, inputs FROM tasks ORDER BY task_key, run_id DESC;
+
+-- The metrics of each task's last epoch (per variant): what "the model's accuracy" means.
+CREATE OR REPLACE VIEW final_metrics AS
+SELECT * EXCLUDE (last_epoch)
+FROM (SELECT *, max(epoch) OVER (PARTITION BY task_key, variant) AS last_epoch FROM metrics)
+WHERE epoch IS NOT DISTINCT FROM last_epoch;
+
+-- Each TracIn task's numbered examples with their language (from the data task the TracIn task read;
+-- NULL while no run has recorded the task, as after `langspec verify --repair`).
+CREATE OR REPLACE VIEW influence_example_languages AS
+SELECT x.task_key, x.role, x.example_no, x.example_id, e.language
+FROM influence_examples AS x
+LEFT JOIN task_params AS t USING (task_key)
+LEFT JOIN examples AS e ON e.task_key = t.inputs ->> 'data' AND e.example_id = x.example_id;
+
+-- Influence rows with the ids and languages of both examples, one per checkpoint term.
+CREATE OR REPLACE VIEW influence_by_language AS
+SELECT i.task_key, i.seed, i.variant, i.checkpoint, te.example_id AS test_id, te.language AS test_language,
+       tr.example_id AS train_id, tr.language AS train_language, i.score
+FROM influence AS i
+JOIN influence_example_languages AS te ON te.example_no = i.test_no
+JOIN influence_example_languages AS tr ON tr.example_no = i.train_no;
+
+-- TracInCP with the ids and languages of both examples.
+CREATE OR REPLACE VIEW tracin_cp_by_language AS
+SELECT c.task_key, c.seed, c.variant, te.example_id AS test_id, te.language AS test_language,
+       tr.example_id AS train_id, tr.language AS train_language, c.score
+FROM tracin_cp AS c
+JOIN influence_example_languages AS te ON te.example_no = c.test_no
+JOIN influence_example_languages AS tr ON tr.example_no = c.train_no;
