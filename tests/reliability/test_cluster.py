@@ -1,7 +1,8 @@
-"""A real two-node Ray cluster on this machine (each node on its own ports and temp dir, stopped by
-its process group, never `ray stop`), with 1 CPU per node: a task asking for more than any node
-has fails before anything runs, naming the stage, the request and the largest node; a task that
-fits but finds no free node is reported while it waits, then runs."""
+"""A real two-node Ray cluster on this machine, 1 CPU per node, each node on its own ports and temp
+dir and stopped by its process group (never by the command that stops every Ray process on the
+machine): a task asking for more than any node has fails before anything runs, naming the stage,
+the request and the largest node; a task that fits but finds no free node is reported while it
+waits, then runs."""
 
 from __future__ import annotations
 
