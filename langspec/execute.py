@@ -269,12 +269,14 @@ class RayBackend:
         return results
 
     def _report_queued(self) -> None:
-        """Say what a task that has not started after resources.queued_report_s waits for: never a silent wait."""
+        """While none of the run's tasks is running, say what a task that has not started after
+        resources.queued_report_s waits for: never a silent wait."""
         now = time.monotonic()
+        started = {call.key for call, _ in self._pending.values() if artifacts.progress_path(self._root, call.key).is_file()}
+        if started:  # the run's own tasks hold the nodes: an ordinary queue, not a stall
+            return
         for call, submitted in self._pending.values():
             if call.key in self._reported or now - submitted < self._queued_report_s:
-                continue
-            if artifacts.progress_path(self._root, call.key).is_file():
                 continue
             self._reported.add(call.key)
             free = self._ray.available_resources()

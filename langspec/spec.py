@@ -29,8 +29,9 @@ class StageResources(Section):
 class _Resources(Section):
     default: StageResources = Field(default_factory=StageResources, description="Resources of every stage.")
     queued_report_s: float = Field(
-        60, gt=0, description="A task still waiting for a node with room after this many seconds is reported, "
-        "with what it asks for and what the cluster has free (a run never waits silently).",
+        60, gt=0, description="A task still waiting for a node with room after this many seconds, while none of "
+        "the run's tasks is running, is reported with what it asks for and what the cluster has free (a run never "
+        "waits silently).",
     )
 
     def for_stage(self, stage: str) -> StageResources:
