@@ -54,7 +54,7 @@ def verify_store(root: Path, repair: bool = False) -> list[Problem]:
         manifest = artifacts.read_manifest(root, key) or {}
         stage = manifest.get("stage")
         tables = _tables(stage)
-        problem = artifacts.check_complete(root, key, tables, hashes=True)
+        problem = artifacts.check_complete(root, key, tables or (), hashes=True)
         name = manifest.get("name", ingested.get(key, "?"))
         if problem is None and tables is not None:
             complete[key] = (stage, name, tables)
@@ -86,7 +86,7 @@ def _leftovers(root: Path, complete: dict) -> list[Path]:
 def _tables(stage: str | None) -> tuple[str, ...] | None:
     try:
         return stage_tables(stage) if stage else None
-    except (ImportError, AttributeError):
+    except KeyError:  # a manifest naming no stage of this langspec
         return None
 
 

@@ -106,6 +106,14 @@ def test_contents_changed_at_the_same_size_are_found_by_verify_and_repaired(stud
     assert store_contents(store) == clean
 
 
+def test_a_manifest_naming_an_unknown_stage_is_damage_not_a_crash(study, tmp_path):
+    spec, store, keys, clean = damaged_copy(study, tmp_path)
+    path = artifacts.task_dir(store, keys["prune[seed=0,language=ka]"]) / artifacts.SUCCESS_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text()), "stage": "no_such_stage"}))
+    found = cli("verify", "--store", store)
+    assert found.exit_code == 1 and "unknown stage 'no_such_stage'" in " ".join(found.output.split())
+
+
 def test_rows_without_a_task_directory_and_a_task_never_ingested(study, tmp_path):
     spec, store, keys, clean = damaged_copy(study, tmp_path)
     shutil.rmtree(artifacts.task_dir(store, keys["prune[seed=0,language=la]"]))
