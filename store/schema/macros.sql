@@ -3,6 +3,10 @@
 -- The TracIn variants in the order the analyses and figures show them: ORDER BY variant_position(variant).
 CREATE OR REPLACE MACRO variant_position(v) AS list_position(['full', 'subnetwork', 'sft'], v);
 
+-- The seed roll-up of every analysis: it groups by its keys and ROLLUP(seed), so each key gets one row
+-- per seed and one over all seeds (seed NULL); this labels the latter 'mean'.
+CREATE OR REPLACE MACRO seed_label(seed) AS coalesce(CAST(seed AS VARCHAR), 'mean');
+
 -- The last completed run: `SELECT * FROM run_metrics(last_run())`.
 CREATE OR REPLACE MACRO last_run() AS (SELECT max(run_id) FROM runs WHERE status = 'completed');
 

@@ -10,12 +10,12 @@ WITH per_seed AS (
       AND task_key IN (SELECT task_key FROM point_tasks($run_id, $point))
     GROUP BY seed, language
 )
-SELECT language, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
+SELECT language, seed_label(seed) AS seed,
        avg("full") AS "full", stddev_samp("full") AS full_sd,
        avg(subnetwork) AS subnetwork, stddev_samp(subnetwork) AS subnetwork_sd,
        avg(sft) AS sft, stddev_samp(sft) AS sft_sd,
        avg(subnetwork / "full") AS retention, stddev_samp(subnetwork / "full") AS retention_sd,
        count(*) AS seeds
 FROM per_seed
-GROUP BY GROUPING SETS ((language, per_seed.seed), (language))
+GROUP BY language, ROLLUP(per_seed.seed)
 ORDER BY language, per_seed.seed NULLS LAST;

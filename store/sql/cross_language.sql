@@ -1,9 +1,8 @@
 -- name: cross_language
 -- M+[t, s] and M-[t, s]: share of test language t's top-k proponents (opponents) that come from training language s, per variant; per seed, and their mean and sd (seed = 'mean').
-SELECT variant, side, test_language, train_language, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
+SELECT variant, side, test_language, train_language, seed_label(seed) AS seed,
        avg(share) AS share, stddev_samp(share) AS share_sd, avg(chance) AS chance, count(*) AS seeds
 FROM point_shares($run_id, $point, $k, false) AS shares
-GROUP BY GROUPING SETS ((variant, side, test_language, train_language, shares.seed),
-                        (variant, side, test_language, train_language))
+GROUP BY variant, side, test_language, train_language, ROLLUP(shares.seed)
 ORDER BY variant_position(variant), side DESC, test_language, train_language,
          shares.seed NULLS LAST;

@@ -9,10 +9,10 @@ WITH per_seed AS (
     WHERE train_language = test_language
     GROUP BY variant, test_language, seed
 )
-SELECT variant, language, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
+SELECT variant, language, seed_label(seed) AS seed,
        avg(s_plus) AS s_plus, stddev_samp(s_plus) AS s_plus_sd,
        avg(s_minus) AS s_minus, stddev_samp(s_minus) AS s_minus_sd,
        avg(chance) AS chance, count(*) AS seeds
 FROM per_seed
-GROUP BY GROUPING SETS ((variant, language, per_seed.seed), (variant, language))
+GROUP BY variant, language, ROLLUP(per_seed.seed)
 ORDER BY variant_position(variant), language, per_seed.seed NULLS LAST;

@@ -28,10 +28,10 @@ shares AS (
            negative / nullif(sum(negative) OVER (PARTITION BY task_key, test_language), 0) AS negative_share
     FROM mass
 )
-SELECT variant, test_language, train_language, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
+SELECT variant, test_language, train_language, seed_label(seed) AS seed,
        avg(positive_share) AS positive_share, stddev_samp(positive_share) AS positive_share_sd,
        avg(negative_share) AS negative_share, stddev_samp(negative_share) AS negative_share_sd,
        count(*) AS seeds
 FROM shares
-GROUP BY GROUPING SETS ((variant, test_language, train_language, shares.seed), (variant, test_language, train_language))
+GROUP BY variant, test_language, train_language, ROLLUP(shares.seed)
 ORDER BY variant_position(variant), test_language, train_language, shares.seed NULLS LAST;

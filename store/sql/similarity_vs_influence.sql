@@ -24,10 +24,10 @@ per_seed AS (
     FROM ranked
     GROUP BY variant, seed
 )
-SELECT variant, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
+SELECT variant, seed_label(seed) AS seed,
        avg(pearson) AS pearson, stddev_samp(pearson) AS pearson_sd,
        avg(spearman) AS spearman, stddev_samp(spearman) AS spearman_sd,
        avg(pairs) AS pairs, count(*) AS seeds
 FROM per_seed
-GROUP BY GROUPING SETS ((variant, per_seed.seed), (variant))
+GROUP BY variant, ROLLUP(per_seed.seed)
 ORDER BY variant_position(variant), per_seed.seed NULLS LAST;

@@ -9,11 +9,11 @@ WITH per_seed AS (
     WHERE side = 'proponents' AND train_language = test_language
     GROUP BY seed, test_language
 )
-SELECT language, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
+SELECT language, seed_label(seed) AS seed,
        avg("full") AS s_plus_full, avg(subnetwork) AS s_plus_subnetwork, avg(sft) AS s_plus_sft,
        avg(subnetwork - "full") AS subnetwork_minus_full, stddev_samp(subnetwork - "full") AS subnetwork_minus_full_sd,
        avg(sft - subnetwork) AS sft_minus_subnetwork, stddev_samp(sft - subnetwork) AS sft_minus_subnetwork_sd,
        count(*) AS seeds
 FROM per_seed
-GROUP BY GROUPING SETS ((language, per_seed.seed), (language))
+GROUP BY language, ROLLUP(per_seed.seed)
 ORDER BY language, per_seed.seed NULLS LAST;

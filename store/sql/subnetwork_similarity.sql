@@ -15,11 +15,11 @@ per_seed AS (
     SELECT pairs.*, coalesce(heads_kept_by_no_language, 0) AS heads_kept_by_no_language
     FROM pairs LEFT JOIN unused USING (finetune_key, config)
 )
-SELECT language_a, language_b, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
+SELECT language_a, language_b, seed_label(seed) AS seed,
        avg(jaccard) AS jaccard, stddev_samp(jaccard) AS jaccard_sd,
        avg(heads_kept_a) AS heads_kept_a, avg(1 - heads_kept_a / heads) AS sparsity_a,
        avg(heads_kept_by_no_language) AS heads_kept_by_no_language,
        count(*) AS seeds
 FROM per_seed
-GROUP BY GROUPING SETS ((language_a, language_b, per_seed.seed), (language_a, language_b))
+GROUP BY language_a, language_b, ROLLUP(per_seed.seed)
 ORDER BY language_a, language_b, per_seed.seed NULLS LAST;
