@@ -1,4 +1,5 @@
-"""The `langspec` command end to end: run, cached re-run, query, validate, plan, status."""
+"""The `langspec` command end to end: run, cached re-run, query, validate, plan, status (the whole
+study through the command: test_study_cli.py)."""
 
 from __future__ import annotations
 
@@ -61,79 +62,3 @@ def test_query_without_a_store(tmp_path):
 def test_schema_is_json_schema():
     schema = json.loads(invoke("schema").output)
     assert schema["title"] == "Spec" and "finetune" in schema["properties"]
-
-
-def test_whole_study_end_to_end_and_named_queries(small_spec, tmp_path, ray_session):
-    store = tmp_path / "results"
-    stages = ["prune.enabled=true", "sparse_finetune.enabled=true", "tracin.enabled=true", "analysis.top_k=5",
-              "tracin.train_per_language=10", "tracin.test_per_language=3"]
-    result = invoke("run", small_spec, "--store", store, *[a for s in stages for a in ("--set", s)])
-    assert result.exit_code == 0, result.output
-    assert "run 1 completed: 8 ran" in result.output  # data, finetune, 2 x prune, sft, 3 x tracin
-    assert all(variant in result.output for variant in ("full", "subnetwork", "sft"))
-
-    def rows(*args):
-        return json.loads(invoke("query", *args, "--store", store, "--format", "json").output)
-
-    grid = rows("SELECT language, count(*) AS heads FROM subnetworks GROUP BY 1 ORDER BY 1")
-    assert grid == [{"language": "ka", "heads": 4}, {"language": "la", "heads": 4}]  # 2 layers x 2 heads
-    variants = rows("SELECT variant, count(DISTINCT language) AS languages FROM metrics WHERE split = 'test' GROUP BY 1 ORDER BY 1")
-    assert variants == [{"variant": v, "languages": 2} for v in ("full", "sft", "subnetwork")]
-    influence = rows("SELECT variant, count(*) AS n FROM influence GROUP BY 1 ORDER BY 1")
-    assert influence == [{"variant": v, "n": 2 * 3 * 2 * 10 * 2} for v in ("full", "sft", "subnetwork")]  # epochs x test x train
-    jaccard = rows("SELECT * FROM subnetwork_jaccard")  # a parameterless analysis is a view
-    assert {(r["language_a"], r["language_b"]) for r in jaccard} == {(a, b) for a in ("ka", "la") for b in ("ka", "la")}
-    assert all(r["jaccard"] == 1.0 for r in jaccard if r["language_a"] == r["language_b"])
-
-    def analysis(*args):
-        result = invoke("analyze", *args, "--store", store, "--format", "json")
-        assert result.exit_code == 0, result.output
-        return json.loads(result.output)
-
-    layers = analysis("subnetwork_grid", "--param", "language=la")
-    assert [r["layer"] for r in layers] == [0, 1] and all(len(r["heads"].split()) == 2 for r in layers)
-    names = ["accuracy", "in_language_share", "specialization", "cross_language", "subnetwork_similarity",
-             "similarity_vs_influence", "dynamics", "influence_mass"]
-    results = {name: analysis(name) for name in names}  # run_id and k default to run 1 and analysis.top_k
-    assert all(results[name] for name in names)
-    assert {r["variant"] for r in results["in_language_share"]} == {"full", "subnetwork", "sft"}
-    assert {r["epoch"] for r in results["dynamics"]} == {1, 2}
-    fewer = analysis("in_language_share", "--param", "k=1")
-    assert fewer != results["in_language_share"]
-    missing = invoke("analyze", "subnetwork_grid", "--store", store)
-    assert missing.exit_code == 2 and "--param language=..." in missing.output
-    listed = invoke("analyze")
-    assert all(name in listed.output for name in names)
-
-    reported = invoke("report", "--store", store, "--out", tmp_path / "report")
-    assert reported.exit_code == 0, reported.output
-    page = (tmp_path / "report" / "index.html").read_text()
-    figures = ["accuracy", "in_language_share", "cross_language", "masks", "jaccard", "similarity_vs_influence", "dynamics"]
-    from PIL import Image
-
-    for figure in figures:
-        path = tmp_path / "report" / f"{figure}.png"
-        assert f'src="{figure}.png"' in page
-        with Image.open(path) as image:
-            assert image.format == "PNG" and image.width >= 300 and image.height >= 150
-            assert len(image.convert("L").getcolors(maxcolors=1 << 16)) > 10  # not a blank canvas
-    assert page.count("<li>") == 3 and "Language subnetworks exist" in page
-
-    # A second run sweeps the prune threshold: its analyses take one point at a time. The point
-    # 0.95 is run 1's study again (all cached); the point 0.5 shares its fine-tuning.
-    swept = invoke("run", small_spec, "--store", store, *[a for s in stages for a in ("--set", s)],
-                   "--set", "sweep={prune.threshold: [0.95, 0.5]}")
-    assert swept.exit_code == 0, swept.output
-    assert "run 2 completed" in swept.output
-    unpicked = invoke("analyze", "accuracy", "--store", store)
-    assert unpicked.exit_code == 2
-    assert "--param point=..." in unpicked.output and "'prune.threshold=0.5', 'prune.threshold=0.95'" in unpicked.output
-    same = analysis("accuracy", "--param", "point=prune.threshold=0.95")
-    assert same == results["accuracy"]
-    lower = analysis("accuracy", "--param", "point=prune.threshold=0.5")
-    assert [r["full"] for r in lower] == [r["full"] for r in same]  # the shared fine-tuning
-    assert analysis("accuracy", "--param", "run_id=1") == results["accuracy"]  # run 1's only point is the default
-    assert analysis("accuracy", "--param", "run_id=1", "--param", "point=") == results["accuracy"]  # '' by name
-    reported = invoke("report", "--store", store, "--out", tmp_path / "swept", "--point", "prune.threshold=0.5")
-    assert reported.exit_code == 0, reported.output
-    assert "[prune.threshold=0.5]" in (tmp_path / "swept" / "index.html").read_text()

@@ -1,0 +1,138 @@
+"""The whole study through the `langspec` command, one claim per test: a module-scoped store holds
+one run of every stage (run 1), and a second run that sweeps the prune threshold (run 2)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from langspec.cli import app
+from tests.conftest import SMALL_SPEC
+
+runner = CliRunner()
+STAGES = ["prune.enabled=true", "sparse_finetune.enabled=true", "tracin.enabled=true", "analysis.top_k=5",
+          "tracin.train_per_language=10", "tracin.test_per_language=3"]
+ANALYSES = ["accuracy", "in_language_share", "specialization", "cross_language", "subnetwork_similarity",
+            "similarity_vs_influence", "dynamics", "influence_mass"]
+FIGURES = ["accuracy", "in_language_share", "cross_language", "masks", "jaccard", "similarity_vs_influence", "dynamics"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def settings(*extra: str) -> list[str]:
+    return [arg for setting in (*STAGES, *extra) for arg in ("--set", setting)]
+
+
+@dataclass(frozen=True)
+class Study:
+    spec: Path
+    store: Path
+    first: str  # the output of run 1
+    swept: str  # the output of run 2
+
+    def rows(self, sql: str) -> list[dict]:
+        return json.loads(invoke("query", sql, "--store", self.store, "--format", "json").output)
+
+    def analysis(self, *args) -> list[dict]:
+        result = invoke("analyze", *args, "--store", self.store, "--format", "json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, ray_session) -> Study:
+    root = tmp_path_factory.mktemp("study")
+    spec = root / "small.yaml"
+    spec.write_text(textwrap.dedent(SMALL_SPEC.format(epochs=2)))
+    store = root / "results"
+    first = invoke("run", spec, "--store", store, *settings())
+    assert first.exit_code == 0, first.output
+    # Run 2 sweeps the prune threshold: the point 0.95 is run 1's study again (all cached); the
+    # point 0.5 shares its fine-tuning.
+    swept = invoke("run", spec, "--store", store, *settings("sweep={prune.threshold: [0.95, 0.5]}"))
+    assert swept.exit_code == 0, swept.output
+    return Study(spec, store, first.output, swept.output)
+
+
+def test_run_runs_every_stage(study):
+    assert "run 1 completed: 8 ran" in study.first  # data, finetune, 2 x prune, sft, 3 x tracin
+    assert all(variant in study.first for variant in ("full", "subnetwork", "sft"))
+
+
+def test_tables_hold_every_stage_rows(study):
+    grid = study.rows("SELECT language, count(*) AS heads FROM run_subnetwork_masks(1) GROUP BY 1 ORDER BY 1")
+    assert grid == [{"language": "ka", "heads": 4}, {"language": "la", "heads": 4}]  # 2 layers x 2 heads
+    variants = study.rows("SELECT variant, count(DISTINCT language) AS languages FROM run_metrics(1) "
+                          "WHERE split = 'test' GROUP BY 1 ORDER BY 1")
+    assert variants == [{"variant": v, "languages": 2} for v in ("full", "sft", "subnetwork")]
+    influence = study.rows("SELECT variant, count(*) AS n FROM run_scores(1) GROUP BY 1 ORDER BY 1")
+    assert influence == [{"variant": v, "n": 2 * 3 * 2 * 10 * 2} for v in ("full", "sft", "subnetwork")]  # epochs x test x train
+
+
+def test_an_analysis_without_parameters_is_a_view(study):
+    jaccard = study.rows("SELECT * FROM subnetwork_jaccard WHERE threshold = 0.95")  # run 1's prune setting
+    assert {(r["language_a"], r["language_b"]) for r in jaccard} == {(a, b) for a in ("ka", "la") for b in ("ka", "la")}
+    assert all(r["jaccard"] == 1.0 for r in jaccard if r["language_a"] == r["language_b"])
+
+
+def test_analyze_takes_named_parameters(study):
+    layers = [r for r in study.analysis("subnetwork_grid", "--param", "language=la") if r["threshold"] == 0.95]
+    assert [r["layer"] for r in layers] == [0, 1] and all(len(r["heads"].split()) == 2 for r in layers)
+    wrong = invoke("analyze", "subnetwork_grid", "--param", "language=la", "--param", "run_id=1", "--store", study.store)
+    assert wrong.exit_code == 2 and "takes --param language, not run_id" in wrong.output
+    missing = invoke("analyze", "subnetwork_grid", "--store", study.store)
+    assert missing.exit_code == 2 and "--param language=..." in missing.output
+
+
+def test_every_analysis_answers_for_run_1(study):
+    results = {name: study.analysis(name, "--param", "run_id=1") for name in ANALYSES}  # k: analysis.top_k
+    assert all(results[name] for name in ANALYSES)
+    assert {r["variant"] for r in results["in_language_share"]} == {"full", "subnetwork", "sft"}
+    assert {r["epoch"] for r in results["dynamics"]} == {1, 2}
+    assert study.analysis("in_language_share", "--param", "run_id=1", "--param", "k=1") != results["in_language_share"]
+
+
+def test_analyze_lists_the_analyses():
+    listed = invoke("analyze")
+    assert all(name in listed.output for name in ANALYSES)
+
+
+def test_report_draws_every_figure(study, tmp_path):
+    reported = invoke("report", "--store", study.store, "--run", 1, "--out", tmp_path / "report")
+    assert reported.exit_code == 0, reported.output
+    page = (tmp_path / "report" / "index.html").read_text()
+    for figure in FIGURES:
+        assert f'src="{figure}.png"' in page
+        with Image.open(tmp_path / "report" / f"{figure}.png") as image:
+            assert image.format == "PNG" and image.width >= 300 and image.height >= 150
+            assert len(image.convert("L").getcolors(maxcolors=1 << 16)) > 10  # not a blank canvas
+    assert page.count("<li>") == 3 and "Language subnetworks exist" in page
+
+
+def test_a_swept_run_needs_its_point(study):
+    assert "run 2 completed" in study.swept
+    unpicked = invoke("analyze", "accuracy", "--store", study.store)
+    assert unpicked.exit_code == 2
+    assert "--param point=..." in unpicked.output and "'prune.threshold=0.5', 'prune.threshold=0.95'" in unpicked.output
+
+
+def test_a_sweep_point_equal_to_run_1_gives_run_1s_answers(study):
+    first = study.analysis("accuracy", "--param", "run_id=1")
+    assert study.analysis("accuracy", "--param", "point=prune.threshold=0.95") == first
+    assert study.analysis("accuracy", "--param", "run_id=1", "--param", "point=") == first  # '' by name
+    lower = study.analysis("accuracy", "--param", "point=prune.threshold=0.5")
+    assert [r["full"] for r in lower] == [r["full"] for r in first]  # the shared fine-tuning
+
+
+def test_report_of_one_sweep_point(study, tmp_path):
+    reported = invoke("report", "--store", study.store, "--out", tmp_path / "swept", "--point", "prune.threshold=0.5")
+    assert reported.exit_code == 0, reported.output
+    assert "[prune.threshold=0.5]" in (tmp_path / "swept" / "index.html").read_text()
