@@ -30,6 +30,7 @@ from langspec.spec import ResourcesSpec
 from langspec.preflight import check_hub_access
 from langspec.progress import ProgressFile, RunDisplay
 from runners.context import TaskContext
+from runners.inputs import Inputs
 from runners.stage import stage
 from store import artifacts
 from store.db import StoreWriter, TaskRecord, damaged_database, is_damage, package_version
@@ -84,7 +85,7 @@ def run_task(call: TaskCall, report=None) -> dict:
         if (os.getpid(), socket.gethostname()) != (call.driver_pid, call.driver_host):
             watchdog = _Watchdog(root, call, workdir, resumable)
             watchdog.start()
-        inputs = {role: artifacts.task_dir(root, key) for role, key in call.inputs.items()}
+        inputs = Inputs({role: artifacts.task_dir(root, key) for role, key in call.inputs.items()})
         ctx = TaskContext(device=device, num_cpus=threads, report=report or progress.write)
         summary = module.run(call.params, inputs, workdir, ctx)
         missing = [t for t in call.tables if not artifacts.table_path(workdir, t).is_file()]
@@ -361,7 +362,7 @@ def execute(
     except duckdb.Error as err:  # DuckDB reads lazily: a truncated file may open and fail later
         if is_damage(err):
             raise damaged_database(root, err) from None
-        if artifacts.no_space(err) or artifacts.disk_nearly_full(Path(call.store_root)):  # the ingest was one transaction: it is rolled back whole
+        if artifacts.no_space(err) or artifacts.disk_nearly_full(root):  # the ingest was one transaction: it is rolled back whole
             raise StoreError(f"no space left on the device holding the store {root}; free space there, then run again: "
                              "finished tasks are kept and ingested then") from None
         raise

@@ -8,7 +8,7 @@ import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,6 +18,9 @@ from runners.methods import toy
 from runners.context import TaskContext
 from runners.errors import DataSourceError
 from runners.stage import Planned, Section, Upstream
+
+if TYPE_CHECKING:  # runners.inputs reads what this stage writes
+    from runners.inputs import Inputs
 
 VERSION = 2  # 2: writes labels.json, the names of the labels that every checkpoint's id2label carries
 READS = ("data",)
@@ -122,7 +125,7 @@ def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
     yield Planned({}, Params(data=spec.data, fingerprint=fingerprint(spec.data)), ())
 
 
-def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
+def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
     data = params.data
     ctx.report(0, 1, f"loading {data.source} data")
     sizes = {"train": data.train_per_language, "validation": data.validation_per_language, "test": data.test_per_language}
@@ -142,17 +145,6 @@ def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext
     for row in rows:
         counts[f"{row['language']}/{row['split']}"] += 1
     return {"examples": table.num_rows, "num_labels": len(names), "labels": names, "counts": counts}
-
-
-def read_examples(data_dir: Path, split: str | None = None, language: str | None = None) -> list[dict]:
-    """The examples a data task wrote, optionally of one split and language, in stored order."""
-    rows = pq.read_table(data_dir / EXAMPLES_FILE).to_pylist()
-    return [r for r in rows if (split is None or r["split"] == split) and (language is None or r["language"] == language)]
-
-
-def read_label_names(data_dir: Path) -> list[str]:
-    """The names of labels 0, 1, ... that a data task wrote."""
-    return json.loads((data_dir / LABELS_FILE).read_text())["names"]
 
 
 # --- label names ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runners.context import RESUME_FILE, TaskContext
-from runners.data import read_examples, read_label_names
+from runners.inputs import Data, Inputs
 from runners.stage import Planned, Section, Upstream
 from runners.tables import write_table
 
@@ -93,12 +93,12 @@ def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
     yield Planned({"seed": seed}, params, (("data", upstream.key("data")),))
 
 
-def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
-    return fine_tune(inputs["data"], workdir, ctx, seed=params.seed, model_spec=params.model, config=params.finetune)
+def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
+    return fine_tune(inputs.data, workdir, ctx, seed=params.seed, model_spec=params.model, config=params.finetune)
 
 
 def fine_tune(
-    data_dir: Path,
+    data: Data,
     workdir: Path,
     ctx: TaskContext,
     *,
@@ -121,13 +121,13 @@ def fine_tune(
 
     variant = "full" if masks is None else "sft"
     device = torch.device(ctx.device)
-    rows = read_examples(data_dir)
+    rows = data.examples()
     train_rows = [r for r in rows if r["split"] == "train"]
     tokenizer = models.build_tokenizer(model_spec, [t for r in train_rows for t in (r["text_a"], r["text_b"]) if t])
     # Saved with every checkpoint: inputs longer than the model was trained on are cut there
     # (pipeline(..., truncation=True)) instead of running past its position embeddings.
     tokenizer.model_max_length = config.max_length
-    model = models.build_model(model_spec, tokenizer, read_label_names(data_dir), config.max_length, seed).to(device)
+    model = models.build_model(model_spec, tokenizer, data.label_names(), config.max_length, seed).to(device)
     pad_id = tokenizer.pad_token_id
 
     train = models.encode(tokenizer, train_rows, config.max_length)

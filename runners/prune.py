@@ -12,14 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from runners.context import TaskContext
-from runners.data import read_examples
+from runners.inputs import Inputs, mask_role
 from runners.stage import Planned, Section, Upstream
 from runners.tables import write_table
-from store.artifacts import table_path
 
 VERSION = 1
 READS = ("data", "model", "finetune", "prune")
@@ -85,43 +83,20 @@ def mask_inputs(upstream: Upstream, seed: int) -> tuple[tuple[str, str], ...]:
     return tuple((mask_role(labels["language"]), key) for labels, key in upstream.keys("prune", seed=seed))
 
 
-def mask_role(language: str) -> str:
-    """The input role under which a downstream task receives a language's prune task."""
-    return f"prune.{language}"
-
-
-def read_mask(prune_dir: Path):
-    """A prune task's final mask as an (L, H) float tensor of 0/1."""
-    import torch
-
-    rows = pq.read_table(table_path(prune_dir, "subnetworks")).to_pylist()
-    mask = torch.zeros(max(r["layer"] for r in rows) + 1, max(r["head"] for r in rows) + 1)
-    for r in rows:
-        mask[r["layer"], r["head"]] = float(r["kept"])
-    return mask
-
-
-def last_checkpoint(finetune_dir: Path) -> tuple[int, Path]:
-    """(epoch, directory) of a fine-tuning task's last checkpoint."""
-    rows = pq.read_table(table_path(finetune_dir, "checkpoints")).to_pylist()
-    last = max(rows, key=lambda row: row["epoch"])
-    return last["epoch"], finetune_dir / last["path"]
-
-
-def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
+def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
     import torch
 
     from runners.methods import heads, models, pruning
 
     config = params.prune
     device = torch.device(ctx.device)
-    epoch, checkpoint = last_checkpoint(inputs["finetune"])
-    model, tokenizer = models.load_checkpoint(checkpoint, params.attention)
+    checkpoint = inputs.finetune.last_checkpoint()
+    model, tokenizer = models.load_checkpoint(checkpoint.path, params.attention)
     model.to(device).eval()
     pad_id = tokenizer.pad_token_id
 
     def language_batches(split: str, limit: int | None = None) -> list[dict]:
-        rows = read_examples(inputs["data"], split=split, language=params.language)[:limit]
+        rows = inputs.data.examples(split, params.language)[:limit]
         if not rows:
             raise ValueError(f"language {params.language!r} has no {split} examples to prune on")
         encoded = models.encode(tokenizer, rows, params.max_length)
@@ -161,7 +136,7 @@ def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext
     metrics = []
     for split in EVAL_SPLITS:
         accuracy = pruning.evaluate_accuracy(model, language_batches(split), mask)
-        metrics.append({**common, "variant": "subnetwork", "split": split, "metric": "accuracy", "value": accuracy, "epoch": epoch})
+        metrics.append({**common, "variant": "subnetwork", "split": split, "metric": "accuracy", "value": accuracy, "epoch": checkpoint.epoch})
     write_table(workdir, "metrics", metrics)
     final = [s for s in steps if s.accepted][-1]  # step 0, the full model, is always accepted
     return {

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from runners.context import TaskContext
 from runners.finetune import FinetuneSpec, ModelSpec, fine_tune
-from runners.prune import mask_inputs, mask_role, read_mask
+from runners.inputs import Inputs
+from runners.prune import mask_inputs
 from runners.stage import Planned, Section, Upstream
 
 VERSION = 1
@@ -72,10 +73,10 @@ def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
     yield Planned({"seed": seed}, params, (("data", upstream.key("data")),) + mask_inputs(upstream, seed))
 
 
-def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
-    masks = {language: read_mask(inputs[mask_role(language)]) for language in params.languages}
+def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
+    masks = inputs.masks(params.languages)
     summary = fine_tune(
-        inputs["data"], workdir, ctx, seed=params.seed, model_spec=params.model, config=params.finetune,
+        inputs.data, workdir, ctx, seed=params.seed, model_spec=params.model, config=params.finetune,
         masks=masks, language_sampling=params.language_sampling,
     )
     return {**summary, "heads_kept": {language: int(mask.sum()) for language, mask in masks.items()}}

@@ -20,8 +20,9 @@ A stage is one module, `runners/<stage>.py`, listed once in STAGES below. It def
                    its tasks for one seed, with their inputs taken from the tasks of earlier stages
                    (`upstream`); the defaults it takes from other sections are applied here.
     run(params, inputs, workdir, ctx) -> dict
-                   does the work into `workdir` (inputs: each input's role -> its task directory)
-                   and returns a small JSON summary.
+                   does the work into `workdir` and returns a small JSON summary; it reads what its
+                   upstream tasks wrote through `inputs` (runners.inputs.Inputs: typed handles by
+                   role, e.g. inputs.data.examples(), inputs.finetune.checkpoints()).
 
 The compiler (langspec.compile) loops over the seeds and, for each, over STAGES in order; it gives
 each planned task its key (stage, VERSION, params, input keys), name and resources.
@@ -33,12 +34,15 @@ import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.fields import FieldInfo
 
 from runners.context import TaskContext
+
+if TYPE_CHECKING:  # runners.inputs reads the data stage's files, and every stage imports this module
+    from runners.inputs import Inputs
 
 # The stages in the order a seed's study plans them; a new stage is its module and a name here.
 STAGES = ("data", "finetune", "prune", "sparse_finetune", "tracin")
@@ -95,7 +99,7 @@ class Stage(Protocol):
 
     def tasks(self, spec: Any, seed: int, upstream: Upstream) -> Iterable[Planned]: ...
 
-    def run(self, params: Any, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict: ...
+    def run(self, params: Any, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict: ...
 
 
 def stage(name: str) -> Stage:

@@ -18,15 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from runners.context import TaskContext
-from runners.data import read_examples
-from runners.prune import mask_inputs, mask_role, read_mask
+from runners.inputs import Inputs
+from runners.prune import mask_inputs
 from runners.stage import Planned, Section, Upstream
 from runners.tables import write_arrow
-from store.artifacts import table_path
 
 VERSION = 1
 READS = ("data", "model", "finetune", "tracin")
@@ -120,7 +118,7 @@ def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
         yield Planned({"seed": seed, "variant": variant}, params, inputs)
 
 
-def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
+def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
     import numpy as np
     import pyarrow as pa
     import torch
@@ -129,11 +127,10 @@ def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext
 
     config = params.tracin
     device = torch.device(ctx.device)
-    source = inputs["sft" if params.variant == "sft" else "finetune"]
-    checkpoints = sorted(pq.read_table(table_path(source, "checkpoints")).to_pylist(), key=lambda c: c["epoch"])
-    masks = {lang: read_mask(inputs[mask_role(lang)]) for lang in params.languages} if params.variant != "full" else {}
-    tokenizer = models.load_checkpoint(source / checkpoints[0]["path"], params.attention)[1]
-    examples = read_examples(inputs["data"])  # read once; each side below picks its split and languages
+    checkpoints = (inputs.sft if params.variant == "sft" else inputs.finetune).checkpoints()
+    masks = inputs.masks(params.languages) if params.variant != "full" else {}
+    tokenizer = models.load_checkpoint(checkpoints[0].path, params.attention)[1]
+    examples = inputs.data.examples()  # read once; each side below picks its split and languages
 
     def language_pure(split: str, per_language: int, masked: bool):
         """Length-sorted batches of one language each, their example ids in column order, and
@@ -155,16 +152,16 @@ def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext
     columns = {"checkpoint": [], "test_id": [], "train_id": [], "score": []}
     n_test, n_train = len(test_ids), len(train_ids)
     for done, checkpoint in enumerate(checkpoints):
-        ctx.report(done, len(checkpoints), f"checkpoint {checkpoint['epoch']}: {n_test} x {n_train} scores")
-        model = models.load_checkpoint(source / checkpoint["path"], params.attention)[0].to(device)
+        ctx.report(done, len(checkpoints), f"checkpoint {checkpoint.epoch}: {n_test} x {n_train} scores")
+        model = models.load_checkpoint(checkpoint.path, params.attention)[0].to(device)
         scores = influence.checkpoint_scores(
             model, train_batches, test_batches, train_masks=train_masks, test_masks=test_masks,
             param_names=parameter_names(model, config.params),
             projection_dim=config.projection_dim, projection_seed=config.projection_seed,  # same P at every checkpoint
             test_block_bytes=int(config.test_block_mb * 2**20) if config.test_block_mb else None,
         )  # (n_test, n_train)
-        scores = (scores.double() * checkpoint["learning_rate"]).float().numpy().ravel()
-        columns["checkpoint"].append(np.full(n_test * n_train, checkpoint["epoch"], dtype=np.int32))
+        scores = (scores.double() * checkpoint.learning_rate).float().numpy().ravel()
+        columns["checkpoint"].append(np.full(n_test * n_train, checkpoint.epoch, dtype=np.int32))
         columns["test_id"].append(np.repeat(np.array(test_ids, dtype=object), n_train))
         columns["train_id"].append(np.tile(np.array(train_ids, dtype=object), n_test))
         columns["score"].append(scores)

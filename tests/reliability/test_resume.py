@@ -12,6 +12,7 @@ from runners import data, finetune
 from runners.context import RESUME_FILE, TaskContext
 from runners.data import DataSpec
 from runners.finetune import FinetuneSpec, ModelSpec
+from runners.inputs import Inputs
 
 MODEL = ModelSpec(tiny={"layers": 2, "heads": 2, "hidden": 16, "intermediate": 32, "vocab_size": 200})
 CONFIG = FinetuneSpec(epochs=3, lr=1e-3, batch_size=16, max_length=32)  # dropout on: the RNG state matters
@@ -25,7 +26,7 @@ class Died(Exception):
 def data_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("data")
     spec = DataSpec(languages=["ka", "la"], train_per_language=80, validation_per_language=20, test_per_language=20)
-    data.run(data.Params(data=spec, fingerprint=""), {}, path, TaskContext())
+    data.run(data.Params(data=spec, fingerprint=""), Inputs({}), path, TaskContext())
     return path
 
 
@@ -37,7 +38,7 @@ def test_a_resumed_fine_tuning_equals_an_uninterrupted_one(data_dir, tmp_path):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     whole.mkdir(), resumed.mkdir()
     params = finetune.Params(seed=0, model=MODEL, finetune=CONFIG)
-    finetune.run(params, {"data": data_dir}, whole, TaskContext())
+    finetune.run(params, Inputs({"data": data_dir}), whole, TaskContext())
 
     steps_per_epoch = 160 // 16
 
@@ -46,11 +47,11 @@ def test_a_resumed_fine_tuning_equals_an_uninterrupted_one(data_dir, tmp_path):
             raise Died
 
     with pytest.raises(Died):
-        finetune.run(params, {"data": data_dir}, resumed, TaskContext(report=die_in_epoch_two))
+        finetune.run(params, Inputs({"data": data_dir}), resumed, TaskContext(report=die_in_epoch_two))
     assert (resumed / RESUME_FILE).is_file() and not (resumed / "checkpoints" / "epoch-2").exists()
 
     seen = []
-    summary = finetune.run(params, {"data": data_dir}, resumed, TaskContext(report=lambda d, t, n: seen.append(d)))
+    summary = finetune.run(params, Inputs({"data": data_dir}), resumed, TaskContext(report=lambda d, t, n: seen.append(d)))
     assert summary["resumed_from_epoch"] == 1
     assert min(seen) == steps_per_epoch + 1  # training went on with epoch 2's first step
     assert not (resumed / RESUME_FILE).exists()

@@ -14,6 +14,7 @@ from runners.context import TaskContext
 from runners.data import DataSpec
 from runners.finetune import FinetuneSpec, ModelSpec
 from runners.prune import PruneSpec
+from runners.inputs import Inputs, mask_role
 
 LANGUAGES = ("ka", "la")
 EPOCHS = 4
@@ -50,28 +51,28 @@ class Study:
 
     def subnetwork(self, language: str) -> Path:
         """The prune task directory of a language."""
-        return self.dirs[prune.mask_role(language)]
+        return self.dirs[mask_role(language)]
 
-    def inputs(self, *roles: str) -> dict[str, Path]:
-        """{role: directory}, the inputs a stage's run() takes."""
-        return {role: self.dirs[role] for role in roles}
+    def inputs(self, *roles: str) -> Inputs:
+        """The inputs a stage's run() takes, of these roles."""
+        return Inputs({role: self.dirs[role] for role in roles})
 
 
 @pytest.fixture(scope="session")
 def study(tmp_path_factory) -> Study:
     root = tmp_path_factory.mktemp("study")
-    dirs = {name: root / name for name in ("data", "finetune", "sft", *(prune.mask_role(lang) for lang in LANGUAGES))}
+    dirs = {name: root / name for name in ("data", "finetune", "sft", *(mask_role(lang) for lang in LANGUAGES))}
     for path in dirs.values():
         path.mkdir()
     data_spec = DataSpec(languages=list(LANGUAGES), train_per_language=300, validation_per_language=40, test_per_language=40)
-    data.run(data.Params(data=data_spec, fingerprint=""), {}, dirs["data"], TaskContext())
-    finetune.run(finetune.Params(seed=0, model=MODEL, finetune=FINETUNE), {"data": dirs["data"]}, dirs["finetune"], TaskContext())
+    data.run(data.Params(data=data_spec, fingerprint=""), Inputs({}), dirs["data"], TaskContext())
+    finetune.run(finetune.Params(seed=0, model=MODEL, finetune=FINETUNE), Inputs({"data": dirs["data"]}), dirs["finetune"], TaskContext())
     summaries = {}
     for lang in LANGUAGES:
         params = prune.Params(seed=0, language=lang, prune=PRUNE, attention="sdpa", max_length=MAX_LENGTH)
-        summaries[lang] = prune.run(params, {"data": dirs["data"], "finetune": dirs["finetune"]}, dirs[prune.mask_role(lang)], TaskContext())
+        summaries[lang] = prune.run(params, Inputs({"data": dirs["data"], "finetune": dirs["finetune"]}), dirs[mask_role(lang)], TaskContext())
     sparse_finetune.run(
         sparse_finetune.Params(seed=0, languages=LANGUAGES, model=MODEL, finetune=FINETUNE, language_sampling="proportional"),
-        {"data": dirs["data"], **{prune.mask_role(lang): dirs[prune.mask_role(lang)] for lang in LANGUAGES}}, dirs["sft"], TaskContext(),
+        Inputs({"data": dirs["data"], **{mask_role(lang): dirs[mask_role(lang)] for lang in LANGUAGES}}), dirs["sft"], TaskContext(),
     )
     return Study(dirs, summaries, LANGUAGES, EPOCHS, MAX_LENGTH, MODEL, PRUNE)

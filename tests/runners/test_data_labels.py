@@ -11,11 +11,12 @@ from runners.data import DataSpec
 from runners import data
 from runners.methods import toy
 from runners.context import TaskContext
+from runners.inputs import Data, Inputs
 
 
 def run_data(spec: DataSpec, workdir) -> list[str]:
-    data.run(data.Params(data=spec, fingerprint=data.fingerprint(spec)), {}, workdir, TaskContext())
-    return data.read_label_names(workdir)
+    data.run(data.Params(data=spec, fingerprint=data.fingerprint(spec)), Inputs({}), workdir, TaskContext())
+    return Data(workdir).label_names()
 
 
 def write_files(root, labels: list[int]) -> None:
@@ -29,7 +30,7 @@ def write_files(root, labels: list[int]) -> None:
 def test_toy_labels_are_the_nli_labels(tmp_path):
     spec = DataSpec(languages=["ka"], train_per_language=30, validation_per_language=5, test_per_language=5)
     assert run_data(spec, tmp_path / "task") == ["entailment", "neutral", "contradiction"] == list(toy.LABELS)
-    rows = data.read_examples(tmp_path / "task")
+    rows = Data(tmp_path / "task").examples()
     assert {r["label"] for r in rows} == {toy.ENTAILMENT, toy.NEUTRAL, toy.CONTRADICTION}
 
 

@@ -13,6 +13,7 @@ from runners.context import TaskContext
 from runners.data import DataSpec
 from runners.finetune import FinetuneSpec, ModelSpec
 from runners.methods import models, toy
+from runners.inputs import Data, Inputs
 
 N_TRAIN, BATCH, EPOCHS, LR = 2 * 50, 16, 3, 1e-3
 
@@ -28,13 +29,13 @@ def test_checkpoints_learning_rates_and_metrics(tmp_path):
     data_dir, task_dir = tmp_path / "data", tmp_path / "finetune"
     data_dir.mkdir(), task_dir.mkdir()
     data_spec = DataSpec(languages=["ka", "la"], train_per_language=50, validation_per_language=20, test_per_language=20)
-    data.run(data.Params(data=data_spec, fingerprint=""), {}, data_dir, TaskContext())
+    data.run(data.Params(data=data_spec, fingerprint=""), Inputs({}), data_dir, TaskContext())
     params = finetune.Params(
         seed=0,
         model=ModelSpec(tiny={"layers": 2, "heads": 2, "hidden": 16, "intermediate": 32, "vocab_size": 200}),
         finetune=FinetuneSpec(epochs=EPOCHS, lr=LR, batch_size=BATCH, max_length=32, warmup_ratio=0.1),
     )
-    summary = finetune.run(params, {"data": data_dir}, task_dir, TaskContext())
+    summary = finetune.run(params, Inputs({"data": data_dir}), task_dir, TaskContext())
 
     checkpoints = pq.read_table(task_dir / "tables" / "checkpoints.parquet").to_pylist()
     steps_per_epoch = math.ceil(N_TRAIN / BATCH)
@@ -53,7 +54,7 @@ def test_checkpoints_learning_rates_and_metrics(tmp_path):
     metrics = pq.read_table(task_dir / "tables" / "metrics.parquet").to_pylist()
     stored = {m["language"]: m["value"] for m in metrics if m["split"] == "test" and m["epoch"] == EPOCHS}
     model, tokenizer = models.load_checkpoint(task_dir / checkpoints[-1]["path"])
-    test = models.encode(tokenizer, data.read_examples(data_dir, split="test"), 32)
+    test = models.encode(tokenizer, Data(data_dir).examples(split="test"), 32)
     assert models.accuracy_by_language(model, test, 7, tokenizer.pad_token_id, torch.device("cpu")) == stored
     assert summary["test_accuracy"] == stored
     assert {(m["split"], m["epoch"]) for m in metrics} == {(s, e) for s in ("validation", "test") for e in (1, 2, 3)}
@@ -65,7 +66,7 @@ def test_padding_does_not_change_predictions(tmp_path):
     data_dir.mkdir()
     data.run(data.Params(data=DataSpec(languages=["ka"], train_per_language=30, validation_per_language=5,
                                        test_per_language=5), fingerprint=""), {}, data_dir, TaskContext())
-    rows = data.read_examples(data_dir, split="train")
+    rows = Data(data_dir).examples(split="train")
     spec = ModelSpec(tiny={"layers": 2, "heads": 2, "hidden": 16, "intermediate": 32, "vocab_size": 200})
     tokenizer = models.build_tokenizer(spec, [r["text_a"] for r in rows] + [r["text_b"] for r in rows])
     model = models.build_model(spec, tokenizer, toy.LABELS, 32, seed=0).eval()

@@ -15,6 +15,7 @@ from runners.context import TaskContext
 from runners.data import DataSpec
 from runners.finetune import FinetuneSpec, ModelSpec
 from runners.methods import models
+from runners.inputs import Data, Inputs
 
 SIZES = {"train": 6, "validation": 3, "test": 3}
 LAYOUTS = {
@@ -37,7 +38,7 @@ def test_each_layout_maps_to_the_common_schema(layout, tmp_path):
     source = save_hub_copy(tmp_path / layout, layout)
     spec = DataSpec(source="hub", dataset=str(source), languages=["en", "de"], train_per_language=6,
                     validation_per_language=3, test_per_language=3)
-    data.run(data.Params(data=spec, fingerprint=data.fingerprint(spec)), {}, tmp_path / "task", TaskContext())
+    data.run(data.Params(data=spec, fingerprint=data.fingerprint(spec)), Inputs({}), tmp_path / "task", TaskContext())
     rows = pq.read_table(tmp_path / "task" / data.EXAMPLES_FILE).to_pylist()
     assert len(rows) == 2 * (6 + 3 + 3)
     for row in rows:
@@ -105,10 +106,10 @@ def test_fine_tuning_a_pretrained_checkpoint_from_a_local_copy(tmp_path):
 
     spec = DataSpec(source="hub", dataset=str(source), languages=["en", "de"], train_per_language=6,
                     validation_per_language=3, test_per_language=3)
-    data.run(data.Params(data=spec, fingerprint=""), {}, tmp_path / "data", TaskContext())
+    data.run(data.Params(data=spec, fingerprint=""), Inputs({}), tmp_path / "data", TaskContext())
     params = finetune.Params(seed=0, model=ModelSpec(pretrained=str(base)),
                              finetune=FinetuneSpec(epochs=1, batch_size=4, max_length=16))
-    summary = finetune.run(params, {"data": tmp_path / "data"}, tmp_path / "ft", TaskContext())
+    summary = finetune.run(params, Inputs({"data": tmp_path / "data"}), tmp_path / "ft", TaskContext())
     assert set(summary["test_accuracy"]) == {"en", "de"}
     model, _ = models.load_checkpoint(tmp_path / "ft" / "checkpoints" / "epoch-1")
     pretrained = XLMRobertaForMaskedLM.from_pretrained(base)
@@ -137,8 +138,8 @@ def test_each_hub_layout_names_its_labels(layout, class_names, expected, tmp_pat
         datasets.DatasetDict(splits).save_to_disk(str(root / language))
     spec = DataSpec(source="hub", dataset=str(root), languages=["en", "de"], train_per_language=6,
                     validation_per_language=3, test_per_language=3)
-    summary = data.run(data.Params(data=spec, fingerprint=""), {}, tmp_path / "task", TaskContext())
-    assert data.read_label_names(tmp_path / "task") == expected == summary["labels"]
+    summary = data.run(data.Params(data=spec, fingerprint=""), Inputs({}), tmp_path / "task", TaskContext())
+    assert Data(tmp_path / "task").label_names() == expected == summary["labels"]
     renamed = spec.model_copy(update={"label_names": [f"class {i}" for i in range(len(expected))]})
-    data.run(data.Params(data=renamed, fingerprint=""), {}, tmp_path / "renamed", TaskContext())
-    assert data.read_label_names(tmp_path / "renamed") == renamed.label_names  # the spec's names win
+    data.run(data.Params(data=renamed, fingerprint=""), Inputs({}), tmp_path / "renamed", TaskContext())
+    assert Data(tmp_path / "renamed").label_names() == renamed.label_names  # the spec's names win

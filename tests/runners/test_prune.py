@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from runners import data, prune
 from runners.methods import models
+from runners.inputs import Data, Trained
 
 THRESHOLD = 0.95  # the study fixture's prune.threshold
 EPOCHS = 4  # and its fine-tuning epochs
@@ -60,13 +60,13 @@ def test_mask_grid_and_trajectory(pruned):
 
 def test_subnetwork_metrics_match_hand_masked_model(pruned):
     dirs, _, tables = pruned
-    epoch, checkpoint = prune.last_checkpoint(dirs["finetune"])
-    assert epoch == EPOCHS
-    model, tokenizer = masked_by_hand(checkpoint, {(r["layer"], r["head"]): r["kept"] for r in tables["subnetworks"]})
+    checkpoint = Trained(dirs["finetune"]).last_checkpoint()
+    assert checkpoint.epoch == EPOCHS
+    model, tokenizer = masked_by_hand(checkpoint.path, {(r["layer"], r["head"]): r["kept"] for r in tables["subnetworks"]})
     metrics = {(m["split"], m["variant"], m["language"], m["epoch"]): m["value"] for m in tables["metrics"]}
     assert set(metrics) == {("validation", "subnetwork", "ka", EPOCHS), ("test", "subnetwork", "ka", EPOCHS)}
     for split in ("validation", "test"):
-        rows = data.read_examples(dirs["data"], split=split, language="ka")
+        rows = Data(dirs["data"]).examples(split=split, language="ka")
         by_hand = models.accuracy_by_language(
             model, models.encode(tokenizer, rows, 32), 7, tokenizer.pad_token_id, torch.device("cpu")
         )

@@ -7,10 +7,11 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import torch
 
-from runners import data, finetune, prune
+from runners import finetune
 from runners.context import TaskContext
 from runners.finetune import FinetuneSpec, ModelSpec
 from runners.methods import heads, models, toy, training
+from runners.inputs import Data, Subnetwork
 
 TINY = ModelSpec(tiny={"layers": 2, "heads": 4, "hidden": 32, "intermediate": 64, "vocab_size": 300})
 
@@ -83,12 +84,12 @@ def test_a_step_moves_only_the_masks_heads_and_the_shared_parameters():
 def test_with_every_head_kept_sft_is_fine_tuning_on_language_pure_batches(study, tmp_path):
     config = FinetuneSpec(epochs=2, lr=2e-3, batch_size=16, max_length=32)
     ones = {lang: torch.ones(2, 4) for lang in study.languages}
-    finetune.fine_tune(study.data, tmp_path, TaskContext(), seed=3, model_spec=TINY, config=config,
+    finetune.fine_tune(Data(study.data), tmp_path, TaskContext(), seed=3, model_spec=TINY, config=config,
                        masks=ones, language_sampling="round_robin")
     sft, _ = models.load_checkpoint(tmp_path / "checkpoints" / "epoch-2")
 
     # The same training by hand: same initialisation, same batches, no masks and no confinement.
-    rows = data.read_examples(study.data)
+    rows = Data(study.data).examples()
     train_rows = [r for r in rows if r["split"] == "train"]
     tokenizer = models.build_tokenizer(TINY, [t for r in train_rows for t in (r["text_a"], r["text_b"])])
     model = models.build_model(TINY, tokenizer, toy.LABELS, config.max_length, 3)
@@ -117,11 +118,11 @@ def test_language_pure_batches_and_sampling():
 
 def test_heads_no_language_keeps_never_move(study):
     """Over the whole SFT run: every slice of a head outside every subnetwork is still its initial value."""
-    masks = {lang: prune.read_mask(study.subnetwork(lang)) for lang in study.languages}
+    masks = {lang: Subnetwork(study.subnetwork(lang)).mask() for lang in study.languages}
     nobody = [(l, h) for l in range(2) for h in range(4) if all(m[l, h] == 0 for m in masks.values())]
     somebody = [(l, h) for l in range(2) for h in range(4) if (l, h) not in nobody]
     assert nobody and somebody
-    rows = data.read_examples(study.data)
+    rows = Data(study.data).examples()
     tokenizer = models.build_tokenizer(study.model, [t for r in rows if r["split"] == "train" for t in (r["text_a"], r["text_b"])])
     initial = models.build_model(study.model, tokenizer, toy.LABELS, study.max_length, 0)
     final, _ = models.load_checkpoint(study.sft / "checkpoints" / f"epoch-{study.epochs}")

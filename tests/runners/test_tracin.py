@@ -10,11 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from runners import data, prune, tracin
+from runners import tracin
 from runners.context import TaskContext
 from runners.methods import models
 from runners.methods.influence import scoring
 from runners.tracin import TracinSpec
+from runners.inputs import Data, Subnetwork
 from tests.reference.influence import naive_scores
 
 TRAIN, TEST = 12, 3  # per language
@@ -37,9 +38,9 @@ def scored(request, study, tmp_path_factory):
 def naive_tracin(study, variant: str) -> dict[tuple[int, str, str], float]:
     """{(epoch, test_id, train_id): lr_epoch * <grad, grad>} from the reference loop."""
     languages = study.languages
-    train = [r for lang in languages for r in data.read_examples(study.data, "train", lang)[:TRAIN]]
-    test = [r for lang in languages for r in data.read_examples(study.data, "test", lang)[:TEST]]
-    masks = {lang: prune.read_mask(study.subnetwork(lang)) for lang in languages}
+    train = [r for lang in languages for r in Data(study.data).examples("train", lang)[:TRAIN]]
+    test = [r for lang in languages for r in Data(study.data).examples("test", lang)[:TEST]]
+    masks = {lang: Subnetwork(study.subnetwork(lang)).mask() for lang in languages}
     source = study.sft if variant == "sft" else study.finetune
     checkpoints = pq.read_table(source / "tables" / "checkpoints.parquet").to_pylist()
     expected = {}
