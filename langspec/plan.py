@@ -11,6 +11,7 @@ from rich.tree import Tree
 from langspec.compile import Task, TaskGraph, stage_tables
 from store import artifacts
 from store.db import connect_read_only
+from store.queries import internal
 from store.errors import StoreError
 
 
@@ -85,7 +86,5 @@ def _previous_params(root: Path) -> dict[str, dict]:
     except StoreError:
         return {}
     with con:
-        rows = con.sql(
-            "SELECT name, arg_max(params, run_id) AS params FROM tasks WHERE outcome IN ('ran', 'cached') GROUP BY name"
-        ).fetchall()
+        rows = internal(con, "previous_params")
     return {name: json.loads(params) for name, params in rows}

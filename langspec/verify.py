@@ -19,6 +19,7 @@ import duckdb
 from langspec.compile import stage_tables
 from store import artifacts
 from store.errors import StoreError
+from store.queries import internal
 from store.db import DB_FILE, StoreWriter, connect_read_only, damaged_database, is_damage, read_every_block
 
 
@@ -39,7 +40,7 @@ def verify_store(root: Path, repair: bool = False) -> list[Problem]:
     try:
         with connect_read_only(root) as con:
             read_every_block(con)
-            ingested = dict(con.sql("SELECT task_key, name FROM results").fetchall())
+            ingested = dict(internal(con, "ingested_tasks"))
     except (StoreError, duckdb.Error) as err:
         if isinstance(err, duckdb.Error) and is_damage(err):
             err = damaged_database(root, err)

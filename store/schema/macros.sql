@@ -80,7 +80,7 @@ SELECT task_key, seed, variant, checkpoint, test_no, 'opponents' AS side,
 FROM scores
 QUALIFY rank <= k;
 
--- The study's shares (DESIGN.md §3.5). For every TracIn task of the point, test language t and
+-- The study's shares (the README's Analyses). For every TracIn task of the point, test language t and
 -- training language s: the mean over t's test examples of the share of their top-k proponents
 -- (side = 'proponents', highest scores) or opponents ('opponents', lowest scores) that come from
 -- s. share is M+[t, s] / M-[t, s]; on the diagonal it is S+(t) / S-(t). chance is s's share of
