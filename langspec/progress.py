@@ -42,6 +42,17 @@ class ProgressFile:
         self.path.unlink(missing_ok=True)
 
 
+def read_progress(root: Path, key: str) -> str | None:
+    """A running task's progress as `langspec status` shows it ("120/400 scoring"), None when it is not running."""
+    try:
+        state = json.loads(artifacts.progress_path(root, key).read_text())
+    except (OSError, ValueError):
+        return None
+    if not state.get("total"):
+        return state.get("note") or "started"
+    return f"{state['done']}/{state['total']} {state.get('note', '')}".strip()
+
+
 class RunDisplay:
     """The driver's side: one bar for the whole run and one per running task."""
 
