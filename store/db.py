@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from store import artifacts
 from store.errors import StoreError
-from store.influence import insert_influence
+from store.influence import INFLUENCE_TABLES, insert_influence, insert_tables
 
 SCHEMA_VERSION = 3
 # The schema, run in this order on every run: tables (CREATE IF NOT EXISTS), then the migrations of
@@ -85,9 +85,9 @@ READ_WAIT_S = 120.0
 WRITE_WAIT_S = 1800.0
 WRITE_NOTE_S = 10.0  # after this long, and every minute then, the writer says what it waits for
 # Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input.
-TASK_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "influence")
-# Tables the store derives from a task's tables at ingest (store/influence.py), keyed by task_key too.
-DERIVED_TABLES = ("influence_examples", "tracin_cp", "proponents")
+# Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input. A TracIn
+# task fills the four of store/influence.py (or, written before #13, `influence` with text ids alone).
+TASK_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps") + INFLUENCE_TABLES
 # The oldest storage format that DuckDB clients of every version since 1.1 read (the CLI, DBeaver, R), with
 # everything the schema uses. 'v1.0.0' is no older on disk (both are format 64), and 1.0 readers reject the
 # primary keys that duckdb 2.0 writes there. Applies when the file is created; an existing store keeps its format.
@@ -269,8 +269,16 @@ class StoreWriter:
         with self._open() as con, _transaction(con):  # an interrupt too rolls back: no half-ingested task
             for table in TASK_TABLES:
                 con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
+            scores = {table: files.pop(table) for table in INFLUENCE_TABLES if table in files}
             for table, path in files.items():
                 counts[table] = _insert(con, table, key, path)
+            if set(scores) == set(INFLUENCE_TABLES):  # as a TracIn task writes them: copied
+                counts.update(insert_tables(con, key, {table: ("parquet", path) for table, path in scores.items()}))
+            elif set(scores) == {"influence"}:  # a task directory from before #13: text ids, numbered and ranked here
+                counts["influence"] = insert_influence(con, key, _text_scores(scores["influence"]))
+            elif scores:
+                raise StoreError(f"task {name} lacks its table(s) {', '.join(sorted(set(INFLUENCE_TABLES) - set(scores)))}; "
+                                 "`langspec verify --repair` sets it aside")
             con.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, now())", [key, stage, name])
             if record is not None:
                 _insert_task(con, run_id, record)
@@ -279,7 +287,7 @@ class StoreWriter:
     def forget(self, key: str) -> None:
         """Delete a task's rows from every task table: its result is gone or damaged."""
         with self._open() as con, _transaction(con):
-            for table in TASK_TABLES + DERIVED_TABLES:
+            for table in TASK_TABLES:
                 con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
             con.execute("DELETE FROM results WHERE task_key = ?", [key])
 
@@ -327,9 +335,11 @@ def _leave_queued(con: duckdb.DuckDBPyConnection, run_id: int) -> None:
                 [run_id])
 
 
+def _text_scores(path: Path):
+    return pq.read_table(path, read_dictionary=["test_id", "train_id", "variant"])
+
+
 def _insert(con: duckdb.DuckDBPyConnection, table: str, key: str, path: Path) -> int:
-    if table == "influence":  # numbered ids, TracInCP and the ranked proponents: store/influence.py
-        return insert_influence(con, key, pq.read_table(path, read_dictionary=["test_id", "train_id", "variant"]))
     columns = pq.read_schema(path).names
     # A `path` column is relative to the task directory; rows store it relative to the store root.
     select = f"* REPLACE ('tasks/{key}/' || path AS path)" if "path" in columns else "*"

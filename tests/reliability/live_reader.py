@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import langspec
-from store.db import DERIVED_TABLES, TASK_TABLES
+from store.db import TASK_TABLES
 
 LANGSPEC = str(Path(sys.executable).with_name("langspec"))
 COMMANDS = (
@@ -27,7 +27,7 @@ COMMANDS = (
 def snapshot(store: str) -> dict:
     with langspec.connect(store) as con:
         counts = {}
-        for table in TASK_TABLES + DERIVED_TABLES:
+        for table in TASK_TABLES:
             for key, n in con.sql(f"SELECT task_key, count(*) FROM {table} GROUP BY 1").fetchall():
                 counts.setdefault(key, {})[table] = n
         return {

@@ -332,3 +332,44 @@ def test_a_commit_never_replaces_a_complete_result(tmp_path):
     assert results == [True, False]
     assert (artifacts.task_dir(tmp_path, KEY) / "result.bin").read_bytes() == b"first"
     assert list(artifacts.attempts_dir(tmp_path).iterdir()) == []
+
+
+def test_a_tracin_tasks_own_tables_equal_the_ingest_of_its_text_ids(tmp_path):
+    """Since #13 the TracIn task numbers, sums and ranks its scores itself and the driver copies the
+    tables; a task directory from before holds text ids, which the ingest numbers and ranks. Both give
+    the same rows, ties (scores in steps of 1/8) and a pair left unscored at one checkpoint included,
+    and a second task's numbers follow the first's."""
+    import numpy as np
+
+    from runners.tables import write_arrow
+    from store.influence import INFLUENCE_TABLES, influence_tables
+
+    rng = np.random.default_rng(5)
+    test_ids, train_ids = ["la-test-1", "ka-test-0", "ka-test-1"], [f"{lang}-train-{i}" for i in (3, 1, 2, 0) for lang in ("la", "ka")]
+    terms = [(c, rng.integers(-4, 5, (len(test_ids), len(train_ids))).astype(np.float32) / 8) for c in (1, 2)]
+    terms[1][1][0, 2] = np.nan
+    scores = [(c, t, z, float(block[i, j])) for c, block in terms for i, t in enumerate(test_ids) for j, z in enumerate(train_ids)
+            if not np.isnan(block[i, j])]
+    keys = ("t" * 64, "u" * 64)
+    for key in keys:
+        tables = task_dir(tmp_path / "text", key) / "tables"
+        tables.mkdir(parents=True)
+        pq.write_table(pa.table({"seed": pa.array([0] * len(scores), pa.int32()), "variant": ["sft"] * len(scores),
+                                 "checkpoint": pa.array([r[0] for r in scores], pa.int32()), "test_id": [r[1] for r in scores],
+                                 "train_id": [r[2] for r in scores], "score": pa.array([r[3] for r in scores], pa.float32())}),
+                       tables / "influence.parquet")
+        seal(task_dir(tmp_path / "text", key), {})
+        for name, table in influence_tables(0, "sft", test_ids, train_ids, terms).items():
+            write_arrow(task_dir(tmp_path / "task", key), name, table)
+        seal(task_dir(tmp_path / "task", key), {})
+    for root in (tmp_path / "text", tmp_path / "task"):
+        with StoreWriter(root) as writer:
+            for key in keys:
+                assert writer.ingest(key, "tracin", "tracin", ("influence",))["influence"] == len(scores)
+    text, task = ({table: rows(root, f"SELECT * EXCLUDE (task_key), task_key FROM {table} ORDER BY ALL") for table in INFLUENCE_TABLES}
+                  for root in (tmp_path / "text", tmp_path / "task"))
+    assert text == task
+    assert len(text["proponents"]) == 2 * (2 * 3 * len(test_ids) * len(train_ids) - 2)  # every pair ranked, the unscored one not
+    numbers = rows(tmp_path / "task", "SELECT task_key, min(example_no), max(example_no) FROM influence_examples GROUP BY 1 ORDER BY 1")
+    n = len(test_ids) + len(train_ids)
+    assert numbers == [(keys[0], 0, n - 1), (keys[1], n, 2 * n - 1)]
