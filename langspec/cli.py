@@ -450,7 +450,7 @@ def status(store: StoreOpt = DEFAULT_STORE, runs: Annotated[int, typer.Option(me
     rows = []
     for task in tasks.to_pylist():
         progress = read_progress(store, task["task_key"]) if live and task["outcome"] == "queued" else None
-        outcome = f"running {progress}" if progress is not None else task["outcome"]
+        outcome = f"running {progress}".strip() if progress is not None else task["outcome"]
         rows.append({"name": task["name"], "outcome": outcome, "seconds": task["seconds"], "device": task["device"],
                      "key": task["task_key"][:12], "error": task["error"]})
     if live:
