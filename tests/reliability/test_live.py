@@ -11,22 +11,11 @@ from pathlib import Path
 
 from contents import store_contents
 from live_reader import snapshot
+from test_determinism import SPEC  # every stage, small
 from langspec.compile import compile_spec
 from langspec.execute import execute
 from langspec.load import load_spec
 
-SPEC = """\
-    name: live
-    data: {source: toy, languages: [ka, la], train_per_language: 80, validation_per_language: 20, test_per_language: 10}
-    model: {tiny: {layers: 2, heads: 2, hidden: 16, intermediate: 32, vocab_size: 200}}
-    seeds: [0]
-    finetune: {epochs: 2, lr: 1.0e-3, batch_size: 16, max_length: 32}
-    prune: {enabled: true, threshold: 0.9}
-    sparse_finetune: {enabled: true}
-    tracin: {enabled: true, train_per_language: 10, test_per_language: 3}
-    analysis: {top_k: 5}
-    resources: {default: {num_cpus: 1}}
-"""
 READER = Path(__file__).with_name("live_reader.py")
 MODES = ("python", "cli")
 
