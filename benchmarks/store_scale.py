@@ -8,7 +8,9 @@ Run (from the repository root):
     .venv/bin/python benchmarks/store_scale.py --store /tmp/scale/new [--old /tmp/old] [--build-only] [--seeds 1]
 
 `--old DIR`: a checkout of the code to compare against (e.g. `git worktree add /tmp/old main`);
-its store is built at `<store>-old`. Each process of the old code is stopped when its RSS passes
+its store is built at `<store>-old`, and the TracIn tables are then written as tasks wrote them
+before #13 (text ids, numbered and ranked at ingest; `--text-ids` alone does the same), which both
+checkouts read. Each process of the old code is stopped when its RSS passes
 `--cap-gb` or its time `--timeout` (the machine is shared), and reported as such.
 """
 
@@ -34,14 +36,15 @@ FLOOR_SQL = "SELECT sum(score) FROM influence"
 
 # --- the task directories: written once, as the stages write them ----------------------------------
 
-def write_tasks(root: Path, seeds: int, train: int, test: int, checkpoints: int) -> dict:
+def write_tasks(root: Path, seeds: int, train: int, test: int, checkpoints: int, text_ids: bool = False) -> dict:
     """Every task's `tables/*.parquet` and manifest under root/tasks; returns the plan of the run."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from runners.tables import write_arrow, write_table
-    from store.artifacts import seal, task_dir
+    from store.artifacts import seal, table_path, task_dir
+    from store.influence import influence_tables
 
     rng = np.random.default_rng(0)
     tasks = []  # (key, stage, name, inputs, params)
@@ -105,15 +108,20 @@ def write_tasks(root: Path, seeds: int, train: int, test: int, checkpoints: int)
             tracin = add("tracin", f"tracin[seed={seed},variant={variant}]",
                          {"data": data_key, "finetune": finetune_key, **({"sft": sft_key} if variant == "sft" else {}), **prune_keys},
                          seed=seed, variant=variant)
-            # As runners.tracin writes it: checkpoint by checkpoint, test example by test example.
-            write_arrow(tracin, "influence", pa.table({
-                "seed": pa.repeat(pa.scalar(seed, pa.int32()), scores_per_task),
-                "variant": pa.repeat(pa.scalar(variant), scores_per_task),
-                "checkpoint": np.repeat(np.arange(1, checkpoints + 1, dtype=np.int32), train * test),
-                "test_id": pa.array(np.tile(np.repeat(test_ids, train), checkpoints), type=pa.string()),
-                "train_id": pa.array(np.tile(train_ids, test * checkpoints), type=pa.string()),
-                "score": (rng.standard_normal(scores_per_task, dtype=np.float32) * 1e-3).astype(np.float32),
-            }))
+            terms = [(c, rng.standard_normal((test, train), dtype=np.float32) * np.float32(1e-3)) for c in range(1, checkpoints + 1)]
+            if text_ids:  # as TracIn tasks wrote it before #13 (what an --old checkout reads): checkpoint by checkpoint
+                table_path(tracin, "influence").parent.mkdir(parents=True)
+                pq.write_table(pa.table({
+                    "seed": pa.repeat(pa.scalar(seed, pa.int32()), scores_per_task),
+                    "variant": pa.repeat(pa.scalar(variant), scores_per_task),
+                    "checkpoint": np.repeat(np.arange(1, checkpoints + 1, dtype=np.int32), train * test),
+                    "test_id": pa.array(np.tile(np.repeat(test_ids, train), checkpoints), type=pa.string()),
+                    "train_id": pa.array(np.tile(train_ids, test * checkpoints), type=pa.string()),
+                    "score": np.concatenate([term.ravel() for _, term in terms]),
+                }), table_path(tracin, "influence"))
+            else:  # as runners.tracin writes them now: numbered, summed and ranked in the task
+                for table_name, table in influence_tables(seed, variant, list(test_ids), list(train_ids), terms).items():
+                    write_arrow(tracin, table_name, table)
             seal(tracin, {})
     plan = {"tasks": tasks, "scores": seeds * len(VARIANTS) * scores_per_task}
     (root / "plan.json").write_text(json.dumps(plan))
@@ -138,7 +146,8 @@ def ingest(root: Path) -> dict:
             seconds["tracin" if stage == "tracin" else "other"] += time.perf_counter() - started
             writer.record_task(run_id, TaskRecord(key, name, stage, json.dumps(params), json.dumps(inputs), "ran"))
         writer.finish_run(run_id, "completed")
-        writer.con.execute("CHECKPOINT")
+        if getattr(writer, "con", None) is not None:  # code that holds the database for the whole run (before #13's live store)
+            writer.con.execute("CHECKPOINT")
     return {"ingest_s": seconds["tracin"], "other_s": seconds["other"], "scores": plan["scores"],
             "scores_per_s": plan["scores"] / seconds["tracin"],
             "bytes": (root / "langspec.duckdb").stat().st_size}
@@ -216,7 +225,7 @@ def build(stores: dict[Path, Path], args) -> dict:
     for store in stores.values():
         shutil.rmtree(store, ignore_errors=True)
     started = time.perf_counter()
-    plan = write_tasks(args.store.resolve(), args.seeds, args.train, args.test, args.checkpoints)
+    plan = write_tasks(args.store.resolve(), args.seeds, args.train, args.test, args.checkpoints, args.text_ids or bool(args.old))
     print(f"task tables written in {time.perf_counter() - started:.1f} s: {plan['scores']:,} scores", flush=True)
     for store in list(stores.values())[1:]:  # the same task directories, hard-linked
         shutil.copytree(args.store.resolve(), store, copy_function=os.link)
@@ -244,6 +253,8 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=3)
     parser.add_argument("--cap-gb", type=float, default=8.0, help="stop an old-code process past this RSS")
     parser.add_argument("--timeout", type=float, default=150.0, help="stop an old-code analysis after this many seconds")
+    parser.add_argument("--text-ids", action="store_true", help="write the TracIn tables as tasks did before #13 (text ids; "
+                        "the driver numbers and ranks them at ingest); implied by --old")
     parser.add_argument("--ingest-only", type=Path, help=argparse.SUPPRESS)  # the worker: ingest this store's plan
     args = parser.parse_args()
     if args.ingest_only:

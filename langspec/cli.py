@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -414,27 +415,54 @@ def _cell(value) -> str:
 
 @app.command()
 def status(store: StoreOpt = DEFAULT_STORE, runs: Annotated[int, typer.Option(metavar="N", help="How many recent runs.")] = 5) -> None:
-    """The last runs in the store and what happened to their tasks."""
+    """The last runs in the store and what happened to their tasks; for a run still going, what is done,
+    running (with its progress), queued and failed. Safe to run while the run writes the store."""
+    import pyarrow as pa
+
+    from langspec.progress import read_progress
+    from store.artifacts import pid_alive
     from store.db import connect_read_only
 
     try:
-        with connect_read_only(store) as con:
+        with connect_read_only(store) as con:  # held for a moment: the run waits while a reader has the store open
             recent = con.sql(
-                "SELECT run_id, spec_name, status, started_at, finished_at FROM runs ORDER BY run_id DESC LIMIT $n",
+                "SELECT run_id, spec_name, status, started_at, finished_at, pid, host FROM runs ORDER BY run_id DESC LIMIT $n",
                 params={"n": runs},
             ).to_arrow_table()
-            print_table(recent, "table")
-            if recent.num_rows:
-                last = recent.column("run_id")[0].as_py()
-                tasks = con.sql(
-                    "SELECT name, outcome, round(seconds, 1) AS seconds, device, left(task_key, 12) AS key, "
-                    "split_part(error, chr(10), 1) AS error FROM tasks WHERE run_id = $run ORDER BY started_at NULLS FIRST, name",
-                    params={"run": last},
-                ).to_arrow_table()
-                _say(f"tasks of run {last}:")
-                print_table(tasks, "table")
+            last = recent.column("run_id")[0].as_py() if recent.num_rows else None
+            tasks = con.sql(
+                "SELECT name, outcome, round(seconds, 1) AS seconds, device, task_key, "
+                "split_part(error, chr(10), 1) AS error FROM tasks WHERE run_id = $run ORDER BY started_at NULLS LAST, name",
+                params={"run": last},
+            ).to_arrow_table()
     except ERROR_ROOTS as error:
         _fail(error)
+    here = socket.gethostname()
+    listed = recent.to_pylist()
+    for row in listed:
+        host, pid = row.pop("host"), row.pop("pid")
+        if row["status"] == "running" and host == here and pid and not pid_alive(pid):  # killed: never marked
+            row["status"] = "running (its driver is gone)"
+    print_table(pa.Table.from_pylist(listed) if listed else recent.drop_columns(["pid", "host"]), "table")
+    if last is None:
+        return
+    live = listed[0]["status"] == "running"
+    rows = []
+    for task in tasks.to_pylist():
+        progress = read_progress(store, task["task_key"]) if live and task["outcome"] == "queued" else None
+        outcome = f"running {progress}".strip() if progress is not None else task["outcome"]
+        rows.append({"name": task["name"], "outcome": outcome, "seconds": task["seconds"], "device": task["device"],
+                     "key": task["task_key"][:12], "error": task["error"]})
+    if live:
+        counts = {}
+        for row in rows:
+            word = row["outcome"].split()[0]
+            counts[word] = counts.get(word, 0) + 1
+        _say(f"run {last} is running: {counts.get('ran', 0) + counts.get('cached', 0)} of {len(rows)} tasks done "
+             f"({counts.get('ran', 0)} ran, {counts.get('cached', 0)} cached), {counts.get('running', 0)} running, "
+             f"{counts.get('queued', 0)} queued, {counts.get('failed', 0)} failed, {counts.get('skipped', 0)} skipped")
+    _say(f"tasks of run {last}:")
+    print_table(pa.Table.from_pylist(rows) if rows else tasks.drop_columns(["task_key"]), "table")
 
 
 @app.command()

@@ -370,7 +370,7 @@ def execute(
 
 def _execute(graph: TaskGraph, loaded: LoadedSpec, root: Path, pending: list[Task], executor: str,
              address: str | None, display: RunDisplay) -> RunResult:
-    with StoreWriter(root) as writer:
+    with StoreWriter(root, notify=display.note) as writer:
         # Start the backend (and check that every task fits on a node) before the run is recorded:
         # a spec that cannot run here writes nothing. A fully cached run starts no Ray at all.
         backend = _start_backend(pending, root, executor, address, display, loaded.spec.resources) if pending else None
@@ -381,6 +381,7 @@ def _execute(graph: TaskGraph, loaded: LoadedSpec, root: Path, pending: list[Tas
             spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_text=loaded.text,
             overrides=list(loaded.overrides), spec_json=loaded.spec.model_dump_json(), spec_hash=loaded.spec_hash, git_commit=_git_commit(),
             versions=_versions(), host=socket.gethostname(), executor=executor, points=graph.points,
+            queued=tuple(_task_record(task, "queued", "waiting for its turn") for task in graph.tasks),
         )
         interrupted = True
         try:
@@ -402,12 +403,16 @@ def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backe
     result = RunResult(run_id, "completed")
     state: dict[str, str] = {}  # key -> cached | ran | failed | skipped | submitted
     why: dict[str, str] = {}  # key -> why it runs
+    ingested = writer.ingested()
     for task in graph.tasks:
         problem = artifacts.check_complete(root, task.key, stage_tables(task.stage))
         if problem is None:
-            if not writer.is_ingested(task.key):
-                writer.ingest(task.key, task.stage, task.name, stage_tables(task.stage))
-            _record(writer, result, task, "cached", "a result with this key exists")
+            record = _task_record(task, "cached", "a result with this key exists")
+            if task.key in ingested:
+                writer.record_task(run_id, record)
+            else:
+                writer.ingest(task.key, task.stage, task.name, stage_tables(task.stage), run_id=run_id, record=record)
+            result.records[task.key] = record
             state[task.key] = "cached"
         elif problem != "no result":  # damaged: never used, never counted as done
             display.note(f"task {task.name}: {problem}, running it again")
@@ -464,8 +469,10 @@ def _finish(writer: StoreWriter, result: RunResult, task: Task, outcome: dict, r
         "seconds": outcome.get("seconds"), "device": outcome.get("device"),
     }
     if outcome["ok"]:
-        writer.ingest(task.key, task.stage, task.name, stage_tables(task.stage))
-        _record(writer, result, task, "ran", reason, summary=json.dumps(outcome["summary"]), **timing)
+        record = _task_record(task, "ran", reason, summary=json.dumps(outcome["summary"]), **timing)
+        # One transaction: a reader sees the task's rows and its record together, or neither.
+        writer.ingest(task.key, task.stage, task.name, stage_tables(task.stage), run_id=result.run_id, record=record)
+        result.records[task.key] = record
         return "ran"
     error = f"{outcome['error']}\n{outcome.get('traceback', '')}".strip()
     _record(writer, result, task, "failed", "the task raised an error", error=error, **timing)
@@ -473,10 +480,14 @@ def _finish(writer: StoreWriter, result: RunResult, task: Task, outcome: dict, r
 
 
 def _record(writer: StoreWriter, result: RunResult, task: Task, outcome: str, reason: str, **fields) -> None:
-    inputs = json.dumps(dict(task.inputs))
-    record = TaskRecord(task.key, task.name, task.stage, task.params.model_dump_json(), inputs, outcome, reason, **fields)
+    record = _task_record(task, outcome, reason, **fields)
     writer.record_task(result.run_id, record)
     result.records[task.key] = record
+
+
+def _task_record(task: Task, outcome: str, reason: str, **fields) -> TaskRecord:
+    inputs = json.dumps(dict(task.inputs))
+    return TaskRecord(task.key, task.name, task.stage, task.params.model_dump_json(), inputs, outcome, reason, **fields)
 
 
 def _parse_time(text: str | None) -> datetime | None:

@@ -42,6 +42,18 @@ class ProgressFile:
         self.path.unlink(missing_ok=True)
 
 
+def read_progress(root: Path, key: str) -> str | None:
+    """A running task's progress as `langspec status` shows it ("2/3 checkpoint 3: 100 x 1000 scores"; "" when
+    it has only started), None when it is not running."""
+    try:
+        state = json.loads(artifacts.progress_path(root, key).read_text())
+    except (OSError, ValueError):
+        return None
+    if not state.get("total"):
+        return "" if state.get("note") == "started" else state.get("note", "")
+    return f"{state['done']}/{state['total']} {state.get('note', '')}".strip()
+
+
 class RunDisplay:
     """The driver's side: one bar for the whole run and one per running task."""
 

@@ -28,9 +28,18 @@ SCHEMAS = {
         [("seed", pa.int32()), ("language", pa.string()), ("step", pa.int32()), ("heads_kept", pa.int32()),
          ("metric_value", pa.float64()), ("ratio_to_full", pa.float64()), ("accepted", pa.bool_())]
     ),
+    # The TracIn stage's, numbered within the task (store/influence.py): test examples from 0, then training examples.
+    "influence_examples": pa.schema([("role", pa.string()), ("example_no", pa.int32()), ("example_id", pa.string())]),
     "influence": pa.schema(
-        [("seed", pa.int32()), ("variant", pa.string()), ("checkpoint", pa.int32()), ("test_id", pa.string()),
-         ("train_id", pa.string()), ("score", pa.float32())]
+        [("seed", pa.int32()), ("variant", pa.string()), ("checkpoint", pa.int32()), ("test_no", pa.int32()),
+         ("train_no", pa.int32()), ("score", pa.float32())]
+    ),
+    "tracin_cp": pa.schema(
+        [("seed", pa.int32()), ("variant", pa.string()), ("test_no", pa.int32()), ("train_no", pa.int32()), ("score", pa.float32())]
+    ),
+    "proponents": pa.schema(
+        [("seed", pa.int32()), ("variant", pa.string()), ("checkpoint", pa.int32()), ("test_no", pa.int32()),
+         ("side", pa.string()), ("rank", pa.int32()), ("train_no", pa.int32())]
     ),
 }
 

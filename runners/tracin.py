@@ -8,8 +8,8 @@ gradient taken under the test language's subnetwork mask); `sft` (the sparsely f
 checkpoints, the train gradient under the train example's language's mask and the test gradient
 under the test language's). The batched inner products (exact, or approximate from random
 projections with `tracin.projection_dim`) are in `runners.methods.influence`; this module picks the
-examples, the masks and the checkpoints, and writes the scores to the `influence` table as columns
-(never row by row).
+examples, the masks and the checkpoints, and writes the scores with their example numbers, TracInCP
+and ranked proponents as the store keeps them (store/influence.py), as columns, never row by row.
 """
 
 from __future__ import annotations
@@ -25,11 +25,14 @@ from runners.inputs import Inputs
 from runners.prune import mask_inputs
 from runners.stage import Planned, Section, Upstream
 from runners.tables import write_arrow
+from store.influence import influence_tables
 
 VERSION = 1
 READS = ("data", "model", "finetune", "tracin")
 RESUMABLE = False
 MEMORY_FIELDS = ("tracin.batch_size", "tracin.test_block_mb", "tracin.projection_dim", "finetune.max_length")  # what to lower when the task runs out of memory
+# Also written: influence_examples, tracin_cp, proponents (store/influence.py); `influence` alone is
+# required, so that a task directory written before them (text ids) stays a complete, cached result.
 TABLES = ("influence",)
 PARAM_GROUPS = {"embeddings": "embeddings", "encoder": "encoder", "classifier": None}  # under the base model, or the head
 
@@ -119,8 +122,6 @@ def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
 
 
 def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
-    import numpy as np
-    import pyarrow as pa
     import torch
 
     from runners.methods import influence, models
@@ -149,7 +150,7 @@ def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict
     train_ids, train_batches, train_masks = language_pure("train", config.train_per_language, params.variant == "sft")
     test_ids, test_batches, test_masks = language_pure("test", config.test_per_language, params.variant != "full")
 
-    columns = {"checkpoint": [], "test_id": [], "train_id": [], "score": []}
+    terms = []  # (epoch, (n_test, n_train) float32 scores)
     n_test, n_train = len(test_ids), len(train_ids)
     for done, checkpoint in enumerate(checkpoints):
         ctx.report(done, len(checkpoints), f"checkpoint {checkpoint.epoch}: {n_test} x {n_train} scores")
@@ -160,21 +161,13 @@ def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict
             projection_dim=config.projection_dim, projection_seed=config.projection_seed,  # same P at every checkpoint
             test_block_bytes=int(config.test_block_mb * 2**20) if config.test_block_mb else None,
         )  # (n_test, n_train)
-        scores = (scores.double() * checkpoint.learning_rate).float().numpy().ravel()
-        columns["checkpoint"].append(np.full(n_test * n_train, checkpoint.epoch, dtype=np.int32))
-        columns["test_id"].append(np.repeat(np.array(test_ids, dtype=object), n_train))
-        columns["train_id"].append(np.tile(np.array(train_ids, dtype=object), n_test))
-        columns["score"].append(scores)
-    ctx.report(len(checkpoints), len(checkpoints), "writing scores")
+        terms.append((checkpoint.epoch, (scores.double() * checkpoint.learning_rate).float().numpy()))
+    ctx.report(len(checkpoints), len(checkpoints), "ranking and writing scores")
+    # The example numbers, TracInCP and the ranked proponents, computed here where the scores already
+    # are: the driver's ingest then only copies the tables (store/influence.py).
+    for name, table in influence_tables(params.seed, params.variant, test_ids, train_ids, terms).items():
+        write_arrow(workdir, name, table)
     rows = n_test * n_train * len(checkpoints)
-    write_arrow(workdir, "influence", pa.table({
-        "seed": pa.repeat(pa.scalar(params.seed, pa.int32()), rows),
-        "variant": pa.repeat(pa.scalar(params.variant), rows),
-        "checkpoint": np.concatenate(columns["checkpoint"]),
-        "test_id": pa.array(np.concatenate(columns["test_id"]), type=pa.string()),
-        "train_id": pa.array(np.concatenate(columns["train_id"]), type=pa.string()),
-        "score": np.concatenate(columns["score"]),
-    }))
     return {"train_examples": n_train, "test_examples": n_test, "checkpoints": len(checkpoints), "scores": rows}
 
 

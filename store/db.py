@@ -3,6 +3,13 @@
 Only the driver of a run writes the database, holding `<root>/.lock` for the whole run; each finished
 task is ingested in one transaction that first deletes that task's rows, so ingesting twice is
 harmless. Readers open the file read-only.
+
+DuckDB locks its file per process: while one process has it open read-write, no other can open it,
+even read-only, and the other way round. So the writer opens the database only for each write
+(begin a run, record or ingest a task, end the run) and closes it after, and a store can be read
+while a run writes it: readers and the writer wait briefly for each other. `<root>/.writing` is the
+gate: the writer holds it exclusively while it opens, writes and closes the database, a reader holds
+it shared only while it opens its connection, so a stream of readers never starves the writer.
 """
 
 from __future__ import annotations
@@ -10,6 +17,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
@@ -20,7 +30,7 @@ import pyarrow.parquet as pq
 
 from store import artifacts
 from store.errors import StoreError
-from store.influence import insert_influence
+from store.influence import INFLUENCE_TABLES, insert_influence, insert_tables
 
 SCHEMA_VERSION = 3
 # The schema, run in this order on every run: tables (CREATE IF NOT EXISTS), then the migrations of
@@ -67,10 +77,17 @@ MIGRATIONS = {
 }
 DB_FILE = "langspec.duckdb"
 LOCK_FILE = ".lock"
+GATE_FILE = ".writing"
+# How long a reader waits for the writer's transaction (ingesting a paper-size TracIn task takes seconds),
+# and the writer for readers (`langspec report` at paper size: under 30 s) before either says who holds
+# the store. The writer waits much longer than it could ever need: a reader must not make a run fail.
+READ_WAIT_S = 120.0
+WRITE_WAIT_S = 1800.0
+WRITE_NOTE_S = 10.0  # after this long, and every minute then, the writer says what it waits for
 # Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input.
-TASK_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "influence")
-# Tables the store derives from a task's tables at ingest (store/influence.py), keyed by task_key too.
-DERIVED_TABLES = ("influence_examples", "tracin_cp", "proponents")
+# Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input. A TracIn
+# task fills the four of store/influence.py (or, written before #13, `influence` with text ids alone).
+TASK_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps") + INFLUENCE_TABLES
 # The oldest storage format that DuckDB clients of every version since 1.1 read (the CLI, DBeaver, R), with
 # everything the schema uses. 'v1.0.0' is no older on disk (both are format 64), and 1.0 readers reject the
 # primary keys that duckdb 2.0 writes there. Applies when the file is created; an existing store keeps its format.
@@ -106,7 +123,8 @@ def lock_holder(root: Path) -> str:
 class StoreWriter:
     """The one writer of a store, for the length of a run."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, notify=None):
+        """notify(text): told when the writer waits long for a reader to close the store."""
         self.root = Path(root)
         try:
             (self.root / "tasks").mkdir(parents=True, exist_ok=True)
@@ -125,83 +143,116 @@ class StoreWriter:
         self._lock.truncate()
         self._lock.write(str(os.getpid()))
         self._lock.flush()
+        self._notify = notify or (lambda text: None)
+        self._noted = -1  # the minute of the writer's wait last noted
+        self.con: duckdb.DuckDBPyConnection | None = None  # open only inside `_open()`
         try:
-            self.con = duckdb.connect(str(self.root / DB_FILE), config={"storage_compatibility_version": STORAGE_VERSION})
-        except duckdb.Error as err:
+            self._create_schema()  # on the first open only: a reopen costs no schema work
+        except BaseException:
             self._release()
-            if is_damage(err):
-                raise damaged_database(self.root, err) from None
-            raise StoreError(f"the store {self.root} is open in another process ({err}); close it and retry") from None
-        self._create_schema()
+            raise
+
+    @contextmanager
+    def _open(self):
+        """The database, opened read-write for one write and closed after (DuckDB then checkpoints):
+        between writes any process may read it. Waits for readers, saying for whom after a while."""
+        started, self._noted = time.monotonic(), -1
+        with _gate(self.root, fcntl.LOCK_EX, lambda: self._waited(started, "another process"), create=True):
+            self.con = _connect(self.root, lambda holder: self._waited(started, holder),
+                                config={"storage_compatibility_version": STORAGE_VERSION})
+            try:
+                yield self.con
+            finally:
+                con, self.con = self.con, None
+                con.close()
+
+    def _waited(self, started: float, holder: str) -> bool:
+        """Called while a reader holds the store: True to go on waiting. Notes now and then, and
+        gives up only after WRITE_WAIT_S (a reader left open for half an hour, not a query)."""
+        waited = time.monotonic() - started
+        if waited > WRITE_WAIT_S:
+            raise StoreError(
+                f"the store {self.root} has been held open by {holder} for over {WRITE_WAIT_S:.0f} s, so this run "
+                "cannot record its results; close that connection and run the same command again (finished tasks are kept)"
+            )
+        if waited > WRITE_NOTE_S and waited // 60 != self._noted:
+            self._noted = waited // 60
+            self._notify(f"waiting for {holder}, which has the store's database open, to close it ({waited:.0f} s so far)")
+        return True
 
     def _create_schema(self) -> None:
-        # The version first: the schema replaces views and macros, which must not happen to a store
-        # this langspec cannot read.
-        found = _schema_version(self.con)
-        if found is not None and found != SCHEMA_VERSION and not _migratable(found):
-            self.close()
-            raise StoreError(
-                f"the store {self.root} has schema version {found}, this langspec reads version {SCHEMA_VERSION}; "
-                "use a new --store DIR (or the langspec version that wrote it)"
-            )
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            tables, *views_and_macros = SCHEMA_FILES
-            self.con.execute(tables.read_text())
-            if found is None:
-                versions = {"schema_version": str(SCHEMA_VERSION), "langspec_version": package_version("langspec"),
-                            "duckdb_version": duckdb.__version__}
-                self.con.executemany("INSERT INTO meta VALUES (?, ?)", list(versions.items()))
-            for version in range(SCHEMA_VERSION if found is None else found, SCHEMA_VERSION):
-                for statement in MIGRATIONS[version]:
-                    statement(self.con) if callable(statement) else self.con.execute(statement)
-            for path in views_and_macros:
-                self.con.execute(path.read_text())
-            self.con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            self.close()
-            raise
+        with self._open() as con:
+            # The version first: the schema replaces views and macros, which must not happen to a store
+            # this langspec cannot read.
+            found = _schema_version(con)
+            if found is not None and found != SCHEMA_VERSION and not _migratable(found):
+                raise StoreError(
+                    f"the store {self.root} has schema version {found}, this langspec reads version {SCHEMA_VERSION}; "
+                    "use a new --store DIR (or the langspec version that wrote it)"
+                )
+            with _transaction(con):
+                tables, *views_and_macros = SCHEMA_FILES
+                con.execute(tables.read_text())
+                if found is None:
+                    versions = {"schema_version": str(SCHEMA_VERSION), "langspec_version": package_version("langspec"),
+                                "duckdb_version": duckdb.__version__}
+                    con.executemany("INSERT INTO meta VALUES (?, ?)", list(versions.items()))
+                for version in range(SCHEMA_VERSION if found is None else found, SCHEMA_VERSION):
+                    for statement in MIGRATIONS[version]:
+                        statement(con) if callable(statement) else con.execute(statement)
+                for path in views_and_macros:
+                    con.execute(path.read_text())
+                con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
 
     # --- runs and tasks -------------------------------------------------------------------------
 
     def begin_run(self, *, spec_name: str, spec_path: str, spec_text: str, overrides: list[str], spec_json: str,
                   spec_hash: str, git_commit: str | None, versions: dict, host: str, executor: str,
-                  points: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> int:
-        """A new run (status running) and the tasks of each of its sweep points; returns its run_id."""
-        # The lock guarantees that a run still marked running was ended by a crash or a kill.
-        self.con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
-        run_id = _first(self.con, "SELECT coalesce(max(run_id), 0) + 1 FROM runs")[0]
-        self.con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), NULL, 'running')",
-            [run_id, spec_name, spec_path, spec_text, overrides, spec_json, spec_hash, git_commit, json.dumps(versions), host,
-             os.getpid(), executor],
-        )
-        rows = [[run_id, label, key] for label, keys in points for key in keys]
-        if rows:
-            self.con.executemany("INSERT INTO points VALUES (?, ?, ?)", rows)
+                  points: tuple[tuple[str, tuple[str, ...]], ...] = (), queued: tuple[TaskRecord, ...] = ()) -> int:
+        """A new run (status running), the tasks of each of its sweep points, and a `queued` row in
+        `tasks` for each task it will run or take from the cache; returns its run_id."""
+        with self._open() as con, _transaction(con):
+            # The lock guarantees that a run still marked running was ended by a crash or a kill.
+            for (ended,) in con.sql("SELECT run_id FROM runs WHERE status = 'running'").fetchall():
+                _leave_queued(con, ended)
+            con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+            run_id = _first(con, "SELECT coalesce(max(run_id), 0) + 1 FROM runs")[0]
+            con.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), NULL, 'running')",
+                [run_id, spec_name, spec_path, spec_text, overrides, spec_json, spec_hash, git_commit, json.dumps(versions), host,
+                 os.getpid(), executor],
+            )
+            rows = [[run_id, label, key] for label, keys in points for key in keys]
+            if rows:
+                con.executemany("INSERT INTO points VALUES (?, ?, ?)", rows)
+            for record in queued:
+                _insert_task(con, run_id, record)
         return run_id
 
     def finish_run(self, run_id: int, status: str) -> None:
-        self.con.execute("UPDATE runs SET status = ?, finished_at = now() WHERE run_id = ?", [status, run_id])
+        with self._open() as con, _transaction(con):
+            _leave_queued(con, run_id)
+            con.execute("UPDATE runs SET status = ?, finished_at = now() WHERE run_id = ?", [status, run_id])
 
     def record_task(self, run_id: int, record: TaskRecord) -> None:
-        self.con.execute("DELETE FROM tasks WHERE run_id = ? AND task_key = ?", [run_id, record.task_key])
-        self.con.execute(
-            "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [run_id, record.task_key, record.name, record.stage, record.params, record.inputs, record.outcome, record.reason,
-             record.started_at, record.finished_at, record.seconds, record.device, record.error, record.summary],
-        )
+        with self._open() as con, _transaction(con):
+            _insert_task(con, run_id, record)
 
     # --- results --------------------------------------------------------------------------------
 
-    def is_ingested(self, key: str) -> bool:
-        return _first(self.con, "SELECT count(*) FROM results WHERE task_key = $key", key=key)[0] > 0
+    def ingested(self) -> set[str]:
+        """The keys of the tasks whose results are in the tables."""
+        with self._open() as con:
+            return {row[0] for row in con.sql("SELECT task_key FROM results").fetchall()}
 
-    def ingest(self, key: str, stage: str, name: str, tables: tuple[str, ...] = ()) -> dict[str, int]:
+    def is_ingested(self, key: str) -> bool:
+        return key in self.ingested()
+
+    def ingest(self, key: str, stage: str, name: str, tables: tuple[str, ...] = (), *, run_id: int | None = None,
+               record: TaskRecord | None = None) -> dict[str, int]:
         """Replace the task's rows in every task table by the Parquet tables its manifest lists; one
-        transaction. `tables`: what its stage declares; a missing one is an error, never absent rows."""
+        transaction, with the task's `record` in `run_id` when given, so a reader sees the task whole
+        or not at all. `tables`: what its stage declares; a missing one is an error, never absent rows."""
         manifest = artifacts.read_manifest(self.root, key)
         if manifest is None:
             raise StoreError(f"task {name} has no readable {artifacts.SUCCESS_FILE}; `langspec verify --repair` sets it aside")
@@ -215,40 +266,32 @@ class StoreWriter:
         if unknown:
             raise StoreError(f"task {name} wrote tables the store does not know: {', '.join(sorted(unknown))}")
         counts = {}
-        self.con.execute("BEGIN TRANSACTION")
-        try:
+        with self._open() as con, _transaction(con):  # an interrupt too rolls back: no half-ingested task
             for table in TASK_TABLES:
-                self.con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
+                con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
+            scores = {table: files.pop(table) for table in INFLUENCE_TABLES if table in files}
             for table, path in files.items():
-                counts[table] = self._insert(table, key, path)
-            self.con.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, now())", [key, stage, name])
-            self.con.execute("COMMIT")
-        except BaseException:  # an interrupt too: no half-ingested task
-            self.con.execute("ROLLBACK")
-            raise
+                counts[table] = _insert(con, table, key, path)
+            if set(scores) == set(INFLUENCE_TABLES):  # as a TracIn task writes them: copied
+                counts.update(insert_tables(con, key, {table: ("parquet", path) for table, path in scores.items()}))
+            elif set(scores) == {"influence"}:  # a task directory from before #13: text ids, numbered and ranked here
+                counts["influence"] = insert_influence(con, key, _text_scores(scores["influence"]))
+            elif scores:
+                raise StoreError(f"task {name} lacks its table(s) {', '.join(sorted(set(INFLUENCE_TABLES) - set(scores)))}; "
+                                 "`langspec verify --repair` sets it aside")
+            con.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, now())", [key, stage, name])
+            if record is not None:
+                _insert_task(con, run_id, record)
         return counts
 
     def forget(self, key: str) -> None:
         """Delete a task's rows from every task table: its result is gone or damaged."""
-        self.con.execute("BEGIN TRANSACTION")
-        for table in TASK_TABLES + DERIVED_TABLES:
-            self.con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
-        self.con.execute("DELETE FROM results WHERE task_key = ?", [key])
-        self.con.execute("COMMIT")
-
-    def _insert(self, table: str, key: str, path: Path) -> int:
-        if table == "influence":  # numbered ids, TracInCP and the ranked proponents: store/influence.py
-            return insert_influence(self.con, key, pq.read_table(path, read_dictionary=["test_id", "train_id", "variant"]))
-        columns = pq.read_schema(path).names
-        # A `path` column is relative to the task directory; rows store it relative to the store root.
-        select = f"* REPLACE ('tasks/{key}/' || path AS path)" if "path" in columns else "*"
-        self.con.execute(f"INSERT INTO {table} BY NAME SELECT ? AS task_key, {select} FROM read_parquet(?)", [key, str(path)])
-        return _first(self.con, f"SELECT count(*) FROM {table} WHERE task_key = $key", key=key)[0]
+        with self._open() as con, _transaction(con):
+            for table in TASK_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
+            con.execute("DELETE FROM results WHERE task_key = ?", [key])
 
     def close(self) -> None:
-        if getattr(self, "con", None) is not None:
-            self.con.close()
-            self.con = None
         self._release()
 
     def _release(self) -> None:
@@ -265,25 +308,69 @@ class StoreWriter:
         self.close()
 
 
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection):
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def _insert_task(con: duckdb.DuckDBPyConnection, run_id: int, record: TaskRecord) -> None:
+    """A task's row in a run, replacing the one it had (`queued`, until it is done)."""
+    con.execute("DELETE FROM tasks WHERE run_id = ? AND task_key = ?", [run_id, record.task_key])
+    con.execute(
+        "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [run_id, record.task_key, record.name, record.stage, record.params, record.inputs, record.outcome, record.reason,
+         record.started_at, record.finished_at, record.seconds, record.device, record.error, record.summary],
+    )
+
+
+def _leave_queued(con: duckdb.DuckDBPyConnection, run_id: int) -> None:
+    """The tasks a run still had queued when it ended were not run by it."""
+    con.execute("UPDATE tasks SET outcome = 'not run', reason = 'its run ended first' WHERE run_id = ? AND outcome = 'queued'",
+                [run_id])
+
+
+def _text_scores(path: Path):
+    return pq.read_table(path, read_dictionary=["test_id", "train_id", "variant"])
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, key: str, path: Path) -> int:
+    columns = pq.read_schema(path).names
+    # A `path` column is relative to the task directory; rows store it relative to the store root.
+    select = f"* REPLACE ('tasks/{key}/' || path AS path)" if "path" in columns else "*"
+    con.execute(f"INSERT INTO {table} BY NAME SELECT ? AS task_key, {select} FROM read_parquet(?)", [key, str(path)])
+    return _first(con, f"SELECT count(*) FROM {table} WHERE task_key = $key", key=key)[0]
+
+
 def _first(con: duckdb.DuckDBPyConnection, sql: str, **params) -> tuple | None:
     """The first row of a query (DuckDB 2.0 relations have no fetchone())."""
     rows = con.sql(sql, params=params or None).limit(1).fetchall()
     return rows[0] if rows else None
 
 
-def connect_read_only(root: str | Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection for queries and analyses; writes through it fail."""
+def connect_read_only(root: str | Path, wait_s: float = READ_WAIT_S) -> duckdb.DuckDBPyConnection:
+    """A read-only connection for queries and analyses; writes through it fail. While a run writes
+    the store, waits for its transaction (up to `wait_s`). The connection sees the store as of its
+    opening, whole tasks only, for as long as it stays open; and the run waits while it is open, so
+    close it when done (`with connect_read_only(root) as con:`)."""
     path = Path(root) / DB_FILE
     if not path.is_file():
         raise StoreError(f"no store at {root}: run `langspec run SPEC --store {root}` first")
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as err:  # damaged, or another process's lock, or this one's writer
-        if is_damage(err):
-            raise damaged_database(Path(root), err) from None
-        raise StoreError(
-            f"the store {root} is busy: a langspec run (pid {lock_holder(Path(root))}) is writing it; retry when it finishes"
-        ) from None
+    deadline = time.monotonic() + wait_s
+
+    def waiting(holder: str) -> bool:
+        if time.monotonic() < deadline:
+            return True
+        raise StoreError(f"the store {root} is busy: {holder} has been writing it for over {wait_s:.0f} s; "
+                         "retry later (a langspec run writes it only while it ingests a task)")
+
+    with _gate(Path(root), fcntl.LOCK_SH, lambda: waiting(f"a langspec run (pid {lock_holder(Path(root))})")):
+        con = _connect(Path(root), waiting, read_only=True)
     found = _schema_version(con)
     if found is not None and found != SCHEMA_VERSION:
         con.close()
@@ -291,6 +378,58 @@ def connect_read_only(root: str | Path) -> duckdb.DuckDBPyConnection:
                else "read it with the langspec version that wrote it, or use a new --store DIR")
         raise StoreError(f"the store {root} has schema version {found}, this langspec reads version {SCHEMA_VERSION}: {how}")
     return con
+
+
+# DuckDB's words (1.1 to 2.0) when another process has the file open: "Could not set lock on file ...:
+# Conflicting lock is held in /usr/bin/python3 (PID 1234) ..."
+LOCK_CONFLICT = re.compile(r"could not set lock on file", re.IGNORECASE)
+LOCK_HOLDER = re.compile(r"Conflicting lock is held in (\S+) \(PID (\d+)\)")
+
+
+def _connect(root: Path, keep_waiting, **options) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, retried with backoff while another process holds the file; keep_waiting(holder)
+    says whether to go on (or raises). A damaged file is reported as such."""
+    pause = 0.01
+    while True:
+        try:
+            return duckdb.connect(str(root / DB_FILE), **options)
+        except duckdb.Error as err:
+            if is_damage(err):
+                raise damaged_database(root, err) from None
+            if not LOCK_CONFLICT.search(str(err)):
+                raise StoreError(f"cannot open the store {root}: {err}") from None
+            found = LOCK_HOLDER.search(str(err))
+            keep_waiting(f"process {found[2]} ({Path(found[1]).name})" if found else "another process")
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.5)
+
+
+@contextmanager
+def _gate(root: Path, mode: int, keep_waiting, create: bool = False):
+    """Hold `<root>/.writing` in `mode` (LOCK_EX: the writer, LOCK_SH: a reader), polling with
+    backoff; keep_waiting() says whether to go on. A reader of a store it cannot write, or one that no
+    langspec of this version wrote yet, goes without: DuckDB's own lock still keeps it safe."""
+    try:
+        handle = open(root / GATE_FILE, "a+" if create else "r")
+    except OSError:
+        if create:
+            raise
+        yield
+        return
+    with handle:
+        pause = 0.005
+        while True:
+            try:
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                keep_waiting()
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.25)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # What DuckDB says of a truncated or overwritten file (measured with duckdb 2.0).

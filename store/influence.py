@@ -1,12 +1,17 @@
-"""Ingest of a TracIn task's scores: the example ids numbered, TracInCP summed once, and each test
-example's top-k proponents and opponents ranked once, so that the analyses never sort or re-sum
-the raw scores (schema version 3).
+"""A TracIn task's scores as the store keeps them: the example ids numbered, TracInCP summed once, and
+each test example's top-k proponents and opponents ranked once, so that the analyses never sort or
+re-sum the raw scores (schema version 3).
 
-The task writes `influence` with text ids (test_id, train_id). The store numbers each task's ids
-(`influence_examples`): its test examples, then its training examples, each in text order, after
-the numbers of the tasks already there. So one integer names an example of a task, and within a
-task `train_no` order is `train_id` order: ties rank exactly as `ORDER BY score DESC, train_id` does. TracInCP is summed in float64 (exact for a few float32 terms,
-so in any order) and ranked at that precision; the `tracin_cp` table keeps it as REAL like the terms.
+Each task's examples are numbered (`influence_examples`): its test examples, then its training
+examples, each in text order of their ids, and in the store after the numbers of the tasks already
+there. So one integer names an example of a task, and within a task `train_no` order is `train_id`
+order: ties rank exactly as `ORDER BY score DESC, train_id` does. TracInCP is summed in float64
+(exact for a few float32 terms, so in any order) and ranked at that precision; the `tracin_cp`
+table keeps it as REAL like the terms.
+
+The TracIn task computes these tables itself (`influence_tables`, where it holds the scores
+already) and the driver only copies them in (`insert_tables`). A task directory written before
+that holds `influence` with text ids; `insert_influence` computes the same tables from it at ingest.
 """
 
 from __future__ import annotations
@@ -20,60 +25,118 @@ from store.errors import StoreError
 SIDES = ("proponents", "opponents")
 
 
-def insert_influence(con, key: str, scores: pa.Table) -> int:
-    """Insert one task's scores (columns seed, variant, checkpoint, test_id, train_id, score) into
-    `influence_examples`, `influence`, `tracin_cp` and `proponents`; returns the number of scores.
-    The caller holds the transaction and has deleted the task's `influence` rows."""
-    for table in ("influence_examples", "tracin_cp", "proponents"):
-        con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
-    if scores.num_rows == 0:
-        return 0
-    test_ids, test_no = number_ids(scores["test_id"])
-    train_ids, train_no = number_ids(scores["train_id"])
-    checkpoint = scores["checkpoint"].to_numpy()
-    score = scores["score"].to_numpy().astype(np.float32, copy=False)
-    seed, variant = scores["seed"][0].as_py(), scores["variant"][0].as_py()
-    k = con.sql("SELECT proponents_max_k()").fetchall()[0][0]
+# Each test example's proponents and opponents are ranked up to this k (the schema's proponents_max_k()).
+PROPONENTS_MAX_K = 100
+# What a TracIn task hands to the store since #13 (its example numbers, TracInCP and ranks computed
+# in the task, where the scores already are), each in the task's own numbers from 0.
+INFLUENCE_TABLES = ("influence_examples", "influence", "tracin_cp", "proponents")
+NUMBERED_COLUMNS = {"influence_examples": ("example_no",), "influence": ("test_no", "train_no"),
+                    "tracin_cp": ("test_no", "train_no"), "proponents": ("test_no", "train_no")}
 
+
+def influence_tables(seed: int, variant: str, test_ids: list[str], train_ids: list[str], terms, k: int = PROPONENTS_MAX_K) -> dict[str, pa.Table]:
+    """The tables of `INFLUENCE_TABLES` for one TracIn task, numbered within the task: its test examples
+    from 0, then its training examples, each in text order of their ids (so ties rank as by train_id).
+
+    terms: (checkpoint, (n_test, n_train) float32 scores) pairs, rows and columns in the order of
+    `test_ids` and `train_ids`; NaN marks a pair not scored at that checkpoint."""
+    test_order, train_order = _text_order(test_ids), _text_order(train_ids)
+    blocks = ((c, np.asarray(block, dtype=np.float32)[test_order][:, train_order]) for c, block in terms)
+    return _numbered(seed, variant, pa.array(test_ids, pa.string()).take(test_order),
+                     pa.array(train_ids, pa.string()).take(train_order), blocks, k)
+
+
+def _text_order(ids: list[str]) -> np.ndarray:
+    order = pc.array_sort_indices(pa.array(ids, pa.string())).to_numpy()
+    if len(set(ids)) != len(ids):
+        raise StoreError("the TracIn task scores an example twice")
+    return order
+
+
+def _numbered(seed: int, variant: str, test_ids: pa.Array, train_ids: pa.Array, blocks, k: int) -> dict[str, pa.Table]:
+    """The tables from the blocks of each checkpoint, ids already in text order."""
+    n_test, n_train = len(test_ids), len(train_ids)
     examples = pa.table({
-        "role": ["test"] * len(test_ids) + ["train"] * len(train_ids),
-        "example_no": np.concatenate([np.arange(len(test_ids)), np.arange(len(train_ids)) + len(test_ids)]).astype(np.int32),
+        "role": ["test"] * n_test + ["train"] * n_train,
+        "example_no": np.arange(n_test + n_train, dtype=np.int32),
         "example_id": pa.concat_arrays([test_ids, train_ids]),
     })
-    # The task's numbers follow those of the tasks already in the store: one integer identifies an
-    # example of a task, so the analyses join and group on integers alone.
-    first = con.sql("SELECT coalesce(max(example_no) + 1, 0) FROM influence_examples").fetchall()[0][0]
-    offsets = {"key": key, "seed": seed, "variant": variant, "test": first, "train": first + len(test_ids)}
-    n_test, n_train = len(test_ids), len(train_ids)
     summed = np.zeros((n_test, n_train))  # (n_test, n_train) float64: TracInCP
     scored = np.zeros((n_test, n_train), dtype=bool)  # pairs scored at some checkpoint
     raw, ranked = [], []
     every_pair = np.repeat(np.arange(n_test, dtype=np.int32), n_train), np.tile(np.arange(n_train, dtype=np.int32), n_test)
-    for c, rows in checkpoint_rows(checkpoint):
-        term = score_block(rows, test_no, train_no, score, n_test, n_train)  # NaN: not scored at c
+    for c, term in blocks:  # term: (n_test, n_train) float32, NaN: not scored at c
         raw.append(scored_pairs(term, int(c), every_pair))
         summed += np.nan_to_num(term)
         scored |= ~np.isnan(term)
         ranked += ranked_rows(term, k, int(c))
     summed[~scored] = np.nan
     ranked += ranked_rows(summed, k, None)
-    numbered = "$seed AS seed, $variant AS variant, * REPLACE (test_no + $test AS test_no, train_no + $train AS train_no)"
-    for name, table, select in (
-        ("influence_examples", examples, "* REPLACE (example_no + $test AS example_no)"),
+
+    def numbered(table: pa.Table, *columns: str) -> pa.Table:  # training examples come after the test examples
+        for name in columns:
+            table = table.set_column(table.schema.get_field_index(name), name, pc.add(table[name], np.int32(n_test)))
+        ids = {"seed": pa.repeat(pa.scalar(seed, pa.int32()), table.num_rows), "variant": pa.repeat(pa.scalar(variant), table.num_rows)}
+        return pa.table({**ids, **{name: table[name] for name in table.column_names}})
+
+    return {
+        "influence_examples": examples,
         # Rows in (checkpoint, test_no, train_no) order: train_no then compresses to almost nothing.
         # One chunk per column: DuckDB rewrites at its next checkpoint the row groups of an insert
         # that came in many Arrow chunks (measured: a third of the file left as free blocks).
-        ("influence", pa.concat_tables(raw).combine_chunks(), numbered),
-        ("tracin_cp", scored_pairs(summed, None, every_pair).drop_columns("checkpoint"), numbered),
-        ("proponents", pa.concat_tables(ranked), numbered),
-    ):
-        con.register("_ingested", table)
-        try:
-            used = {param: value for param, value in offsets.items() if f"${param}" in f"$key {select}"}
-            con.execute(f"INSERT INTO {name} BY NAME SELECT $key AS task_key, {select} FROM _ingested", used)
-        finally:
-            con.unregister("_ingested")
+        "influence": numbered(pa.concat_tables(raw).combine_chunks(), "train_no"),
+        "tracin_cp": numbered(scored_pairs(summed, None, every_pair).drop_columns("checkpoint"), "train_no"),
+        "proponents": numbered(pa.concat_tables(ranked), "train_no"),
+    }
+
+
+def insert_influence(con, key: str, scores: pa.Table) -> int:
+    """Insert one task's scores as TracIn tasks wrote them before #13 (columns seed, variant, checkpoint,
+    test_id, train_id, score) into the tables of `INFLUENCE_TABLES`; returns the number of scores. The
+    caller holds the transaction."""
+    if scores.num_rows == 0:
+        _delete(con, key)
+        return 0
+    test_ids, test_no = number_ids(scores["test_id"])
+    train_ids, train_no = number_ids(scores["train_id"])
+    checkpoint = scores["checkpoint"].to_numpy()
+    score = scores["score"].to_numpy().astype(np.float32, copy=False)
+    seed, variant = scores["seed"][0].as_py(), scores["variant"][0].as_py()
+    n_test, n_train = len(test_ids), len(train_ids)
+    blocks = ((c, score_block(rows, test_no, train_no, score, n_test, n_train)) for c, rows in checkpoint_rows(checkpoint))
+    k = con.sql("SELECT proponents_max_k()").fetchall()[0][0]
+    insert_tables(con, key, {name: ("_ingested", table) for name, table in _numbered(seed, variant, test_ids, train_ids, blocks, k).items()})
     return scores.num_rows
+
+
+def insert_tables(con, key: str, sources: dict[str, tuple[str, object]]) -> dict[str, int]:
+    """Copy a task's tables of `INFLUENCE_TABLES`, numbered within the task, into the store, its numbers
+    after those of the tasks already there (one integer names an example of a task, so the analyses
+    join and group on integers alone). sources: table -> ("parquet", path) or ("_ingested", Arrow table).
+    Returns the rows per table; the caller holds the transaction."""
+    _delete(con, key)
+    first = con.sql("SELECT coalesce(max(example_no) + 1, 0) FROM influence_examples").fetchall()[0][0]
+    counts = {}
+    for name in INFLUENCE_TABLES:
+        kind, source = sources[name]
+        renumbered = ", ".join(f"{column} + $first AS {column}" for column in NUMBERED_COLUMNS[name])
+        if kind == "parquet":
+            con.execute(f"INSERT INTO {name} BY NAME SELECT $key AS task_key, * REPLACE ({renumbered}) FROM read_parquet($path)",
+                        {"key": key, "first": first, "path": str(source)})
+        else:
+            con.register("_ingested", source)
+            try:
+                con.execute(f"INSERT INTO {name} BY NAME SELECT $key AS task_key, * REPLACE ({renumbered}) FROM _ingested",
+                            {"key": key, "first": first})
+            finally:
+                con.unregister("_ingested")
+        counts[name] = con.sql(f"SELECT count(*) FROM {name} WHERE task_key = $key", params={"key": key}).fetchall()[0][0]
+    return counts
+
+
+def _delete(con, key: str) -> None:
+    for table in INFLUENCE_TABLES:
+        con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
 
 
 def checkpoint_rows(checkpoint: np.ndarray) -> list[tuple[int, slice | np.ndarray]]:

@@ -85,9 +85,8 @@ def test_a_second_process_is_turned_away_without_touching_the_store(tmp_path):
         second = _cli("run", spec, "--store", store, "--executor", "local")
         assert second.returncode == 2 and f"in use by another langspec run (pid {os.getpid()})" in " ".join(second.stderr.split())
         reader = _cli("query", "SELECT count(*) FROM runs", "--store", store)
-        assert reader.returncode == 2 and "is busy" in reader.stderr and "retry" in reader.stderr
+        assert reader.returncode == 0 and "1 row" in reader.stdout  # a run's store is readable between its writes
     assert contents() == before
-    assert "1 row" in _cli("query", "SELECT count(*) FROM runs", "--store", store).stdout  # readable again
 
 
 def test_the_store_records_its_format_and_refuses_another(tmp_path):

@@ -31,7 +31,9 @@ def scored(request, study, tmp_path_factory):
     )
     inputs = study.inputs("data", "finetune", "sft", "prune.ka", "prune.la")
     summary = tracin.run(params, inputs, workdir, TaskContext())
-    rows = pq.read_table(workdir / "tables" / "influence.parquet").to_pylist()
+    ids = {r["example_no"]: r["example_id"] for r in pq.read_table(workdir / "tables" / "influence_examples.parquet").to_pylist()}
+    rows = [{**r, "test_id": ids[r["test_no"]], "train_id": ids[r["train_no"]]}  # the task numbers its examples
+            for r in pq.read_table(workdir / "tables" / "influence.parquet").to_pylist()]
     return variant, summary, rows
 
 

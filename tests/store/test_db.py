@@ -43,9 +43,9 @@ def test_ingest_twice_gives_the_same_rows(tmp_path):
     write_task_tables(tmp_path)
     with StoreWriter(tmp_path) as writer:
         counts = writer.ingest(KEY, "finetune", "finetune[seed=0]")
-        first = writer.con.sql("SELECT * FROM metrics ORDER BY language").fetchall()
+        first = rows(tmp_path, "SELECT * FROM metrics ORDER BY language")  # readable between the writer's transactions
         writer.ingest(KEY, "finetune", "finetune[seed=0]")
-        assert writer.con.sql("SELECT * FROM metrics ORDER BY language").fetchall() == first
+        assert rows(tmp_path, "SELECT * FROM metrics ORDER BY language") == first
         assert writer.is_ingested(KEY)
     assert counts == {"metrics": 5, "checkpoints": 1}
     assert rows(tmp_path, "SELECT count(*), min(task_key), max(task_key) FROM metrics") == [(5, KEY, KEY)]
@@ -71,7 +71,7 @@ def test_failed_ingest_leaves_no_rows(tmp_path):
     with StoreWriter(tmp_path) as writer:
         with pytest.raises(duckdb.Error):
             writer.ingest(KEY, "finetune", "a")
-        assert writer.con.sql("SELECT count(*) FROM metrics").fetchall() == [(0,)]
+        assert rows(tmp_path, "SELECT count(*) FROM metrics") == [(0,)]
         assert not writer.is_ingested(KEY)
 
 
@@ -107,9 +107,63 @@ def test_second_writer_is_refused_with_the_holders_pid(tmp_path):
         process.join(60)
         message = queue.get(timeout=5)
         assert f"in use by another langspec run (pid {os.getpid()})" in message
-        with pytest.raises(StoreError, match="is busy"):
-            connect_read_only(tmp_path)  # DuckDB's own lock: readers are told to retry
+        with connect_read_only(tmp_path) as con:  # between the writer's transactions the store is readable
+            assert con.sql("SELECT count(*) FROM runs").fetchall() == [(0,)]
     StoreWriter(tmp_path).close()  # released on exit
+
+
+def _hold_the_database(root, read_only, seconds, queue):
+    """Another process with the database open (a run's transaction, or a reader's query) for a while."""
+    import time
+
+    with duckdb.connect(str(root / DB_FILE), read_only=read_only):
+        queue.put("open")
+        time.sleep(seconds)
+
+
+def _holding(root, read_only, seconds):
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_hold_the_database, args=(root, read_only, seconds, queue))
+    process.start()
+    assert queue.get(timeout=60) == "open"
+    return process
+
+
+def test_readers_and_the_writer_wait_for_each_other(tmp_path, monkeypatch):
+    """DuckDB locks its file per process: a reader waits out a writer's transaction, the writer
+    waits out a reader's query (saying for whom after a while), and only a hold far longer than
+    that is an error that names the holder."""
+    import time
+
+    import store.db
+
+    StoreWriter(tmp_path).close()
+    writing = _holding(tmp_path, read_only=False, seconds=1.5)
+    started = time.monotonic()
+    with connect_read_only(tmp_path) as con:  # waits for the "transaction" to end, then reads
+        assert time.monotonic() - started > 0.5 and con.sql("SELECT count(*) FROM runs").fetchall() == [(0,)]
+    writing.join(30)
+
+    writing = _holding(tmp_path, read_only=False, seconds=30)
+    with pytest.raises(StoreError, match=f"is busy: process {writing.pid} .* for over 1 s"):
+        connect_read_only(tmp_path, wait_s=1)
+    writing.kill(), writing.join(30)
+
+    notes = []
+    monkeypatch.setattr(store.db, "WRITE_NOTE_S", 0.3)
+    with StoreWriter(tmp_path, notify=notes.append) as writer:
+        reading = _holding(tmp_path, read_only=True, seconds=1.5)
+        run_id = writer.begin_run(spec_name="s", spec_path="s.yaml", spec_text="", overrides=[], spec_json="{}", spec_hash="h",
+                                  git_commit=None, versions={}, host="h", executor="local")
+        assert notes and f"waiting for process {reading.pid}" in notes[0]
+        reading.join(30)
+        monkeypatch.setattr(store.db, "WRITE_WAIT_S", 1)
+        reading = _holding(tmp_path, read_only=True, seconds=30)
+        with pytest.raises(StoreError, match=f"held open by process {reading.pid} .* close that connection"):
+            writer.finish_run(run_id, "completed")
+        reading.kill(), reading.join(30)
+    assert rows(tmp_path, "SELECT run_id, status FROM runs") == [(run_id, "running")]
 
 
 def test_store_not_writable(tmp_path):
@@ -226,7 +280,7 @@ def test_a_version_2_store_is_migrated_and_answers_as_before(tmp_path):
     with StoreWriter(tmp_path / "v3") as writer:
         for key in sorted({row[0] for row in scores}):
             assert writer.ingest(key, "tracin", key) == {"influence": len(scores) // 2}
-        ingested = {table: writer.con.sql(f"SELECT * EXCLUDE (task_key), task_key FROM {table} ORDER BY ALL").fetchall()
+        ingested = {table: rows(tmp_path / "v3", f"SELECT * EXCLUDE (task_key), task_key FROM {table} ORDER BY ALL")
                     for table in migrated}
     assert ingested == migrated
     n_test, n_train = len(languages) * test, len(languages) * train
@@ -278,3 +332,44 @@ def test_a_commit_never_replaces_a_complete_result(tmp_path):
     assert results == [True, False]
     assert (artifacts.task_dir(tmp_path, KEY) / "result.bin").read_bytes() == b"first"
     assert list(artifacts.attempts_dir(tmp_path).iterdir()) == []
+
+
+def test_a_tracin_tasks_own_tables_equal_the_ingest_of_its_text_ids(tmp_path):
+    """Since #13 the TracIn task numbers, sums and ranks its scores itself and the driver copies the
+    tables; a task directory from before holds text ids, which the ingest numbers and ranks. Both give
+    the same rows, ties (scores in steps of 1/8) and a pair left unscored at one checkpoint included,
+    and a second task's numbers follow the first's."""
+    import numpy as np
+
+    from runners.tables import write_arrow
+    from store.influence import INFLUENCE_TABLES, influence_tables
+
+    rng = np.random.default_rng(5)
+    test_ids, train_ids = ["la-test-1", "ka-test-0", "ka-test-1"], [f"{lang}-train-{i}" for i in (3, 1, 2, 0) for lang in ("la", "ka")]
+    terms = [(c, rng.integers(-4, 5, (len(test_ids), len(train_ids))).astype(np.float32) / 8) for c in (1, 2)]
+    terms[1][1][0, 2] = np.nan
+    scores = [(c, t, z, float(block[i, j])) for c, block in terms for i, t in enumerate(test_ids) for j, z in enumerate(train_ids)
+            if not np.isnan(block[i, j])]
+    keys = ("t" * 64, "u" * 64)
+    for key in keys:
+        tables = task_dir(tmp_path / "text", key) / "tables"
+        tables.mkdir(parents=True)
+        pq.write_table(pa.table({"seed": pa.array([0] * len(scores), pa.int32()), "variant": ["sft"] * len(scores),
+                                 "checkpoint": pa.array([r[0] for r in scores], pa.int32()), "test_id": [r[1] for r in scores],
+                                 "train_id": [r[2] for r in scores], "score": pa.array([r[3] for r in scores], pa.float32())}),
+                       tables / "influence.parquet")
+        seal(task_dir(tmp_path / "text", key), {})
+        for name, table in influence_tables(0, "sft", test_ids, train_ids, terms).items():
+            write_arrow(task_dir(tmp_path / "task", key), name, table)
+        seal(task_dir(tmp_path / "task", key), {})
+    for root in (tmp_path / "text", tmp_path / "task"):
+        with StoreWriter(root) as writer:
+            for key in keys:
+                assert writer.ingest(key, "tracin", "tracin", ("influence",))["influence"] == len(scores)
+    text, task = ({table: rows(root, f"SELECT * EXCLUDE (task_key), task_key FROM {table} ORDER BY ALL") for table in INFLUENCE_TABLES}
+                  for root in (tmp_path / "text", tmp_path / "task"))
+    assert text == task
+    assert len(text["proponents"]) == 2 * (2 * 3 * len(test_ids) * len(train_ids) - 2)  # every pair ranked, the unscored one not
+    numbers = rows(tmp_path / "task", "SELECT task_key, min(example_no), max(example_no) FROM influence_examples GROUP BY 1 ORDER BY 1")
+    n = len(test_ids) + len(train_ids)
+    assert numbers == [(keys[0], 0, n - 1), (keys[1], n, 2 * n - 1)]
