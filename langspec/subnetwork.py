@@ -18,7 +18,7 @@ import duckdb
 # was pruned from (subnetwork) and of the sparse fine-tuning that used it (sft), and their test accuracy.
 EXPORT_SQL = """
 WITH point AS (SELECT task_key FROM point_tasks($run_id, $point)),
-masks AS (SELECT * FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM point)),
+masks AS (SELECT * FROM subnetwork_masks WHERE model = 'multilingual' AND task_key IN (SELECT task_key FROM point)),
 last_checkpoints AS (
     SELECT DISTINCT ON (task_key) task_key, seed, variant, path FROM checkpoints
     WHERE task_key IN (SELECT task_key FROM point) ORDER BY task_key, epoch DESC

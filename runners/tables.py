@@ -28,6 +28,12 @@ SCHEMAS = {
         [("seed", pa.int32()), ("language", pa.string()), ("step", pa.int32()), ("heads_kept", pa.int32()),
          ("metric_value", pa.float64()), ("ratio_to_full", pa.float64()), ("accepted", pa.bool_())]
     ),
+    # The ablation: each test example's loss and correctness under the ablated model and the full one.
+    "ablation_examples": pa.schema(
+        [("seed", pa.int32()), ("mode", pa.string()), ("ablated", pa.string()), ("example_id", pa.string()),
+         ("language", pa.string()), ("split", pa.string()), ("loss", pa.float64()), ("correct", pa.bool_()),
+         ("full_loss", pa.float64()), ("full_correct", pa.bool_())]
+    ),
     "influence": pa.schema(
         [("seed", pa.int32()), ("variant", pa.string()), ("checkpoint", pa.int32()), ("test_id", pa.string()),
          ("train_id", pa.string()), ("score", pa.float32())]

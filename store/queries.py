@@ -47,6 +47,11 @@ def internal(con: duckdb.DuckDBPyConnection, name: str, **params) -> list[tuple]
     return con.sql(named_queries(INTERNAL_DIR)[name].sql, params=params or None).fetchall()
 
 
+def internal_table(con: duckdb.DuckDBPyConnection, name: str, **params) -> pa.Table:
+    """One of langspec's own queries as an Arrow table (large results: no Python tuples)."""
+    return con.sql(named_queries(INTERNAL_DIR)[name].sql, params=params or None).to_arrow_table()
+
+
 def run_named(con: duckdb.DuckDBPyConnection, name: str, **params) -> pa.Table:
     query = named_queries()[name]
     return con.sql(query.sql, params=params).to_arrow_table()
