@@ -141,7 +141,7 @@ top AS (
     FROM point_proponents(run, pt, k, false) AS p
     JOIN examples AS x ON x.example_no = p.train_no AND x.role = 'train'
     WHERE p.side = 'proponents'
-    GROUP BY ALL
+    GROUP BY p.task_key, p.test_no, x.language
 )
 SELECT s.task_key, s.seed, s.variant, s.test_no, s.test_language, s.train_language, s.score,
        coalesce(t.share, 0) AS share
