@@ -179,3 +179,13 @@ def test_a_statistic_that_permutation_cannot_change_has_p_one_and_a_constant_a_p
     # The percentile interval of uniform draws: about the 2.5th and 97.5th percentiles of U(0, 1).
     low, high = validity.bootstrap_interval(lambda rng: float(rng.random()), 4000, seed=1)
     assert low == pytest.approx(0.025, abs=0.01) and high == pytest.approx(0.975, abs=0.01)
+
+
+def test_the_report_shows_the_figure_and_the_numbers_when_the_run_has_ablations(store, tmp_path):
+    from langspec.report import write_report
+
+    con, truth = store
+    page = write_report(con, tmp_path, run_id=1, k=K, point="").read_text()
+    assert (tmp_path / "influence_validity.png").is_file() and "influence_validity.png" in page
+    tracin = [r for r in validity.influence_validity(con, 1, "", K) if (r.predictor, r.method, r.pairs) == ("tracin", "pearson", "all")]
+    assert f"TracIn P r = {tracin[0].statistic:.2f} [{tracin[0].low:.2f}, {tracin[0].high:.2f}]" in page
