@@ -203,5 +203,6 @@ def fine_tune(
     write_table(workdir, "metrics", metrics)
     write_table(workdir, "checkpoints", checkpoints)
     final = {m["language"]: m["value"] for m in metrics if m["split"] == "test" and m["epoch"] == config.epochs}
-    return {"epochs": config.epochs, "final_loss": loss, "train_examples": dict(sorted(Counter(train.languages).items())), "test_accuracy": final, "device": str(device),
-            "resumed_from_epoch": resume["epoch"] if resume else 0}
+    return {"epochs": config.epochs, "final_loss": loss, "test_accuracy": final, "device": str(device),
+            "resumed_from_epoch": resume["epoch"] if resume else 0,
+            "train_examples": dict(sorted(Counter(train.languages).items()))}  # per language: what it trained on

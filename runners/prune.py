@@ -27,6 +27,7 @@ RESUMABLE = False
 MEMORY_FIELDS = ("prune.batch_size", "finetune.max_length")  # what to lower when the task runs out of memory
 TABLES = ("subnetworks", "prune_steps", "metrics")
 EVAL_SPLITS = ("validation", "test")
+ONLY_ROLE = "ablation"  # the input role of a prune task on a monolingual model (an ablation task in mode `only`)
 
 
 class PruneSpec(Section):
@@ -87,10 +88,6 @@ def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
 
 def _params(spec, seed: int, language: str) -> Params:
     return Params(seed=seed, language=language, prune=spec.prune, attention=spec.model.attention, max_length=spec.finetune.max_length)
-
-
-# The input role of a prune task on a monolingual model (an ablation task in mode `only`).
-ONLY_ROLE = "ablation"
 
 
 def mask_inputs(upstream: Upstream, seed: int) -> tuple[tuple[str, str], ...]:
