@@ -59,7 +59,8 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None =
         "similarity_vs_influence", "dynamics",
     )}
     # The ablation's ground truth, if the run has it: every seed's (t, s) pairs, and the statistics.
-    pairs = run_named(con, "influence_validity", **params).to_pylist()
+    ablated = internal(con, "point_has_ablation", run_id=run_id, point=point)[0][0]  # skip the scan of every score if not
+    pairs = run_named(con, "influence_validity", **params).to_pylist() if ablated else []
     tested = validity.influence_validity(con, run_id, point, k) if pairs else []
     masks = [dict(zip(("language", "layer", "head", "kept"), row)) for row in internal(con, "report_masks", run_id=run_id, point=point)]
     spec_name = internal(con, "run_spec_name", run_id=run_id)[0][0]

@@ -65,6 +65,9 @@ MIGRATIONS = {
     ],
     2: [_influence_to_v3],
 }
+# The table added last within the schema version (tables.sql creates it on every writer open): a store
+# without it was last written by an older langspec, and its views and macros are the older ones too.
+NEWEST_TABLE = "ablation_examples"
 DB_FILE = "langspec.duckdb"
 LOCK_FILE = ".lock"
 # Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input.
@@ -290,6 +293,10 @@ def connect_read_only(root: str | Path) -> duckdb.DuckDBPyConnection:
         how = (f"`langspec run SPEC --store {root}` upgrades it (a cached run takes seconds)" if _migratable(found)
                else "read it with the langspec version that wrote it, or use a new --store DIR")
         raise StoreError(f"the store {root} has schema version {found}, this langspec reads version {SCHEMA_VERSION}: {how}")
+    if found is not None and not con.sql("SELECT 1 FROM duckdb_tables() WHERE table_name = $t", params={"t": NEWEST_TABLE}).fetchall():
+        con.close()  # views and macros of version 3 changed with it: only a writer replaces them
+        raise StoreError(f"the store {root} predates the table {NEWEST_TABLE} and the views that go with it: "
+                         f"`langspec run SPEC --store {root}` adds them (a cached run takes seconds)")
     return con
 
 

@@ -278,3 +278,15 @@ def test_a_commit_never_replaces_a_complete_result(tmp_path):
     assert results == [True, False]
     assert (artifacts.task_dir(tmp_path, KEY) / "result.bin").read_bytes() == b"first"
     assert list(artifacts.attempts_dir(tmp_path).iterdir()) == []
+
+
+def test_a_store_from_before_the_ablation_tables_is_upgraded_by_the_next_run(tmp_path):
+    StoreWriter(tmp_path).close()
+    with duckdb.connect(str(tmp_path / DB_FILE)) as con:  # as the langspec before them left it
+        con.execute("DROP VIEW ablation_effects")
+        con.execute("DROP TABLE ablation_examples")
+    with pytest.raises(StoreError, match="predates the table ablation_examples.*`langspec run SPEC --store"):
+        connect_read_only(tmp_path)
+    StoreWriter(tmp_path).close()  # what a (cached) run does first
+    with connect_read_only(tmp_path) as con:
+        assert con.sql("SELECT count(*) FROM ablation_effects").fetchall() == [(0,)]
