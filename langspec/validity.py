@@ -74,12 +74,13 @@ def bootstrap_interval(statistic: Callable[[np.random.Generator], float], resamp
 class SeedData:
     """One seed's (t, s) grid, kept per example so that a bootstrap can resample examples.
 
-    languages: the ablated languages s and test languages t, sorted. For each t: `effects[t]`, one row
-    per test example, one column per s (loss without s minus loss with all); `predictors[name][t]`,
-    one row per TracIn test example of t, one column per s (None for jaccard, which has no examples);
-    `jaccard`, the (T, S) grid."""
+    test_languages: the languages t, sorted; ablated: the languages s left out, sorted. For each t:
+    `effects[t]`, one row per test example, one column per s (loss without s minus loss with all);
+    `predictors[name][t]`, one row per TracIn test example of t, one column per s; `jaccard`, the
+    (T, S) grid (None without subnetworks)."""
 
-    languages: list[str]
+    test_languages: list[str]
+    ablated: list[str]
     effects: dict[str, np.ndarray]
     predictors: dict[str, dict[str, np.ndarray]]
     jaccard: np.ndarray | None
@@ -90,16 +91,19 @@ class SeedData:
             picked = rows if rng is None else rows[rng.integers(0, len(rows), len(rows))]
             return picked.mean(axis=0)
 
-        effect = np.stack([mean(self.effects[t]) for t in self.languages])
+        effect = np.stack([mean(self.effects[t]) for t in self.test_languages])
         if name == "jaccard":
             return self.jaccard, effect
-        return np.stack([mean(self.predictors[name][t]) for t in self.languages]), effect
+        return np.stack([mean(self.predictors[name][t]) for t in self.test_languages]), effect
+
+    def cells(self, pairs: str) -> np.ndarray:
+        """Which cells of the (T, S) grid a correlation takes: all, or those with t != s."""
+        return np.array([[pairs == "all" or t != s for s in self.ablated] for t in self.test_languages])
 
 
-def seed_statistic(x: np.ndarray, y: np.ndarray, method: str, pairs: str, shuffle: np.random.Generator | None = None) -> float:
-    """The correlation of two (T, S) grids over their cells (t != s only for off_diagonal); with
-    `shuffle`, y's cells permuted first."""
-    keep = ~np.eye(*x.shape, dtype=bool) if pairs == "off_diagonal" else np.ones(x.shape, dtype=bool)
+def seed_statistic(x: np.ndarray, y: np.ndarray, method: str, keep: np.ndarray, shuffle: np.random.Generator | None = None) -> float:
+    """The correlation of two (T, S) grids over the cells `keep` marks; with `shuffle`, y's cells
+    permuted first."""
     x, y = x[keep], y[keep]
     if shuffle is not None:
         y = shuffle.permutation(y)
@@ -128,7 +132,7 @@ class Validity:
 
 def read_seed_data(con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: int) -> dict[tuple[str, int], SeedData]:
     """{(variant, seed): SeedData} of one run's sweep point: the seeds with both TracIn scores and
-    ablation tasks (mode without) for every language."""
+    ablation tasks (mode without); s ranges over the ablated languages that TracIn scored."""
     tests = internal_table(con, "validity_tests", run_id=run_id, point=point, k=k).to_pylist()
     measured = internal_table(con, "validity_effects", run_id=run_id, point=point).to_pylist()
     jaccard = {(r["seed"], r["language_a"], r["language_b"]): r["jaccard"]
@@ -142,19 +146,20 @@ def read_seed_data(con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: i
             r["train_language"]] = (r["score"], r["share"])
     data = {}
     for (variant, seed), by_test_language in sorted(scored.items()):
-        ablated = sorted({s for example in effects.get(seed, {}).values() for row in example.values() for s in row})
         languages = sorted(by_test_language)
-        if not ablated or ablated != languages:
-            continue  # this seed lacks the ablation of some language: no full grid
+        scored = set.intersection(*(set(row) for rows in by_test_language.values() for row in rows.values()))
+        ablated = sorted({s for example in effects.get(seed, {}).values() for row in example.values() for s in row} & scored)
+        if not ablated or not set(languages) <= set(effects[seed]):
+            continue  # no ablation of this seed, or test languages it did not score
         grids = {"tracin": {}, "share": {}}
         for t in languages:
             rows = [by_test_language[t][no] for no in sorted(by_test_language[t])]
-            grids["tracin"][t] = np.array([[row[s][0] for s in languages] for row in rows])
-            grids["share"][t] = np.array([[row[s][1] for s in languages] for row in rows])
-        seed_effects = {t: np.array([[row[s] for s in languages] for _, row in sorted(effects[seed][t].items())]) for t in languages}
-        grid = [[jaccard.get((seed, t, s)) for s in languages] for t in languages]
+            grids["tracin"][t] = np.array([[row[s][0] for s in ablated] for row in rows])
+            grids["share"][t] = np.array([[row[s][1] for s in ablated] for row in rows])
+        seed_effects = {t: np.array([[row[s] for s in ablated] for _, row in sorted(effects[seed][t].items())]) for t in languages}
+        grid = [[jaccard.get((seed, t, s)) for s in ablated] for t in languages]
         has_jaccard = all(value is not None for row in grid for value in row)
-        data[(variant, seed)] = SeedData(languages, seed_effects, grids, np.array(grid, dtype=float) if has_jaccard else None)
+        data[(variant, seed)] = SeedData(languages, ablated, seed_effects, grids, np.array(grid, dtype=float) if has_jaccard else None)
     return data
 
 
@@ -181,21 +186,19 @@ def influence_validity(
 
 
 def _validity(variant, predictor, method, pairs, seeds: list[SeedData], resamples, permutations, seed) -> Validity:
-    grids = [data.grid(predictor) for data in seeds]
-    observed = float(np.nanmean([seed_statistic(x, y, method, pairs) for x, y in grids]))
+    grids = [(*data.grid(predictor), data.cells(pairs)) for data in seeds]
+    observed = float(np.nanmean([seed_statistic(x, y, method, keep) for x, y, keep in grids]))
 
     def shuffled(rng: np.random.Generator) -> float:
-        return float(np.nanmean([seed_statistic(x, y, method, pairs, shuffle=rng) for x, y in grids]))
+        return float(np.nanmean([seed_statistic(x, y, method, keep, shuffle=rng) for x, y, keep in grids]))
 
     def resampled(rng: np.random.Generator) -> float:
         drawn = [seeds[i] for i in rng.integers(0, len(seeds), len(seeds))]
-        return float(np.nanmean([seed_statistic(*data.grid(predictor, rng), method, pairs) for data in drawn]))
+        return float(np.nanmean([seed_statistic(*data.grid(predictor, rng), method, data.cells(pairs)) for data in drawn]))
 
     low, high = bootstrap_interval(resampled, resamples, seed)
     p = permutation_p(shuffled, observed, permutations, seed)
-    languages = len(seeds[0].languages)
-    n = languages * languages - (languages if pairs == "off_diagonal" else 0)
-    return Validity(variant, predictor, method, pairs, observed, low, high, p, n, len(seeds))
+    return Validity(variant, predictor, method, pairs, observed, low, high, p, int(grids[0][2].sum()), len(seeds))
 
 
 def as_rows(results: list[Validity]) -> list[dict]:

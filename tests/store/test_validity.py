@@ -34,7 +34,7 @@ def store():
     rng = random.Random(3)
     con = duckdb.connect()
     con.execute(schema_sql())
-    con.execute("INSERT INTO runs (run_id, spec, status) VALUES (1, ?, 'completed')", [json.dumps({"analysis": {"top_k": K}})])
+    con.execute("INSERT INTO runs (run_id, spec_name, spec, status) VALUES (1, 'hand-built', ?, 'completed')", [json.dumps({"analysis": {"top_k": K}})])
     train = {f"{lang}-train-{i}": lang for lang in LANGUAGES for i in range(TRAIN)}
     test = {f"{lang}-test-{i}": lang for lang in LANGUAGES for i in range(max(TEST, EFFECT_TEST))}
     con.executemany("INSERT INTO examples (task_key, example_id, language, split) VALUES ('data', ?, ?, ?)",
