@@ -189,3 +189,15 @@ def test_the_report_shows_the_figure_and_the_numbers_when_the_run_has_ablations(
     assert (tmp_path / "influence_validity.png").is_file() and "influence_validity.png" in page
     tracin = [r for r in validity.influence_validity(con, 1, "", K) if (r.predictor, r.method, r.pairs) == ("tracin", "pearson", "all")]
     assert f"TracIn P r = {tracin[0].statistic:.2f} [{tracin[0].low:.2f}, {tracin[0].high:.2f}]" in page
+
+
+def test_the_ablation_effect_per_seed_and_its_mean(store):
+    con, truth = store
+    rows = {(r["ablated"], r["language"], r["seed"]): r for r in run_named(con, "ablation_effect", run_id=1, point="").to_pylist()}
+    assert set(rows) == {(s, t, seed) for s in LANGUAGES for t in LANGUAGES for seed in ("0", "1", "mean")}
+    for s in LANGUAGES:
+        for t in LANGUAGES:
+            per_seed = [measured(truth, seed, t, s) for seed in SEEDS]
+            assert rows[(s, t, "mean")]["loss_effect"] == pytest.approx(statistics.mean(per_seed), abs=1e-12)
+            assert rows[(s, t, "mean")]["loss_effect_sd"] == pytest.approx(statistics.stdev(per_seed), abs=1e-12)
+            assert rows[(s, t, "0")]["loss_effect"] == pytest.approx(per_seed[0], abs=1e-12)
