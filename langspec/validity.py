@@ -29,11 +29,9 @@ PAIRS = ("all", "off_diagonal")  # every (t, s), or t != s only (the diagonal al
 def ranks(values: np.ndarray) -> np.ndarray:
     """Ranks 1..n with ties given their average rank (as Spearman's definition wants)."""
     order = np.argsort(values, kind="stable")
+    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)  # runs of ties in sorted order
     ranked = np.empty(len(values))
-    ranked[order] = np.arange(1, len(values) + 1)
-    for value in np.unique(values):  # average the ranks of ties
-        tied = values == value
-        ranked[tied] = ranked[tied].mean()
+    ranked[order] = np.repeat(first + (counts + 1) / 2, counts)
     return ranked
 
 
