@@ -47,6 +47,15 @@ def copy_world(data_dir):
     (data_dir / data.LABELS_FILE).write_text(json.dumps({"names": ["first", "second", "third"]}))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """A 16-wide model gains nothing from a second thread, and on a busy machine loses much to it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     return build_world(tmp_path_factory.mktemp("ablation"))
