@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 
+from langspec import validity
 from store.queries import internal, named_queries, resolve, run_named
 
 VARIANTS = ("full", "subnetwork", "sft")
@@ -57,6 +58,10 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None =
         "accuracy", "in_language_share", "specialization", "cross_language", "subnetwork_similarity",
         "similarity_vs_influence", "dynamics",
     )}
+    # The ablation's ground truth, if the run has it: every seed's (t, s) pairs, and the statistics.
+    ablated = internal(con, "point_has_ablation", run_id=run_id, point=point)[0][0]  # skip the scan of every score if not
+    pairs = run_named(con, "influence_validity", **params).to_pylist() if ablated else []
+    tested = validity.influence_validity(con, run_id, point, k) if pairs else []
     masks = [dict(zip(("language", "layer", "head", "kept"), row)) for row in internal(con, "report_masks", run_id=run_id, point=point)]
     spec_name = internal(con, "run_spec_name", run_id=run_id)[0][0]
 
@@ -70,10 +75,12 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None =
             _jaccard(data["subnetwork_similarity"], out),
             _similarity_vs_influence(data["subnetwork_similarity"], data["cross_language"], data["similarity_vs_influence"], out),
             _dynamics(data["dynamics"], out),
+            _influence_validity(pairs, tested, out),
         ) if figure is not None
     ]
     page = out / "index.html"
-    page.write_text(_html(spec_name + (f" [{point}]" if point else ""), run_id, k, summary(data), figures))
+    sentences = summary(data) + ([validity_sentence(tested)] if tested else [])
+    page.write_text(_html(spec_name + (f" [{point}]" if point else ""), run_id, k, sentences, figures))
     return page
 
 
@@ -119,6 +126,26 @@ def summary(data: dict[str, list[dict]]) -> list[str]:
     else:
         sentences.append("Similarity vs influence: this run lacks subnetworks or influence scores.")
     return sentences
+
+
+def validity_sentence(results: list[validity.Validity]) -> str:
+    """How well TracIn's P[t, s], the M+ share and Jaccard predict the measured effect E[t, s] of leaving s out."""
+    variant = "full" if any(r.variant == "full" for r in results) else results[0].variant
+    chosen = {(r.predictor, r.pairs): r for r in results if r.variant == variant and r.method == "pearson"}
+    tracin = chosen[("tracin", "all")]
+    verdict = "predicts" if tracin.low > 0 and tracin.p < 0.05 else "does not clearly predict"
+    names = {"tracin": "TracIn P", "share": "M+ share", "jaccard": "Jaccard"}
+    parts = [
+        f"{names[predictor]} r = {r.statistic:.2f} [{r.low:.2f}, {r.high:.2f}], p = {r.p:.3f} (all pairs); "
+        f"{chosen[(predictor, 'off_diagonal')].statistic:.2f} [{chosen[(predictor, 'off_diagonal')].low:.2f}, "
+        f"{chosen[(predictor, 'off_diagonal')].high:.2f}] (t ≠ s)"
+        for (predictor, pairs), r in chosen.items() if pairs == "all"
+    ]
+    return (
+        f"TracIn {verdict} the effect of removing a language ({variant} model, {tracin.seeds} seed(s), {tracin.n} pairs "
+        f"each): Pearson of each predictor with E[t, s], mean over seeds with a 95% bootstrap interval and a "
+        f"permutation p-value: {'; '.join(parts)}."
+    )
 
 
 def _mean(values) -> float:
@@ -313,6 +340,55 @@ def _dynamics(rows: list[dict], out: Path) -> Figure | None:
     axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("In-language reliance over training")
     return _save(fig, out, "dynamics.png", "Dynamics", "S+(t) computed from each checkpoint's TracIn term alone.")
+
+
+def _influence_validity(pairs: list[dict], results: list[validity.Validity], out: Path) -> Figure | None:
+    import matplotlib.pyplot as plt
+
+    if not pairs:
+        return None
+    variants = _variants(pairs)
+    fig, axes = plt.subplots(1, len(variants), figsize=(4.6 * len(variants), 4.2), squeeze=False)
+    for ax, variant in zip(axes[0], variants):
+        cells: dict[tuple[str, str], list[dict]] = {}
+        for r in pairs:
+            if r["variant"] == variant:
+                cells.setdefault((r["test_language"], r["train_language"]), []).append(r)
+        for diagonal, style in ((False, {"color": COLORS[variant], "marker": "o", "label": "t ≠ s"}),
+                                (True, {"color": "black", "marker": "D", "label": "t = s (diagonal)"})):
+            chosen = [rows for (t, s), rows in sorted(cells.items()) if (t == s) == diagonal]
+            if not chosen:
+                continue
+            p = [_mean(r["predicted"] for r in rows) for rows in chosen]
+            e = [_mean(r["loss_effect"] for r in rows) for rows in chosen]
+            p_sd = [_sd([r["predicted"] for r in rows]) for rows in chosen]
+            e_sd = [_sd([r["loss_effect"] for r in rows]) for rows in chosen]
+            ax.errorbar(p, e, xerr=p_sd, yerr=e_sd, linestyle="none", capsize=2, alpha=0.85, **style)
+        for (t, s), rows in cells.items():
+            ax.annotate(f"{t}←{s}", (_mean(r["predicted"] for r in rows), _mean(r["loss_effect"] for r in rows)),
+                        fontsize=6, xytext=(3, 3), textcoords="offset points")
+        stats = {(r.method, r.pairs): r for r in results if r.variant == variant and r.predictor == "tracin"}
+        if ("pearson", "all") in stats:
+            r, off = stats[("pearson", "all")], stats[("pearson", "off_diagonal")]
+            ax.set_title(f"{variant}: r = {r.statistic:.2f} [{r.low:.2f}, {r.high:.2f}]; t ≠ s: {off.statistic:.2f}", fontsize=9)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_xlabel("TracIn's predicted effect P[t, s]")
+        ax.legend(fontsize="small")
+    axes[0][0].set_ylabel("measured effect E[t, s] (test loss without s − with all)")
+    fig.suptitle("Does TracIn predict the effect of removing a language?")
+    return _save(fig, out, "influence_validity.png", "Influence validity",
+                 "Each point is a pair (test language t, left-out language s), mean over seeds with ±1 sd over seeds as bars. "
+                 "P sums TracInCP over the training examples TracIn scored (tracin.train_per_language of s), averaged over "
+                 "t's TracIn test examples; E is t's mean test-loss change when s is left out of fine-tuning. r: Pearson, the "
+                 "mean over seeds of the per-seed correlation, with a 95% bootstrap interval over seeds and test examples.")
+
+
+def _sd(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = _mean(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
 def _html(spec_name: str, run_id: int, k: int, sentences: list[str], figures: list[Figure]) -> str:

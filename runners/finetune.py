@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -107,6 +108,8 @@ def fine_tune(
     config: FinetuneSpec,
     masks: dict | None = None,
     language_sampling: str = "proportional",
+    train_languages: tuple[str, ...] | None = None,
+    variant: str | None = None,
 ) -> dict:
     """Fine-tune from the seed's initialisation; a checkpoint and an evaluation after every epoch.
 
@@ -114,12 +117,18 @@ def fine_tune(
     tensor}, sparse fine-tuning) batches are language-pure, a batch of language l runs with mask
     l and updates only l's heads and the shared parameters, and each language is evaluated with
     its own mask.
+
+    `train_languages` (the ablation) trains on those languages' examples only, from the same
+    initialisation (the tokenizer is still built on every language's training text, so the
+    embedding matrix and every seeded weight are those of full fine-tuning) and with the same order
+    rules over the remaining rows; every language is still evaluated. `variant` names the rows of
+    the metrics and checkpoints tables (default: full, or sft with masks).
     """
     import torch  # heavy imports live here so that compiling a spec stays fast
 
     from runners.methods import heads, models, pruning, training
 
-    variant = "full" if masks is None else "sft"
+    variant = variant or ("full" if masks is None else "sft")
     device = torch.device(ctx.device)
     rows = data.examples()
     train_rows = [r for r in rows if r["split"] == "train"]
@@ -130,6 +139,8 @@ def fine_tune(
     model = models.build_model(model_spec, tokenizer, data.label_names(), config.max_length, seed).to(device)
     pad_id = tokenizer.pad_token_id
 
+    if train_languages is not None:
+        train_rows = [r for r in train_rows if r["language"] in train_languages]
     train = models.encode(tokenizer, train_rows, config.max_length)
     if masks is None:
         orders = training.shuffled_batches(len(train), config.batch_size, seed)
@@ -193,4 +204,5 @@ def fine_tune(
     write_table(workdir, "checkpoints", checkpoints)
     final = {m["language"]: m["value"] for m in metrics if m["split"] == "test" and m["epoch"] == config.epochs}
     return {"epochs": config.epochs, "final_loss": loss, "test_accuracy": final, "device": str(device),
-            "resumed_from_epoch": resume["epoch"] if resume else 0}
+            "resumed_from_epoch": resume["epoch"] if resume else 0,
+            "train_examples": dict(sorted(Counter(train.languages).items()))}  # per language: what it trained on

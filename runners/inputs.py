@@ -97,6 +97,14 @@ class Inputs:
     def sft(self) -> Trained:
         return Trained(self._dir("sft"))
 
+    @property
+    def ablation(self) -> Trained:
+        """An ablation task (e.g. a model fine-tuned on one language only)."""
+        return Trained(self._dir("ablation"))
+
+    def __contains__(self, role: str) -> bool:
+        return role in self._dirs
+
     def subnetwork(self, language: str) -> Subnetwork:
         return Subnetwork(self._dir(mask_role(language)))
 

@@ -25,6 +25,7 @@ RESUMABLE = False
 MEMORY_FIELDS = ("prune.batch_size", "finetune.max_length")  # what to lower when the task runs out of memory
 TABLES = ("subnetworks", "prune_steps", "metrics")
 EVAL_SPLITS = ("validation", "test")
+ONLY_ROLE = "ablation"  # the input role of a prune task on a monolingual model (an ablation task in mode `only`)
 
 
 class PruneSpec(Section):
@@ -67,20 +68,30 @@ def check(spec) -> None:
 
 def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
     """One task per language, on the seed's fine-tuned model run as it was trained (same attention
-    kernel and truncation: model.attention and finetune.max_length)."""
+    kernel and truncation: model.attention and finetune.max_length). With the ablation in mode
+    `only`, also one per monolingual model, for its own language: `prune[seed=0,language=ka,model=only]`,
+    whose input `ablation` (instead of `finetune`) tells its masks from the multilingual model's."""
     if not spec.prune.enabled:
         return
-    inputs = (("data", upstream.key("data")), ("finetune", upstream.key("finetune", seed=seed)))
+    data = ("data", upstream.key("data"))
     for language in spec.data.languages:
-        params = Params(
-            seed=seed, language=language, prune=spec.prune, attention=spec.model.attention, max_length=spec.finetune.max_length
-        )
-        yield Planned({"seed": seed, "language": language}, params, inputs)
+        yield Planned({"seed": seed, "language": language}, _params(spec, seed, language),
+                      (data, ("finetune", upstream.key("finetune", seed=seed))))
+    for labels, key in upstream.keys("ablation", seed=seed):
+        if "only" in labels:
+            language = labels["only"]
+            yield Planned({"seed": seed, "language": language, "model": "only"}, _params(spec, seed, language),
+                          (data, (ONLY_ROLE, key)))
+
+
+def _params(spec, seed: int, language: str) -> Params:
+    return Params(seed=seed, language=language, prune=spec.prune, attention=spec.model.attention, max_length=spec.finetune.max_length)
 
 
 def mask_inputs(upstream: Upstream, seed: int) -> tuple[tuple[str, str], ...]:
-    """The inputs that give a downstream task every language's subnetwork of the seed: (mask_role, key)."""
-    return tuple((mask_role(labels["language"]), key) for labels, key in upstream.keys("prune", seed=seed))
+    """The inputs that give a downstream task every language's subnetwork of the seed's multilingual
+    model: (mask_role, key)."""
+    return tuple((mask_role(labels["language"]), key) for labels, key in upstream.keys("prune", seed=seed) if "model" not in labels)
 
 
 def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
@@ -90,7 +101,8 @@ def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict
 
     config = params.prune
     device = torch.device(ctx.device)
-    checkpoint = inputs.finetune.last_checkpoint()
+    monolingual = ONLY_ROLE in inputs  # pruning the model fine-tuned on this language alone
+    checkpoint = (inputs.ablation if monolingual else inputs.finetune).last_checkpoint()
     model, tokenizer = models.load_checkpoint(checkpoint.path, params.attention)
     model.to(device).eval()
     pad_id = tokenizer.pad_token_id
@@ -136,7 +148,7 @@ def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict
     metrics = []
     for split in EVAL_SPLITS:
         accuracy = pruning.evaluate_accuracy(model, language_batches(split), mask)
-        metrics.append({**common, "variant": "subnetwork", "split": split, "metric": "accuracy", "value": accuracy, "epoch": checkpoint.epoch})
+        metrics.append({**common, "variant": "only_subnetwork" if monolingual else "subnetwork", "split": split, "metric": "accuracy", "value": accuracy, "epoch": checkpoint.epoch})
     write_table(workdir, "metrics", metrics)
     final = [s for s in steps if s.accepted][-1]  # step 0, the full model, is always accepted
     return {

@@ -30,6 +30,12 @@ SCHEMAS = {
     ),
     # The TracIn stage's, numbered within the task (store/influence.py): test examples from 0, then training examples.
     "influence_examples": pa.schema([("role", pa.string()), ("example_no", pa.int32()), ("example_id", pa.string())]),
+    # The ablation: each test example's loss and correctness under the ablated model and the full one.
+    "ablation_examples": pa.schema(
+        [("seed", pa.int32()), ("mode", pa.string()), ("ablated", pa.string()), ("example_id", pa.string()),
+         ("language", pa.string()), ("split", pa.string()), ("loss", pa.float64()), ("correct", pa.bool_()),
+         ("full_loss", pa.float64()), ("full_correct", pa.bool_())]
+    ),
     "influence": pa.schema(
         [("seed", pa.int32()), ("variant", pa.string()), ("checkpoint", pa.int32()), ("test_no", pa.int32()),
          ("train_no", pa.int32()), ("score", pa.float32())]

@@ -47,9 +47,14 @@ def internal(con: duckdb.DuckDBPyConnection, name: str, **params) -> list[tuple]
     return con.sql(named_queries(INTERNAL_DIR)[name].sql, params=params or None).fetchall()
 
 
+def internal_table(con: duckdb.DuckDBPyConnection, name: str, **params) -> pa.Table:
+    """One of langspec's own queries as an Arrow table (large results: no Python tuples)."""
+    return con.sql(named_queries(INTERNAL_DIR)[name].sql, params=params or None).to_arrow_table()
+
+
 def internal_rows(con: duckdb.DuckDBPyConnection, name: str, **params) -> list[dict]:
     """internal(), each row a dict by column name."""
-    return con.sql(named_queries(INTERNAL_DIR)[name].sql, params=params or None).to_arrow_table().to_pylist()
+    return internal_table(con, name, **params).to_pylist()
 
 
 def run_named(con: duckdb.DuckDBPyConnection, name: str, **params) -> pa.Table:

@@ -185,3 +185,20 @@ def accuracy_by_language(model, encoded: Encoded, batch_size: int, pad_id: int, 
     for language, predicted, label in zip(encoded.languages, predictions, encoded.labels):
         correct.setdefault(language, []).append(int(predicted == label))
     return {language: sum(hits) / len(hits) for language, hits in correct.items()}
+
+
+@torch.no_grad()
+def example_losses(model, encoded: Encoded, batch_size: int, pad_id: int, device: torch.device) -> tuple[list[float], list[bool]]:
+    """Each example's cross-entropy loss and whether its prediction is right, in the order of `encoded`."""
+    model.eval()
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded.input_ids[i]))
+    losses, correct = [0.0] * len(encoded), [False] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = collate(encoded, chunk, pad_id, device)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()  # (B, C)
+        loss = torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none")  # (B,)
+        hits = logits.argmax(-1) == batch["labels"]  # (B,)
+        for i, value, hit in zip(chunk, loss.tolist(), hits.tolist()):
+            losses[i], correct[i] = value, hit
+    return losses, correct

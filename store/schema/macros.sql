@@ -121,3 +121,33 @@ LEFT JOIN per_test AS p
   ON p.task_key = g.task_key AND p.checkpoint IS NOT DISTINCT FROM g.checkpoint AND p.side = g.side
  AND p.test_no = g.test_no AND p.train_language = g.train_language
 GROUP BY ALL;
+
+-- Each TracIn test example of one sweep point's TracIn tasks, per training language s: the sum of its
+-- TracInCP scores over s's scored training examples (the terms of TracIn's predicted effect P[t, s])
+-- and the share of its top-k proponents that come from s (the terms of M+[t, s]). Every (test, s) pair
+-- is present. What influence_validity averages, and what its bootstrap resamples.
+CREATE OR REPLACE MACRO validity_tests(run, pt, k) AS TABLE
+WITH examples AS (
+    SELECT * FROM influence_example_languages WHERE task_key IN (SELECT task_key FROM point_tasks(run, pt))
+),
+summed AS (
+    SELECT c.task_key, c.seed, c.variant, c.test_no, te.language AS test_language, tr.language AS train_language,
+           sum(c.score) AS score
+    FROM tracin_cp AS c
+    JOIN examples AS te ON te.example_no = c.test_no AND te.role = 'test'
+    JOIN examples AS tr ON tr.example_no = c.train_no AND tr.role = 'train'
+    WHERE c.task_key IN (SELECT task_key FROM point_tasks(run, pt))
+    GROUP BY ALL
+),
+top AS (
+    SELECT p.task_key, p.test_no, x.language AS train_language,
+           count(*) / sum(count(*)) OVER (PARTITION BY p.task_key, p.test_no) AS share
+    FROM point_proponents(run, pt, k, false) AS p
+    JOIN examples AS x ON x.example_no = p.train_no AND x.role = 'train'
+    WHERE p.side = 'proponents'
+    GROUP BY p.task_key, p.test_no, x.language
+)
+SELECT s.task_key, s.seed, s.variant, s.test_no, s.test_language, s.train_language, s.score,
+       coalesce(t.share, 0) AS share
+FROM summed AS s
+LEFT JOIN top AS t USING (task_key, test_no, train_language);

@@ -85,3 +85,11 @@ CREATE TABLE IF NOT EXISTS proponents (
     task_key VARCHAR, seed INTEGER, variant VARCHAR, checkpoint INTEGER, test_no INTEGER, side VARCHAR,
     rank INTEGER, train_no INTEGER
 );
+
+-- Filled by the ablation stage (added in schema 3 without a version change: CREATE IF NOT EXISTS).
+-- Each test example scored by a model fine-tuned without language `ablated` (mode 'without') or on
+-- it alone (mode 'only'), and by the seed's fully fine-tuned model (full_loss, full_correct).
+CREATE TABLE IF NOT EXISTS ablation_examples (
+    task_key VARCHAR, seed INTEGER, mode VARCHAR, ablated VARCHAR, example_id VARCHAR, language VARCHAR,
+    split VARCHAR, loss DOUBLE, correct BOOLEAN, full_loss DOUBLE, full_correct BOOLEAN
+);

@@ -1,20 +1,26 @@
 -- The langspec store's views, built on tables.sql; store/db.py replaces them on every run.
 
 -- Each prune task's mask with what it was pruned from: the fine-tuning task (finetune_key) and the
--- prune settings (config, JSON), so that the masks of one study compare across languages.
+-- prune settings (config, JSON), so that the masks of one study compare across languages. model is
+-- 'multilingual' (pruned on the seed's full fine-tuning) or 'only' (pruned on the model fine-tuned on
+-- that language alone, an ablation task in mode 'only'); an 'only' mask's finetune_key is the seed's
+-- full fine-tuning all the same (the one its ablation task measured against), so the monolingual
+-- masks of one study pair up as the multilingual ones do.
 CREATE OR REPLACE VIEW subnetwork_masks AS
-SELECT s.task_key, s.seed, s.language, t.inputs ->> 'finetune' AS finetune_key,
+SELECT s.task_key, s.seed, s.language, coalesce(t.inputs ->> 'finetune', a.inputs ->> 'finetune') AS finetune_key,
+       CASE WHEN t.inputs ->> 'ablation' IS NULL THEN 'multilingual' ELSE 'only' END AS model,
        CAST(t.params -> 'prune' AS VARCHAR) AS config,
        CAST((t.params -> 'prune') ->> 'threshold' AS DOUBLE) AS threshold,
        CAST((t.params -> 'prune') ->> 'step' AS DOUBLE) AS step,
        s.layer, s.head, s.kept, s.importance
 FROM subnetworks AS s
-JOIN (SELECT DISTINCT ON (task_key) task_key, params, inputs FROM tasks) AS t USING (task_key);
+JOIN (SELECT DISTINCT ON (task_key) task_key, params, inputs FROM tasks) AS t USING (task_key)
+LEFT JOIN (SELECT DISTINCT ON (task_key) task_key, inputs FROM tasks) AS a ON a.task_key = t.inputs ->> 'ablation';
 
--- Every ordered pair of languages' masks within one study (same fine-tuning, same prune settings):
--- heads kept by both, by either and by the first, and their Jaccard similarity.
+-- Every ordered pair of languages' masks within one study (same fine-tuning, same prune settings, both
+-- multilingual or both monolingual): heads kept by both, by either and by the first, and their Jaccard similarity.
 CREATE OR REPLACE VIEW subnetwork_pairs AS
-SELECT a.task_key, a.seed, a.finetune_key, a.config, a.threshold, a.step,
+SELECT a.task_key, a.seed, a.finetune_key, a.model, a.config, a.threshold, a.step,
        a.language AS language_a, b.language AS language_b,
        count(*) FILTER (WHERE a.kept AND b.kept) AS both_kept,
        count(*) FILTER (WHERE a.kept OR b.kept) AS either_kept,
@@ -23,8 +29,8 @@ SELECT a.task_key, a.seed, a.finetune_key, a.config, a.threshold, a.step,
        count(*) AS heads
 FROM subnetwork_masks AS a
 JOIN subnetwork_masks AS b
-  ON a.finetune_key = b.finetune_key AND a.config = b.config AND a.layer = b.layer AND a.head = b.head
-GROUP BY a.task_key, a.seed, a.finetune_key, a.config, a.threshold, a.step, a.language, b.language;
+  ON a.finetune_key = b.finetune_key AND a.model = b.model AND a.config = b.config AND a.layer = b.layer AND a.head = b.head
+GROUP BY a.task_key, a.seed, a.finetune_key, a.model, a.config, a.threshold, a.step, a.language, b.language;
 
 -- Each task once, with its params and inputs (the same for every run it appears in).
 CREATE OR REPLACE VIEW task_params AS
@@ -59,3 +65,15 @@ SELECT c.task_key, c.seed, c.variant, te.example_id AS test_id, te.language AS t
 FROM tracin_cp AS c
 JOIN influence_example_languages AS te ON te.example_no = c.test_no
 JOIN influence_example_languages AS tr ON tr.example_no = c.train_no;
+
+-- The measured effect of the ablation (mode 'without': E[t, s]): per ablation task and test language t,
+-- the mean test loss and accuracy of the model trained without s (or on s alone) minus those of the
+-- model trained on every language.
+CREATE OR REPLACE VIEW ablation_effects AS
+SELECT task_key, seed, mode, ablated, language, split,
+       avg(loss) AS loss, avg(full_loss) AS full_loss, avg(loss - full_loss) AS loss_effect,
+       avg(CAST(correct AS DOUBLE)) AS accuracy, avg(CAST(full_correct AS DOUBLE)) AS full_accuracy,
+       avg(CAST(correct AS DOUBLE) - CAST(full_correct AS DOUBLE)) AS accuracy_effect,
+       count(*) AS examples
+FROM ablation_examples
+GROUP BY task_key, seed, mode, ablated, language, split;

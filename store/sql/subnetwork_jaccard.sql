@@ -1,5 +1,5 @@
 -- name: subnetwork_jaccard
--- Jaccard similarity of kept heads for every ordered pair of languages, per seed and prune setting.
-SELECT seed, threshold, step, left(finetune_key, 12) AS finetune, language_a, language_b, both_kept, either_kept, jaccard
+-- Jaccard similarity of kept heads for every ordered pair of languages, per seed and prune setting, of the multilingual model's subnetworks (model = multilingual) or the monolingual models' (only).
+SELECT seed, threshold, step, left(finetune_key, 12) AS finetune, model, language_a, language_b, both_kept, either_kept, jaccard
 FROM subnetwork_pairs
-ORDER BY seed, threshold, step, finetune, language_a, language_b;
+ORDER BY seed, threshold, step, finetune, model DESC, language_a, language_b;

@@ -5,11 +5,11 @@ WITH final AS (
            arg_min(metric_value, step) AS full_metric, count(*) - 1 AS steps
     FROM prune_steps GROUP BY task_key
 )
-SELECT m.seed, m.threshold, m.step, left(m.finetune_key, 12) AS finetune, m.language,
+SELECT m.seed, m.threshold, m.step, left(m.finetune_key, 12) AS finetune, m.model, m.language,
        count(*) FILTER (WHERE m.kept) AS heads_kept, count(*) AS heads_total,
        1 - heads_kept / heads_total AS sparsity,
        any_value(f.full_metric) AS full_metric, any_value(f.subnetwork_metric) AS subnetwork_metric,
        subnetwork_metric / nullif(full_metric, 0) AS retention, any_value(f.steps) AS steps
 FROM subnetwork_masks AS m JOIN final AS f USING (task_key)
 GROUP BY ALL
-ORDER BY m.seed, m.threshold, m.step, finetune, m.language;
+ORDER BY m.seed, m.threshold, m.step, finetune, m.model DESC, m.language;

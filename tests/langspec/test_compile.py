@@ -135,7 +135,8 @@ def test_adding_a_tracin_variant_keeps_the_others_cached(small_spec):
     assert two["tracin[seed=0,variant=full]"] == one["tracin[seed=0,variant=full]"]
 
 
-SHIPPED = {"demo": 1 + 1 + 5 + 1 + 3, "xnli": 1 + 3 * (1 + 5 + 1 + 3), "pawsx": 31, "marc": 31}
+SHIPPED = {"demo": 1 + 1 + 5 + 1 + 3, "xnli": 1 + 3 * (1 + 5 + 1 + 3), "pawsx": 31, "marc": 31,
+           "ablation": 1 + 3 * (1 + 5 + 5 + 2)}  # data; per seed: finetune, 5 ablations, 5 prunes, 2 TracIn variants
 
 
 def test_every_shipped_spec_compiles_to_its_study():
@@ -147,7 +148,8 @@ def test_every_shipped_spec_compiles_to_its_study():
         graph = compile_spec(load_spec(specs / f"{name}.yaml"))
         assert len(graph.tasks) == count, name
         stages = {t.stage for t in graph.tasks}
-        assert stages == {"data", "finetune", "prune", "sparse_finetune", "tracin"}
-        if name != "demo":  # the paper's setups put every model stage on a GPU, and read the hub
+        expected = {"data", "finetune", "ablation", "prune", "tracin"} if name == "ablation" else {"data", "finetune", "prune", "sparse_finetune", "tracin"}
+        assert stages == expected
+        if name not in ("demo", "ablation"):  # the paper's setups put every model stage on a GPU, and read the hub
             assert all(t.resources.num_gpus == 1 for t in graph.tasks if t.stage != "data")
             assert graph.tasks[0].params.data.source == "hub" and graph.tasks[0].params.data.languages == ["en", "de", "es", "fr", "zh"]

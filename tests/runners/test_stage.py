@@ -66,8 +66,8 @@ def test_a_stage_writes_the_tables_it_declares(study, name, directory):
 
 
 def test_an_unknown_stage_is_refused():
-    with pytest.raises(KeyError, match="no stage 'ablation'; the stages are data, finetune"):
-        stage("ablation")
+    with pytest.raises(KeyError, match="no stage 'distill'; the stages are data, finetune"):
+        stage("distill")
 
 
 def test_upstream_finds_one_task_by_labels():

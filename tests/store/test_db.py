@@ -373,3 +373,15 @@ def test_a_tracin_tasks_own_tables_equal_the_ingest_of_its_text_ids(tmp_path):
     numbers = rows(tmp_path / "task", "SELECT task_key, min(example_no), max(example_no) FROM influence_examples GROUP BY 1 ORDER BY 1")
     n = len(test_ids) + len(train_ids)
     assert numbers == [(keys[0], 0, n - 1), (keys[1], n, 2 * n - 1)]
+
+
+def test_a_store_from_before_the_ablation_tables_is_upgraded_by_the_next_run(tmp_path):
+    StoreWriter(tmp_path).close()
+    with duckdb.connect(str(tmp_path / DB_FILE)) as con:  # as the langspec before them left it
+        con.execute("DROP VIEW ablation_effects")
+        con.execute("DROP TABLE ablation_examples")
+    with pytest.raises(StoreError, match="predates the table ablation_examples.*`langspec run SPEC --store"):
+        connect_read_only(tmp_path)
+    StoreWriter(tmp_path).close()  # what a (cached) run does first
+    with connect_read_only(tmp_path) as con:
+        assert con.sql("SELECT count(*) FROM ablation_effects").fetchall() == [(0,)]

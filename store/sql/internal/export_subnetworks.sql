@@ -1,7 +1,7 @@
 -- name: export_subnetworks
 -- Each language's mask of one run and sweep point, with the last checkpoints of the fine-tuning it was pruned from (subnetwork) and of the sparse fine-tuning that used it (sft), and their test accuracy.
 WITH point AS (SELECT task_key FROM point_tasks($run_id, $point)),
-masks AS (SELECT * FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM point)),
+masks AS (SELECT * FROM subnetwork_masks WHERE model = 'multilingual' AND task_key IN (SELECT task_key FROM point)),
 last_checkpoints AS (
     SELECT DISTINCT ON (task_key) task_key, seed, variant, path FROM checkpoints
     WHERE task_key IN (SELECT task_key FROM point) ORDER BY task_key, epoch DESC

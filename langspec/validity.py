@@ -1,0 +1,203 @@
+"""Does TracIn predict the effect of removing a language? The correlation of each predictor of
+transfer (TracIn's P[t, s], the M+ share, subnetwork Jaccard) with the measured effect E[t, s] of
+leaving s out of fine-tuning, with a permutation p-value and a bootstrap interval over test
+examples and seeds.
+
+The statistics (`correlation`, `permutation_p`, `bootstrap_interval`) are small, plain functions
+of numbers, kept apart from the store so that they can move to a shared statistics module.
+`influence_validity` reads the store (the `validity_tests` macro and `ablation_examples`) and
+returns plain data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import duckdb
+import numpy as np
+
+from store.queries import internal_table
+
+PREDICTORS = ("tracin", "share", "jaccard")  # P[t, s]; M+[t, s]; J(t, s) of the multilingual subnetworks
+METHODS = ("pearson", "spearman")
+PAIRS = ("all", "off_diagonal")  # every (t, s), or t != s only (the diagonal alone can make a correlation)
+
+# --- statistics -----------------------------------------------------------------------------------
+
+
+def ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (as Spearman's definition wants)."""
+    order = np.argsort(values, kind="stable")
+    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)  # runs of ties in sorted order
+    ranked = np.empty(len(values))
+    ranked[order] = np.repeat(first + (counts + 1) / 2, counts)
+    return ranked
+
+
+def correlation(x: Sequence[float], y: Sequence[float], method: str = "pearson") -> float:
+    """Pearson's r of x and y, or Spearman's (Pearson's of the average ranks); NaN if either is constant."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if method == "spearman":
+        x, y = ranks(x), ranks(y)
+    x, y = x - x.mean(), y - y.mean()
+    denominator = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def permutation_p(statistic: Callable[[np.random.Generator | None], float], observed: float, permutations: int, seed: int) -> float:
+    """Two-sided permutation p-value: the share of `statistic(rng)` (the statistic with the outcome
+    shuffled by rng) at least as far from 0 as `observed`, counting the observed one ((1 + hits) / (1 + n))."""
+    rng = np.random.default_rng(seed)
+    hits = sum(abs(statistic(rng)) >= abs(observed) - 1e-12 for _ in range(permutations))
+    return (1 + hits) / (1 + permutations)
+
+
+def bootstrap_interval(statistic: Callable[[np.random.Generator], float], resamples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of `statistic(rng)` (the statistic on a resample drawn with rng)."""
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng) for _ in range(resamples)])
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+# --- the data of one seed ---------------------------------------------------------------------------
+
+
+@dataclass
+class SeedData:
+    """One seed's (t, s) grid, kept per example so that a bootstrap can resample examples.
+
+    test_languages: the languages t, sorted; ablated: the languages s left out, sorted. For each t:
+    `effects[t]`, one row per test example, one column per s (loss without s minus loss with all);
+    `predictors[name][t]`, one row per TracIn test example of t, one column per s; `jaccard`, the
+    (T, S) grid (None without subnetworks)."""
+
+    test_languages: list[str]
+    ablated: list[str]
+    effects: dict[str, np.ndarray]
+    predictors: dict[str, dict[str, np.ndarray]]
+    jaccard: np.ndarray | None
+
+    def grid(self, name: str, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(predictor, effect), each (T, S): means over t's examples, resampled with rng if given."""
+        def mean(rows: np.ndarray) -> np.ndarray:
+            picked = rows if rng is None else rows[rng.integers(0, len(rows), len(rows))]
+            return picked.mean(axis=0)
+
+        effect = np.stack([mean(self.effects[t]) for t in self.test_languages])
+        if name == "jaccard":
+            return self.jaccard, effect
+        return np.stack([mean(self.predictors[name][t]) for t in self.test_languages]), effect
+
+    def cells(self, pairs: str) -> np.ndarray:
+        """Which cells of the (T, S) grid a correlation takes: all, or those with t != s."""
+        return np.array([[pairs == "all" or t != s for s in self.ablated] for t in self.test_languages])
+
+
+def seed_statistic(x: np.ndarray, y: np.ndarray, method: str, keep: np.ndarray, shuffle: np.random.Generator | None = None) -> float:
+    """The correlation of two (T, S) grids over the cells `keep` marks; with `shuffle`, y's cells
+    permuted first."""
+    x, y = x[keep], y[keep]
+    if shuffle is not None:
+        y = shuffle.permutation(y)
+    return correlation(x, y, method)
+
+
+# --- the analysis -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Validity:
+    """How well one predictor of transfer predicts the measured effect, for one TracIn variant:
+    the mean over seeds of the per-seed correlation over (t, s) pairs."""
+
+    variant: str
+    predictor: str  # tracin | share | jaccard
+    method: str  # pearson | spearman
+    pairs: str  # all | off_diagonal
+    statistic: float
+    low: float  # bootstrap interval over seeds and test examples
+    high: float
+    p: float  # permutation p-value (E shuffled over the pairs within each seed)
+    n: int  # pairs per seed
+    seeds: int
+
+
+def read_seed_data(con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: int) -> dict[tuple[str, int], SeedData]:
+    """{(variant, seed): SeedData} of one run's sweep point: the seeds with both TracIn scores and
+    ablation tasks (mode without); s ranges over the ablated languages that TracIn scored."""
+    tests = internal_table(con, "validity_tests", run_id=run_id, point=point, k=k).to_pylist()
+    measured = internal_table(con, "validity_effects", run_id=run_id, point=point).to_pylist()
+    jaccard = {(r["seed"], r["language_a"], r["language_b"]): r["jaccard"]
+               for r in internal_table(con, "validity_jaccard", run_id=run_id, point=point).to_pylist()}
+    effects: dict[int, dict[str, dict[str, dict[str, float]]]] = {}  # seed -> t -> example -> s -> effect
+    for r in measured:
+        effects.setdefault(r["seed"], {}).setdefault(r["language"], {}).setdefault(r["example_id"], {})[r["ablated"]] = r["loss_effect"]
+    scored: dict[tuple[str, int], dict[str, dict[int, dict[str, tuple[float, float]]]]] = {}
+    for r in tests:
+        scored.setdefault((r["variant"], r["seed"]), {}).setdefault(r["test_language"], {}).setdefault(r["test_no"], {})[
+            r["train_language"]] = (r["score"], r["share"])
+    data = {}
+    for (variant, seed), by_test_language in sorted(scored.items()):
+        languages = sorted(by_test_language)
+        scored = set.intersection(*(set(row) for rows in by_test_language.values() for row in rows.values()))
+        ablated = sorted({s for example in effects.get(seed, {}).values() for row in example.values() for s in row} & scored)
+        if not ablated or not set(languages) <= set(effects[seed]):
+            continue  # no ablation of this seed, or test languages it did not score
+        grids = {"tracin": {}, "share": {}}
+        for t in languages:
+            rows = [by_test_language[t][no] for no in sorted(by_test_language[t])]
+            grids["tracin"][t] = np.array([[row[s][0] for s in ablated] for row in rows])
+            grids["share"][t] = np.array([[row[s][1] for s in ablated] for row in rows])
+        seed_effects = {t: np.array([[row[s] for s in ablated] for _, row in sorted(effects[seed][t].items())]) for t in languages}
+        grid = [[jaccard.get((seed, t, s)) for s in ablated] for t in languages]
+        has_jaccard = all(value is not None for row in grid for value in row)
+        data[(variant, seed)] = SeedData(languages, ablated, seed_effects, grids, np.array(grid, dtype=float) if has_jaccard else None)
+    return data
+
+
+def influence_validity(
+    con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: int, *,
+    resamples: int = 1000, permutations: int = 1000, seed: int = 0,
+) -> list[Validity]:
+    """For each TracIn variant, predictor, correlation method and pair set: the mean over seeds of the
+    per-seed correlation of the predictor with E[t, s], a bootstrap interval (seeds resampled, and
+    within each seed each language's test examples, for E and for the predictor), and a permutation
+    p-value (E's cells shuffled within each seed). Empty without ablation data."""
+    by_variant: dict[str, list[SeedData]] = {}
+    for (variant, _), data in read_seed_data(con, run_id, point, k).items():
+        by_variant.setdefault(variant, []).append(data)
+    results = []
+    for variant, seeds in by_variant.items():
+        for predictor in PREDICTORS:
+            if predictor == "jaccard" and any(s.jaccard is None for s in seeds):
+                continue
+            for method in METHODS:
+                for pairs in PAIRS:
+                    results.append(_validity(variant, predictor, method, pairs, seeds, resamples, permutations, seed))
+    return results
+
+
+def _validity(variant, predictor, method, pairs, seeds: list[SeedData], resamples, permutations, seed) -> Validity:
+    grids = [(*data.grid(predictor), data.cells(pairs)) for data in seeds]
+    observed = float(np.nanmean([seed_statistic(x, y, method, keep) for x, y, keep in grids]))
+
+    def shuffled(rng: np.random.Generator) -> float:
+        return float(np.nanmean([seed_statistic(x, y, method, keep, shuffle=rng) for x, y, keep in grids]))
+
+    def resampled(rng: np.random.Generator) -> float:
+        drawn = [seeds[i] for i in rng.integers(0, len(seeds), len(seeds))]
+        return float(np.nanmean([seed_statistic(*data.grid(predictor, rng), method, data.cells(pairs)) for data in drawn]))
+
+    low, high = bootstrap_interval(resampled, resamples, seed)
+    p = permutation_p(shuffled, observed, permutations, seed)
+    return Validity(variant, predictor, method, pairs, observed, low, high, p, int(grids[0][2].sum()), len(seeds))
+
+
+def as_rows(results: list[Validity]) -> list[dict]:
+    return [asdict(result) for result in results]

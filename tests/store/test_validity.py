@@ -1,0 +1,203 @@
+"""Influence validity on a hand-built store: TracIn's predicted effect P[t, s], the measured effect
+E[t, s], the M+ shares, Jaccard and their correlations, against plain-Python loops; and the
+statistics (correlation, permutation p-value, bootstrap interval) against hand-computed cases."""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from langspec import validity
+from store.db import schema_sql
+from store.influence import insert_influence
+from store.queries import run_named
+
+LANGUAGES = ["ka", "kb", "la"]
+TRAIN, TEST, EFFECT_TEST, SEEDS, K = 3, 2, 3, (0, 1), 2
+LAYERS, HEADS = 2, 2
+OTHER_POINT = "ablation.mode=x"  # a task of another sweep point, which must not leak in
+
+
+def add_task(con, key, stage, params, inputs, point=""):
+    con.execute("INSERT INTO tasks (run_id, task_key, name, stage, params, inputs, outcome) VALUES (1, ?, ?, ?, ?, ?, 'ran')",
+                [key, key, stage, json.dumps(params), json.dumps(inputs)])
+    con.execute("INSERT INTO points VALUES (1, ?, ?)", [point, key])
+
+
+@pytest.fixture(scope="module")
+def store():
+    rng = random.Random(3)
+    con = duckdb.connect()
+    con.execute(schema_sql())
+    con.execute("INSERT INTO runs (run_id, spec_name, spec, status) VALUES (1, 'hand-built', ?, 'completed')", [json.dumps({"analysis": {"top_k": K}})])
+    train = {f"{lang}-train-{i}": lang for lang in LANGUAGES for i in range(TRAIN)}
+    test = {f"{lang}-test-{i}": lang for lang in LANGUAGES for i in range(max(TEST, EFFECT_TEST))}
+    con.executemany("INSERT INTO examples (task_key, example_id, language, split) VALUES ('data', ?, ?, ?)",
+                    [[i, lang, "train"] for i, lang in train.items()] + [[i, lang, "test"] for i, lang in test.items()])
+    truth = {"scores": {}, "effects": {}, "masks": {}, "train": train, "test": test}
+    tracin_tests = [t for t in test if int(t.rsplit("-", 1)[1]) < TEST]  # TracIn scores the first TEST of each language
+    for seed in SEEDS:
+        add_task(con, f"ft{seed}", "finetune", {"seed": seed}, {"data": "data"})
+        key = f"tracin{seed}"
+        add_task(con, key, "tracin", {"seed": seed, "variant": "full"}, {"data": "data", "finetune": f"ft{seed}"})
+        rows = []
+        for checkpoint in (1, 2):
+            for t in tracin_tests:
+                for z in train:
+                    score = rng.randint(-200, 200) / 32  # exact in float32
+                    truth["scores"][(seed, t, z)] = truth["scores"].get((seed, t, z), 0.0) + score
+                    rows.append((checkpoint, t, z, score))
+        checkpoint, test_id, train_id, score = zip(*rows)
+        insert_influence(con, key, pa.table({
+            "seed": pa.array([seed] * len(rows), pa.int32()), "variant": ["full"] * len(rows),
+            "checkpoint": pa.array(checkpoint, pa.int32()), "test_id": test_id, "train_id": train_id,
+            "score": pa.array(score, pa.float32()),
+        }))
+        for s in LANGUAGES:
+            key = f"ablation{seed}{s}"
+            add_task(con, key, "ablation", {"seed": seed, "mode": "without", "language": s}, {"data": "data", "finetune": f"ft{seed}"})
+            for t_id, t in test.items():
+                loss, full = rng.random() * 2, rng.random() * 2
+                truth["effects"][(seed, t_id, s)] = loss - full
+                con.execute("INSERT INTO ablation_examples VALUES (?, ?, 'without', ?, ?, ?, 'test', ?, ?, ?, ?)",
+                            [key, seed, s, t_id, t, loss, rng.random() < 0.5, full, rng.random() < 0.5])
+            key = f"prune{seed}{s}"
+            add_task(con, key, "prune", {"seed": seed, "language": s, "prune": {"threshold": 0.9, "step": 0.1}},
+                     {"data": "data", "finetune": f"ft{seed}"})
+            mask = {(l, h): rng.random() < 0.5 for l in range(LAYERS) for h in range(HEADS)}
+            truth["masks"][(seed, s)] = mask
+            con.executemany("INSERT INTO subnetworks VALUES (?, ?, ?, ?, ?, ?, 0.5)", [[key, seed, s, l, h, kept] for (l, h), kept in mask.items()])
+    add_task(con, "ablation-other", "ablation", {"seed": 0}, {"data": "data", "finetune": "ft0"}, point=OTHER_POINT)
+    con.execute("INSERT INTO ablation_examples VALUES ('ablation-other', 0, 'without', 'ka', 'ka-test-0', 'ka', 'test', 99, true, 0, true)")
+    truth["tracin_tests"] = tracin_tests
+    return con, truth
+
+
+# --- the references: the definitions, with loops ----------------------------------------------------
+
+
+def predicted(truth, seed, t, s):
+    """P[t, s]: the mean over t's TracIn test examples of the summed TracInCP of s's training examples."""
+    tests = [x for x in truth["tracin_tests"] if truth["test"][x] == t]
+    return sum(sum(truth["scores"][(seed, x, z)] for z, lang in truth["train"].items() if lang == s) for x in tests) / len(tests)
+
+
+def measured(truth, seed, t, s):
+    """E[t, s]: the mean over t's test examples of loss without s minus loss with all."""
+    tests = [x for x, lang in truth["test"].items() if lang == t]
+    return sum(truth["effects"][(seed, x, s)] for x in tests) / len(tests)
+
+
+def share(truth, seed, t, s):
+    """M+[t, s]: the mean over t's TracIn test examples of the share of its top-K proponents from s."""
+    tests = [x for x in truth["tracin_tests"] if truth["test"][x] == t]
+    shares = []
+    for x in tests:
+        top = sorted(truth["train"], key=lambda z: (-truth["scores"][(seed, x, z)], z))[:K]
+        shares.append(sum(truth["train"][z] == s for z in top) / K)
+    return sum(shares) / len(shares)
+
+
+def jaccard(truth, seed, a, b):
+    x = {h for h, kept in truth["masks"][(seed, a)].items() if kept}
+    y = {h for h, kept in truth["masks"][(seed, b)].items() if kept}
+    return len(x & y) / len(x | y) if x | y else 1.0
+
+
+def pearson(x, y):
+    mx, my = statistics.mean(x), statistics.mean(y)
+    num = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    return num / (sum((a - mx) ** 2 for a in x) ** 0.5 * sum((b - my) ** 2 for b in y) ** 0.5)
+
+
+def average_ranks(values):
+    order = sorted(values)
+    return [sum(i + 1 for i, v in enumerate(order) if v == x) / order.count(x) for x in values]
+
+
+def spearman(x, y):
+    return pearson(average_ranks(x), average_ranks(y))
+
+
+PAIRS = [(t, s) for t in LANGUAGES for s in LANGUAGES]
+
+# --- tests --------------------------------------------------------------------------------------------
+
+
+def test_the_analysis_gives_p_e_shares_jaccard_and_correlations(store):
+    con, truth = store
+    rows = run_named(con, "influence_validity", run_id=1, point="", k=K).to_pylist()
+    assert [(r["seed"], r["test_language"], r["train_language"]) for r in rows] == [(seed, t, s) for seed in SEEDS for t, s in PAIRS]
+    for r in rows:
+        seed, t, s = r["seed"], r["test_language"], r["train_language"]
+        assert r["predicted"] == pytest.approx(predicted(truth, seed, t, s), abs=1e-9)
+        assert r["loss_effect"] == pytest.approx(measured(truth, seed, t, s), abs=1e-12)
+        assert r["share"] == pytest.approx(share(truth, seed, t, s), abs=1e-12)
+        assert r["jaccard"] == pytest.approx(jaccard(truth, seed, t, s), abs=1e-12)
+        assert r["diagonal"] == (t == s) and r["pairs"] == len(PAIRS)
+        assert (r["tracin_test_examples"], r["test_examples"]) == (TEST, EFFECT_TEST)
+        p = [predicted(truth, seed, *pair) for pair in PAIRS]
+        e = [measured(truth, seed, *pair) for pair in PAIRS]
+        assert r["pearson"] == pytest.approx(pearson(p, e), abs=1e-9)
+        assert r["spearman"] == pytest.approx(spearman(p, e), abs=1e-9)
+
+
+def test_influence_validity_is_the_mean_over_seeds_of_each_predictors_correlation(store):
+    con, truth = store
+    results = validity.influence_validity(con, 1, "", K, resamples=50, permutations=50)
+    found = {(r.predictor, r.method, r.pairs): r for r in results if r.variant == "full"}
+    assert set(found) == {(p, m, s) for p in validity.PREDICTORS for m in validity.METHODS for s in validity.PAIRS}
+    predictors = {"tracin": predicted, "share": share, "jaccard": jaccard}
+    for (predictor, method, pairs), result in found.items():
+        chosen = [(t, s) for t, s in PAIRS if pairs == "all" or t != s]
+        correlate = pearson if method == "pearson" else spearman
+        expected = statistics.mean(
+            correlate([predictors[predictor](truth, seed, *pair) for pair in chosen], [measured(truth, seed, *pair) for pair in chosen])
+            for seed in SEEDS
+        )
+        assert result.statistic == pytest.approx(expected, abs=1e-9)
+        assert (result.n, result.seeds) == (len(chosen), len(SEEDS))
+        assert 1 / 51 <= result.p <= 1 and result.low <= result.high
+
+
+def test_correlation_against_the_definitions():
+    x, y = [1.0, 2.0, 2.0, 5.0, 3.0], [2.0, 1.0, 4.0, 4.0, 9.0]
+    assert validity.correlation(x, y) == pytest.approx(pearson(x, y))
+    assert validity.correlation(x, y, "spearman") == pytest.approx(spearman(x, y))
+    assert list(validity.ranks(validity.np.array(x))) == [1.0, 2.5, 2.5, 5.0, 4.0]
+
+
+def test_a_statistic_that_permutation_cannot_change_has_p_one_and_a_constant_a_point_interval():
+    assert validity.permutation_p(lambda rng: 0.5, 0.5, 99, seed=0) == 1.0
+    assert validity.permutation_p(lambda rng: 0.0, 0.9, 99, seed=0) == 1 / 100  # never as extreme: the floor
+    assert validity.bootstrap_interval(lambda rng: 0.3, 20, seed=0) == (0.3, 0.3)
+    # The percentile interval of uniform draws: about the 2.5th and 97.5th percentiles of U(0, 1).
+    low, high = validity.bootstrap_interval(lambda rng: float(rng.random()), 4000, seed=1)
+    assert low == pytest.approx(0.025, abs=0.01) and high == pytest.approx(0.975, abs=0.01)
+
+
+def test_the_report_shows_the_figure_and_the_numbers_when_the_run_has_ablations(store, tmp_path):
+    from langspec.report import write_report
+
+    con, truth = store
+    page = write_report(con, tmp_path, run_id=1, k=K, point="").read_text()
+    assert (tmp_path / "influence_validity.png").is_file() and "influence_validity.png" in page
+    tracin = [r for r in validity.influence_validity(con, 1, "", K) if (r.predictor, r.method, r.pairs) == ("tracin", "pearson", "all")]
+    assert f"TracIn P r = {tracin[0].statistic:.2f} [{tracin[0].low:.2f}, {tracin[0].high:.2f}]" in page
+
+
+def test_the_ablation_effect_per_seed_and_its_mean(store):
+    con, truth = store
+    rows = {(r["ablated"], r["language"], r["seed"]): r for r in run_named(con, "ablation_effect", run_id=1, point="").to_pylist()}
+    assert set(rows) == {(s, t, seed) for s in LANGUAGES for t in LANGUAGES for seed in ("0", "1", "mean")}
+    for s in LANGUAGES:
+        for t in LANGUAGES:
+            per_seed = [measured(truth, seed, t, s) for seed in SEEDS]
+            assert rows[(s, t, "mean")]["loss_effect"] == pytest.approx(statistics.mean(per_seed), abs=1e-12)
+            assert rows[(s, t, "mean")]["loss_effect_sd"] == pytest.approx(statistics.stdev(per_seed), abs=1e-12)
+            assert rows[(s, t, "0")]["loss_effect"] == pytest.approx(per_seed[0], abs=1e-12)
