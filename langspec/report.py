@@ -1,17 +1,21 @@
-"""`langspec report`: the study's figures (PNG, matplotlib) and an HTML page that answers the
-paper's three questions for one run of a store, from the named analyses in store/sql/."""
+"""`langspec report`: the study's findings (langspec.findings: findings.json and the page's first
+section), its figures (PNG, matplotlib) and an HTML page, for one run and sweep point of a store,
+from the named analyses in store/sql/."""
 
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
-from store.queries import internal, named_queries, resolve, run_named
+from langspec import findings as study_findings
+from store.queries import internal, named_queries, resolve, run_named, run_points
 
 VARIANTS = ("full", "subnetwork", "sft")
+FINDINGS_FILE = "findings.json"  # its schema: docs/findings.schema.json
 COLORS = {"full": "#4c72b0", "subnetwork": "#dd8452", "sft": "#55a868"}
 
 
@@ -40,8 +44,8 @@ def report_dir(store_root: Path, run_id: int, point: str) -> Path:
 
 def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None = None, k: int | None = None,
                  point: str | None = None) -> Path:
-    """Write out/index.html and its PNG figures for `run_id` (default: the last completed run) and
-    its sweep `point` (default: its only one)."""
+    """Write out/findings.json, out/index.html and its PNG figures for `run_id` (default: the last
+    completed run) and its sweep `point` (default: its only one)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,6 +65,10 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None =
     spec_name = internal(con, "run_spec_name", run_id=run_id)[0][0]
 
     out.mkdir(parents=True, exist_ok=True)
+    answers = study_findings.compute(con, run_id, point, k)
+    (out / FINDINGS_FILE).write_text(json.dumps([f.to_json() for f in answers], indent=1) + "\n")
+    points = run_points(con, run_id)
+    sweep = run_named(con, "threshold_sweep", run_id=run_id, k=k).to_pylist() if len(points) > 1 else []
     figures = [
         figure for figure in (
             _accuracy(data["accuracy"], out),
@@ -70,55 +78,12 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None =
             _jaccard(data["subnetwork_similarity"], out),
             _similarity_vs_influence(data["subnetwork_similarity"], data["cross_language"], data["similarity_vs_influence"], out),
             _dynamics(data["dynamics"], out),
+            _threshold_sweep(sweep, k, out),
         ) if figure is not None
     ]
     page = out / "index.html"
-    page.write_text(_html(spec_name + (f" [{point}]" if point else ""), run_id, k, summary(data), figures))
+    page.write_text(_html(spec_name + (f" [{point}]" if point else ""), run_id, k, answers, figures))
     return page
-
-
-def summary(data: dict[str, list[dict]]) -> list[str]:
-    """One sentence per question of the paper, from the numbers; a question the run cannot answer says so."""
-    sentences = []
-    accuracy = [r for r in data["accuracy"] if r["retention"] is not None]
-    pairs = [r for r in data["subnetwork_similarity"] if r["language_a"] != r["language_b"]]
-    if accuracy and pairs:
-        kept = [r["heads_kept_a"] for r in pairs]
-        heads = round(pairs[0]["heads_kept_a"] / (1 - pairs[0]["sparsity_a"])) if pairs[0]["sparsity_a"] < 1 else None
-        sentences.append(
-            f"Language subnetworks exist: with {min(kept):.0f} to {max(kept):.0f} of {heads} heads, each language keeps "
-            f"{min(r['retention'] for r in accuracy):.0%} or more of its full-model test accuracy, and two languages' "
-            f"subnetworks share {_mean(r['jaccard'] for r in pairs):.2f} of their heads on average (Jaccard)."
-        )
-    else:
-        sentences.append("Subnetworks: this run has no prune results (prune.enabled: false).")
-    special = data["specialization"]
-    if special and all(r["subnetwork_minus_full"] is not None for r in special):
-        delta = _mean(r["subnetwork_minus_full"] for r in special)
-        sentences.append(
-            f"Subnetworks {'rely more' if delta > 0 else 'do not rely more'} on in-language data: S+ changes by "
-            f"{delta:+.3f} on average from the full model to the subnetwork "
-            f"({sum(r['subnetwork_minus_full'] > 0 for r in special)} of {len(special)} languages up)"
-            + (
-                f", and sparse fine-tuning changes it by a further {_mean(r['sft_minus_subnetwork'] for r in special):+.3f} "
-                f"({sum(r['sft_minus_subnetwork'] > 0 for r in special)} of {len(special)} up)."
-                if all(r["sft_minus_subnetwork"] is not None for r in special) else "."
-            )
-        )
-    else:
-        sentences.append("Specialisation: this run lacks the TracIn variants full and subnetwork.")
-    correlation = {r["variant"]: r for r in data["similarity_vs_influence"]}
-    if correlation:
-        parts = [f"{v}: Pearson {r['pearson']:.2f}, Spearman {r['spearman']:.2f}" for v, r in correlation.items() if r["pearson"] is not None]
-        strongest = max((abs(r["pearson"]) for r in correlation.values() if r["pearson"] is not None), default=0.0)
-        verdict = "go together with" if strongest >= 0.5 else "barely predict"
-        sentences.append(
-            f"Similar subnetworks {verdict} cross-language influence: the correlation of Jaccard J(a, b) with "
-            f"M+[a, b] over language pairs is {'; '.join(parts)}."
-        )
-    else:
-        sentences.append("Similarity vs influence: this run lacks subnetworks or influence scores.")
-    return sentences
 
 
 def _mean(values) -> float:
@@ -315,8 +280,44 @@ def _dynamics(rows: list[dict], out: Path) -> Figure | None:
     return _save(fig, out, "dynamics.png", "Dynamics", "S+(t) computed from each checkpoint's TracIn term alone.")
 
 
-def _html(spec_name: str, run_id: int, k: int, sentences: list[str], figures: list[Figure]) -> str:
-    items = "\n".join(f"  <li>{html.escape(s)}</li>" for s in sentences)
+def _threshold_sweep(rows: list[dict], k: int, out: Path) -> Figure | None:
+    """Across the run's sweep points: sparsity, test retention and S+ against the prune threshold."""
+    import matplotlib.pyplot as plt
+
+    rows = sorted((r for r in rows if r["seed"] == "mean" and r["threshold"] is not None), key=lambda r: r["threshold"])
+    if len(rows) < 2:
+        return None
+    thresholds = [r["threshold"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, column, label in ((axes[0], "sparsity", "sparsity (share of heads masked)"),
+                              (axes[1], "retention", "test retention (subnetwork / full)")):
+        ax.errorbar(thresholds, [r[column] for r in rows], yerr=[r[f"{column}_sd"] or 0.0 for r in rows], marker="o")
+        ax.set_ylabel(label)
+    for variant in VARIANTS:
+        values = [r[f"s_plus_{variant}"] for r in rows]
+        if any(v is not None for v in values):
+            axes[2].errorbar(thresholds, values, yerr=[r[f"s_plus_{variant}_sd"] or 0.0 for r in rows], marker="o",
+                             label=variant, color=COLORS[variant])
+    axes[2].set_ylabel(f"S+ (top-{k})")
+    axes[2].legend(fontsize="small")
+    for ax in axes:
+        ax.set_xlabel("prune.threshold")
+    fig.suptitle("The prune threshold: how sparse, how accurate, how specialised")
+    return _save(fig, out, "threshold_sweep.png", "Prune threshold sweep",
+                 "Each sweep point of the run: mean over seeds (error bars: sd over seeds) of the subnetworks' sparsity, "
+                 "their test retention and S+ per TracIn variant (the threshold_sweep analysis).")
+
+
+VERDICT_COLORS = {"supported": "#2e7d32", "not supported": "#c62828", "inconclusive": "#8d6e00"}
+
+
+def _html(spec_name: str, run_id: int, k: int, answers: list, figures: list[Figure]) -> str:
+    items = "\n".join(
+        f'  <li><b style="color:{VERDICT_COLORS[a.verdict]}">{html.escape(a.question)} {html.escape(a.verdict)}</b>: '
+        f"{html.escape(a.sentence)}"
+        + (f"<br><small>{html.escape('; '.join(a.reasons))}</small>" if a.reasons else "") + "</li>"
+        for a in answers
+    )
     sections = "\n".join(
         f'<section><h2>{html.escape(f.title)}</h2><img src="{f.file}" alt="{html.escape(f.title)}">'
         f"<p>{html.escape(f.caption)}</p></section>"
@@ -325,11 +326,13 @@ def _html(spec_name: str, run_id: int, k: int, sentences: list[str], figures: li
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>langspec report: {html.escape(spec_name)}, run {run_id}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}}img{{max-width:100%}}
-section{{margin-top:2em}}p{{color:#444}}</style></head>
+section{{margin-top:2em}}p{{color:#444}}li{{margin-bottom:0.6em}}</style></head>
 <body>
 <h1>{html.escape(spec_name)}: run {run_id}</h1>
-<p>Top-{k} proponents and opponents per test example. Every number comes from <code>langspec analyze</code>.</p>
-<h2>Answers</h2>
+<p>Top-{k} proponents and opponents per test example. Every number comes from <code>langspec analyze</code>
+and <code>{FINDINGS_FILE}</code> beside this page; intervals are 95% seeded bootstrap intervals over seeds and
+test examples, drawn only with at least two seeds.</p>
+<h2>Findings</h2>
 <ul>
 {items}
 </ul>

@@ -41,7 +41,7 @@ from pydantic.fields import FieldInfo
 from runners.context import TaskContext
 
 # The stages in the order a seed's study plans them; a new stage is its module and a name here.
-STAGES = ("data", "finetune", "prune", "sparse_finetune", "tracin")
+STAGES = ("data", "finetune", "prune", "mask_transfer", "sparse_finetune", "tracin")
 
 
 class Section(BaseModel):

@@ -28,6 +28,11 @@ SCHEMAS = {
         [("seed", pa.int32()), ("language", pa.string()), ("step", pa.int32()), ("heads_kept", pa.int32()),
          ("metric_value", pa.float64()), ("ratio_to_full", pa.float64()), ("accepted", pa.bool_())]
     ),
+    "mask_transfer": pa.schema(
+        [("seed", pa.int32()), ("language", pa.string()), ("mask_language", pa.string()), ("split", pa.string()),
+         ("epoch", pa.int32()), ("heads_kept", pa.int32()), ("examples", pa.int32()), ("correct", pa.int32()),
+         ("accuracy", pa.float64())]
+    ),
     "influence": pa.schema(
         [("seed", pa.int32()), ("variant", pa.string()), ("checkpoint", pa.int32()), ("test_id", pa.string()),
          ("train_id", pa.string()), ("score", pa.float32())]

@@ -68,7 +68,7 @@ MIGRATIONS = {
 DB_FILE = "langspec.duckdb"
 LOCK_FILE = ".lock"
 # Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input.
-TASK_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "influence")
+TASK_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "mask_transfer", "influence")
 # Tables the store derives from a task's tables at ingest (store/influence.py), keyed by task_key too.
 DERIVED_TABLES = ("influence_examples", "tracin_cp", "proponents")
 # The oldest storage format that DuckDB clients of every version since 1.1 read (the CLI, DBeaver, R), with

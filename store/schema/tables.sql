@@ -58,6 +58,13 @@ CREATE TABLE IF NOT EXISTS prune_steps (
     metric_value DOUBLE, ratio_to_full DOUBLE, accepted BOOLEAN
 );
 
+-- The mask_transfer stage: language's test set evaluated under mask_language's subnetwork mask, on the
+-- seed's fine-tuned model at its last epoch (language = mask_language: the language's own subnetwork).
+CREATE TABLE IF NOT EXISTS mask_transfer (
+    task_key VARCHAR, seed INTEGER, language VARCHAR, mask_language VARCHAR, split VARCHAR, epoch INTEGER,
+    heads_kept INTEGER, examples INTEGER, correct INTEGER, accuracy DOUBLE
+);
+
 -- Filled by the TracIn stage (store/influence.py ingests it). Scores refer to examples by number:
 -- each TracIn task's test examples, then its training examples, each in text order of their ids,
 -- numbered after the tasks ingested before it. One number names an example of one task, and
