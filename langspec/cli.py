@@ -161,7 +161,7 @@ def _interrupt(signum, frame) -> None:
 
 def _print_run_summary(result, store: Path) -> None:
     from store.db import connect_read_only
-    from store.queries import run_named, run_points
+    from store.queries import internal, run_named, run_points
 
     counts: dict[str, int] = {}
     for record in result.records.values():
@@ -175,6 +175,7 @@ def _print_run_summary(result, store: Path) -> None:
         points = {point: run_named(con, "final_accuracy", run_id=result.run_id, point=point, split="test").to_pylist()
                   for point in run_points(con, result.run_id)}
         answers = _run_findings(con, result, points)
+        seeds = internal(con, "run_seeds", run_id=result.run_id)[0][0]
     for point, accuracy in points.items():
         if accuracy:
             _say(f"test accuracy at the last epoch{', ' + point if point else ''} (mean over seeds):")
@@ -187,8 +188,8 @@ def _print_run_summary(result, store: Path) -> None:
         for finding in findings:
             why = f" ({finding.reasons[0]})" if finding.reasons and finding.verdict != "supported" else ""
             _say(f"  {finding.question} {finding.title}: {finding.verdict}{why}")
-        if any(f.n.get("seeds") == 1 for f in findings):
-            _say("  one seed gives no intervals: list two or more under seeds: for a verdict other than inconclusive")
+    if answers and seeds == 1:
+        _say("  one seed gives no intervals, so no verdict can be `supported`: list two or more under `seeds:`")
 
 
 def _run_findings(con, result, points: dict) -> dict:

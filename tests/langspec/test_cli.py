@@ -69,7 +69,9 @@ def test_whole_study_end_to_end_and_named_queries(small_spec, tmp_path, ray_sess
               "tracin.train_per_language=10", "tracin.test_per_language=3"]
     result = invoke("run", small_spec, "--store", store, *[a for s in stages for a in ("--set", s)])
     assert result.exit_code == 0, result.output
-    assert "run 1 completed: 8 ran" in result.output  # data, finetune, 2 x prune, sft, 3 x tracin
+    assert "run 1 completed: 9 ran" in result.output  # data, finetune, 2 x prune, mask_transfer, sft, 3 x tracin
+    assert "findings (langspec report" in result.output and "Q2 Subnetworks rely more on in-language data:" in result.output
+    assert result.output.rstrip().splitlines()[-1].startswith("  one seed gives no intervals")  # the summary ends with the verdicts
     assert all(variant in result.output for variant in ("full", "subnetwork", "sft"))
 
     def rows(*args):
@@ -117,7 +119,21 @@ def test_whole_study_end_to_end_and_named_queries(small_spec, tmp_path, ray_sess
         with Image.open(path) as image:
             assert image.format == "PNG" and image.width >= 300 and image.height >= 150
             assert len(image.convert("L").getcolors(maxcolors=1 << 16)) > 10  # not a blank canvas
-    assert page.count("<li>") == 3 and "Language subnetworks exist" in page
+    written = json.loads((tmp_path / "report" / "findings.json").read_text())
+    assert [f["question"] for f in written] == ["Q1", "Q2", "Q3", "Q4", "Q5", "P1"]
+    for finding in written:  # the page's first section is findings.json's sentences
+        assert finding["interval"] is None  # one seed: no interval over seeds
+        assert finding["verdict"] in ("inconclusive", "not supported") and finding["sentence"][:40] in page
+    assert page.index("<h2>Findings</h2>") < page.index("<section>")
+    transfer = analysis("mask_transfer")
+    assert {(r["language"], r["mask_language"]) for r in transfer} == {(a, b) for a in ("ka", "la") for b in ("ka", "la")}
+    for bad in ("0", "20", "-1"):  # 0 < k < 20, the training examples TracIn scored
+        refused = invoke("report", "--store", store, "--k", bad, "--out", tmp_path / "bad")
+        assert refused.exit_code == 2 and "k (proponents per test example) must be" in refused.output, refused.output
+    assert invoke("analyze", "in_language_share", "--param", "k=0", "--store", store).exit_code == 2
+    unknown = invoke("analyze", "in_language_share", "--param", "kk=3", "--store", store)
+    assert unknown.exit_code == 2 and "not kk" in unknown.output
+    assert not (tmp_path / "bad").exists()
 
     # A second run sweeps the prune threshold: its analyses take one point at a time. The point
     # 0.95 is run 1's study again (all cached); the point 0.5 shares its fine-tuning.
@@ -136,4 +152,9 @@ def test_whole_study_end_to_end_and_named_queries(small_spec, tmp_path, ray_sess
     assert analysis("accuracy", "--param", "run_id=1", "--param", "point=") == results["accuracy"]  # '' by name
     reported = invoke("report", "--store", store, "--out", tmp_path / "swept", "--point", "prune.threshold=0.5")
     assert reported.exit_code == 0, reported.output
-    assert "[prune.threshold=0.5]" in (tmp_path / "swept" / "index.html").read_text()
+    swept_page = (tmp_path / "swept" / "index.html").read_text()
+    assert "[prune.threshold=0.5]" in swept_page and 'src="threshold_sweep.png"' in swept_page
+    with Image.open(tmp_path / "swept" / "threshold_sweep.png") as image:
+        assert len(image.convert("L").getcolors(maxcolors=1 << 16)) > 10
+    sweep = [r for r in analysis("threshold_sweep") if r["seed"] == "mean"]
+    assert [r["threshold"] for r in sweep] == [0.5, 0.95] and sweep[0]["sparsity"] >= sweep[1]["sparsity"]

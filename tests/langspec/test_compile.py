@@ -135,7 +135,10 @@ def test_adding_a_tracin_variant_keeps_the_others_cached(small_spec):
     assert two["tracin[seed=0,variant=full]"] == one["tracin[seed=0,variant=full]"]
 
 
-SHIPPED = {"demo": 1 + 1 + 5 + 1 + 3, "xnli": 1 + 3 * (1 + 5 + 1 + 3), "pawsx": 31, "marc": 31}
+# data, then per seed: finetune, a prune per language, mask_transfer, sparse_finetune, 3 TracIn variants;
+# study.yaml sweeps 3 prune thresholds, which share the fine-tuning and the full model's TracIn.
+SHIPPED = {"demo": 1 + 1 + 5 + 1 + 1 + 3, "xnli": 1 + 3 * (1 + 5 + 1 + 1 + 3), "pawsx": 34, "marc": 34,
+           "study": 1 + 3 * (1 + 1 + 3 * (5 + 1 + 1 + 2))}
 
 
 def test_every_shipped_spec_compiles_to_its_study():
@@ -147,7 +150,7 @@ def test_every_shipped_spec_compiles_to_its_study():
         graph = compile_spec(load_spec(specs / f"{name}.yaml"))
         assert len(graph.tasks) == count, name
         stages = {t.stage for t in graph.tasks}
-        assert stages == {"data", "finetune", "prune", "sparse_finetune", "tracin"}
-        if name != "demo":  # the paper's setups put every model stage on a GPU, and read the hub
+        assert stages == {"data", "finetune", "prune", "mask_transfer", "sparse_finetune", "tracin"}
+        if name not in ("demo", "study"):  # the paper's setups put every model stage on a GPU, and read the hub
             assert all(t.resources.num_gpus == 1 for t in graph.tasks if t.stage != "data")
             assert graph.tasks[0].params.data.source == "hub" and graph.tasks[0].params.data.languages == ["en", "de", "es", "fr", "zh"]
