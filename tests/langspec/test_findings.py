@@ -166,3 +166,19 @@ def test_findings_json_follows_its_schema():
         assert [f["question"] for f in document] == ["Q1", "Q2", "Q3", "Q4", "Q5", "P1"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate([{**document[0], "verdict": "maybe"}], schema)
+
+
+def test_mask_transfer_analysis_against_its_rows():
+    from store.queries import run_named
+
+    con = build()
+    stored = {(s, a, b): c / 9 for s, a, b, c in con.sql("SELECT seed, language, mask_language, correct FROM mask_transfer").fetchall()}
+    rows = run_named(con, "mask_transfer", run_id=1, point="").to_pylist()
+    for r in rows:
+        seeds = (0, 1, 2) if r["seed"] == "mean" else (int(r["seed"]),)
+        this = [stored[(s, r["language"], r["mask_language"])] for s in seeds]
+        own = [stored[(s, r["language"], r["language"])] for s in seeds]
+        assert r["accuracy"] == pytest.approx(sum(this) / len(seeds), abs=1e-12)
+        assert r["own_minus_this"] == pytest.approx(sum(o - t for o, t in zip(own, this)) / len(seeds), abs=1e-12)
+        assert r["seeds"] == len(seeds)
+    assert len(rows) == 3 * 3 * 4  # (language, mask) x (3 seeds + mean)
