@@ -69,7 +69,9 @@ def test_prune_tasks_per_seed_and_language(small_spec):
 def test_a_prune_field_changes_only_prune_keys(small_spec):
     base = keys_by_name(graph_of(small_spec, "prune.enabled=true"))
     changed = keys_by_name(graph_of(small_spec, "prune.enabled=true", "prune.threshold=0.9"))
-    assert {name for name in base if base[name] != changed[name]} == {"prune[seed=0,language=ka]", "prune[seed=0,language=la]"}
+    # ...and the task downstream of the masks, mask_transfer.
+    assert {name for name in base if base[name] != changed[name]} == {
+        "prune[seed=0,language=ka]", "prune[seed=0,language=la]", "mask_transfer[seed=0]"}
     # Fine-tuning upstream changes every prune key too (the Merkle chain).
     epochs = keys_by_name(graph_of(small_spec, "prune.enabled=true", "finetune.epochs=3"))
     assert {name for name in base if base[name] != epochs[name]} == set(base) - {"data"}
@@ -81,11 +83,12 @@ def test_a_prune_sweep_shares_the_fine_tuning(small_spec):
     assert names.count("finetune[seed=0]") == 1
     assert "prune[seed=0,language=ka,prune.threshold=0.9]" in names
     assert "prune[seed=0,language=la,prune.threshold=0.95]" in names
-    assert len(names) == 2 + 4
+    assert len(names) == 2 + 4 + 2  # data, finetune; 2 prune tasks and a mask_transfer per point
     # Each point lists all of its tasks, the shared ones included, under the label of its values.
     by_key = {t.key: t.name for t in graph.tasks}
     assert [(label, sorted(by_key[key] for key in keys)) for label, keys in graph.points] == [
-        (f"prune.threshold={t}", ["data", "finetune[seed=0]", f"prune[seed=0,language=ka,prune.threshold={t}]",
+        (f"prune.threshold={t}", ["data", "finetune[seed=0]", f"mask_transfer[seed=0,prune.threshold={t}]",
+                                  f"prune[seed=0,language=ka,prune.threshold={t}]",
                                   f"prune[seed=0,language=la,prune.threshold={t}]"])
         for t in (0.9, 0.95)
     ]
