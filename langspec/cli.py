@@ -162,7 +162,7 @@ def _interrupt(signum, frame) -> None:
 
 def _print_run_summary(result, store: Path) -> None:
     from store.db import connect_read_only
-    from store.queries import run_named, run_points
+    from store.queries import internal, run_named, run_points
 
     counts: dict[str, int] = {}
     for record in result.records.values():
@@ -175,13 +175,33 @@ def _print_run_summary(result, store: Path) -> None:
     with connect_read_only(store) as con:
         points = {point: run_named(con, "final_accuracy", run_id=result.run_id, point=point, split="test").to_pylist()
                   for point in run_points(con, result.run_id)}
+        answers = _run_findings(con, result, points)
+        seeds = internal(con, "run_seeds", run_id=result.run_id)[0][0]
     for point, accuracy in points.items():
         if accuracy:
             _say(f"test accuracy at the last epoch{', ' + point if point else ''} (mean over seeds):")
             out.print(_accuracy_table(accuracy))
     _say(f"results: {store / 'langspec.duckdb'}")
     where = "" if store == DEFAULT_STORE else f" --store {store}"
-    _say(f"next: langspec analyze{where}  (the study's analyses)  ·  langspec report{where}  (figures)")
+    _say(f"next: langspec analyze{where}  (the study's analyses)  ·  langspec report{where}  (findings and figures)")
+    for point, findings in answers.items():
+        _say(f"findings{' at ' + point if point else ''} (langspec report{where}{' --point ' + point if point else ''} for the numbers):")
+        for finding in findings:
+            why = f" ({finding.reasons[0]})" if finding.reasons and finding.verdict != "supported" else ""
+            _say(f"  {finding.question} {finding.title}: {finding.verdict}{why}")
+    if answers and seeds == 1:
+        _say("  one seed gives no intervals, so no verdict can be `supported`: list two or more under `seeds:`")
+
+
+def _run_findings(con, result, points: dict) -> dict:
+    """Each sweep point's findings at the run's analysis.top_k (none for a run that did not complete)."""
+    from langspec.findings import compute
+    from store.queries import internal
+
+    if result.status != "completed":
+        return {}
+    k = internal(con, "run_top_k", run_id=result.run_id)[0][0]
+    return {point: compute(con, result.run_id, point, k) for point, accuracy in points.items() if accuracy}
 
 
 def _accuracy_table(accuracy: list[dict]) -> Table:
@@ -253,7 +273,10 @@ def analyze(
 
     def bound(con) -> dict[str, object]:
         _check_param_values(con, given)
-        return resolve(con, chosen, given)
+        params = resolve(con, chosen, given)
+        if "k" in given:
+            check_k(con, params["run_id"], params["k"])
+        return params
 
     if sql:
         from store.db import connect_read_only
@@ -282,6 +305,18 @@ def _check_param_values(con, given: dict[str, object]) -> None:
                 raise QueryError(f"--param {name}={given[name]}: the store has no {name} {given[name]!r}; it has {', '.join(map(str, allowed))}")
 
 
+def check_k(con, run_id: object, k: object) -> None:
+    """k, the proponents per test example, must be a whole number with 0 < k < the training
+    examples the run's TracIn scored: k = 0 has no proponents, and with k >= that every training
+    example is a proponent of every test example."""
+    from store.queries import internal
+
+    scored = internal(con, "run_scored_training_examples", run_id=run_id)[0][0]
+    upper = f" and below {scored}, the training examples run {run_id}'s TracIn scored" if scored is not None else ""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or (scored is not None and k >= scored):
+        raise QueryError(f"k = {k!r}: k (proponents per test example) must be a whole number of at least 1{upper}; e.g. k=20")
+
+
 def bind_sql(sql: str, params: dict[str, object]) -> str:
     """`sql` with each `$name` replaced by its value as an SQL literal: for reading and pasting
     into another client, never for running here (langspec binds parameters by value)."""
@@ -306,19 +341,21 @@ def report(
     k: Annotated[int | None, typer.Option(metavar="K", help="Proponents per test example (default: the run's analysis.top_k).")] = None,
     point: Annotated[str | None, typer.Option(metavar="POINT", help="Which sweep point of a run with a `sweep:`, e.g. prune.threshold=0.9.")] = None,
 ) -> None:
-    """Write an HTML page with the study's figures and a summary that answers its questions."""
+    """Write the study's findings (findings.json) and an HTML page with them and the figures."""
     from langspec.report import report_dir, resolve_run, write_report
     from store.db import connect_read_only
 
     try:
         with connect_read_only(store) as con:
             run_id, k, point = resolve_run(con, run_id, k, point)
+            check_k(con, run_id, k)
             where = out_dir or report_dir(store, run_id, point)
             replaced = (where / "index.html").is_file()
             page = write_report(con, where, run_id, k, point)
     except ERROR_ROOTS as error:
         _fail(error)
     _say(f"report of run {run_id}{f' at {point}' if point else ''}{' (replacing the one there)' if replaced else ''}: {page}")
+    _say(f"findings: {page.parent / 'findings.json'}")
 
 
 @app.command()

@@ -1,18 +1,22 @@
-"""`langspec report`: the study's figures (PNG, matplotlib) and an HTML page that answers the
-paper's three questions for one run of a store, from the named analyses in store/sql/."""
+"""`langspec report`: the study's findings (langspec.findings: findings.json and the page's first
+section), its figures (PNG, matplotlib) and an HTML page, for one run and sweep point of a store,
+from the named analyses in store/sql/."""
 
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from langspec import findings as study_findings
 from langspec import validity
-from store.queries import internal, named_queries, resolve, run_named
+from store.queries import internal, named_queries, resolve, run_named, run_points
 
 VARIANTS = ("full", "subnetwork", "sft")
+FINDINGS_FILE = "findings.json"  # its schema: docs/findings.schema.json
 COLORS = {"full": "#4c72b0", "subnetwork": "#dd8452", "sft": "#55a868"}
 
 
@@ -41,8 +45,8 @@ def report_dir(store_root: Path, run_id: int, point: str) -> Path:
 
 def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None = None, k: int | None = None,
                  point: str | None = None) -> Path:
-    """Write out/index.html and its PNG figures for `run_id` (default: the last completed run) and
-    its sweep `point` (default: its only one)."""
+    """Write out/findings.json, out/index.html and its PNG figures for `run_id` (default: the last
+    completed run) and its sweep `point` (default: its only one)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,14 +62,17 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None =
         "accuracy", "in_language_share", "specialization", "cross_language", "subnetwork_similarity",
         "similarity_vs_influence", "dynamics",
     )}
-    # The ablation's ground truth, if the run has it: every seed's (t, s) pairs, and the statistics.
-    ablated = internal(con, "point_has_ablation", run_id=run_id, point=point)[0][0]  # skip the scan of every score if not
-    pairs = run_named(con, "influence_validity", **params).to_pylist() if ablated else []
-    tested = validity.influence_validity(con, run_id, point, k) if pairs else []
     masks = [dict(zip(("language", "layer", "head", "kept"), row)) for row in internal(con, "report_masks", run_id=run_id, point=point)]
     spec_name = internal(con, "run_spec_name", run_id=run_id)[0][0]
 
     out.mkdir(parents=True, exist_ok=True)
+    study = study_findings.load(con, run_id, point, k)
+    answers = study_findings.findings(study)
+    # The ablation's ground truth, if the point has it: every seed's (t, s) pairs, and their statistics (Q6).
+    pairs = run_named(con, "influence_validity", **params).to_pylist() if study.validity else []
+    (out / FINDINGS_FILE).write_text(json.dumps([f.to_json() for f in answers], indent=1) + "\n")
+    points = run_points(con, run_id)
+    sweep = run_named(con, "threshold_sweep", run_id=run_id, k=k).to_pylist() if len(points) > 1 else []
     figures = [
         figure for figure in (
             _accuracy(data["accuracy"], out),
@@ -75,77 +82,13 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None =
             _jaccard(data["subnetwork_similarity"], out),
             _similarity_vs_influence(data["subnetwork_similarity"], data["cross_language"], data["similarity_vs_influence"], out),
             _dynamics(data["dynamics"], out),
-            _influence_validity(pairs, tested, out),
+            _threshold_sweep(sweep, k, out),
+            _influence_validity(pairs, study.validity, out),
         ) if figure is not None
     ]
     page = out / "index.html"
-    sentences = summary(data) + ([validity_sentence(tested)] if tested else [])
-    page.write_text(_html(spec_name + (f" [{point}]" if point else ""), run_id, k, sentences, figures))
+    page.write_text(_html(spec_name + (f" [{point}]" if point else ""), run_id, k, answers, figures))
     return page
-
-
-def summary(data: dict[str, list[dict]]) -> list[str]:
-    """One sentence per question of the paper, from the numbers; a question the run cannot answer says so."""
-    sentences = []
-    accuracy = [r for r in data["accuracy"] if r["retention"] is not None]
-    pairs = [r for r in data["subnetwork_similarity"] if r["language_a"] != r["language_b"]]
-    if accuracy and pairs:
-        kept = [r["heads_kept_a"] for r in pairs]
-        heads = round(pairs[0]["heads_kept_a"] / (1 - pairs[0]["sparsity_a"])) if pairs[0]["sparsity_a"] < 1 else None
-        sentences.append(
-            f"Language subnetworks exist: with {min(kept):.0f} to {max(kept):.0f} of {heads} heads, each language keeps "
-            f"{min(r['retention'] for r in accuracy):.0%} or more of its full-model test accuracy, and two languages' "
-            f"subnetworks share {_mean(r['jaccard'] for r in pairs):.2f} of their heads on average (Jaccard)."
-        )
-    else:
-        sentences.append("Subnetworks: this run has no prune results (prune.enabled: false).")
-    special = data["specialization"]
-    if special and all(r["subnetwork_minus_full"] is not None for r in special):
-        delta = _mean(r["subnetwork_minus_full"] for r in special)
-        sentences.append(
-            f"Subnetworks {'rely more' if delta > 0 else 'do not rely more'} on in-language data: S+ changes by "
-            f"{delta:+.3f} on average from the full model to the subnetwork "
-            f"({sum(r['subnetwork_minus_full'] > 0 for r in special)} of {len(special)} languages up)"
-            + (
-                f", and sparse fine-tuning changes it by a further {_mean(r['sft_minus_subnetwork'] for r in special):+.3f} "
-                f"({sum(r['sft_minus_subnetwork'] > 0 for r in special)} of {len(special)} up)."
-                if all(r["sft_minus_subnetwork"] is not None for r in special) else "."
-            )
-        )
-    else:
-        sentences.append("Specialisation: this run lacks the TracIn variants full and subnetwork.")
-    correlation = {r["variant"]: r for r in data["similarity_vs_influence"]}
-    if correlation:
-        parts = [f"{v}: Pearson {r['pearson']:.2f}, Spearman {r['spearman']:.2f}" for v, r in correlation.items() if r["pearson"] is not None]
-        strongest = max((abs(r["pearson"]) for r in correlation.values() if r["pearson"] is not None), default=0.0)
-        verdict = "go together with" if strongest >= 0.5 else "barely predict"
-        sentences.append(
-            f"Similar subnetworks {verdict} cross-language influence: the correlation of Jaccard J(a, b) with "
-            f"M+[a, b] over language pairs is {'; '.join(parts)}."
-        )
-    else:
-        sentences.append("Similarity vs influence: this run lacks subnetworks or influence scores.")
-    return sentences
-
-
-def validity_sentence(results: list[validity.Validity]) -> str:
-    """How well TracIn's P[t, s], the M+ share and Jaccard predict the measured effect E[t, s] of leaving s out."""
-    variant = "full" if any(r.variant == "full" for r in results) else results[0].variant
-    chosen = {(r.predictor, r.pairs): r for r in results if r.variant == variant and r.method == "pearson"}
-    tracin = chosen[("tracin", "all")]
-    verdict = "predicts" if tracin.low > 0 and tracin.p < 0.05 else "does not clearly predict"
-    names = {"tracin": "TracIn P", "share": "M+ share", "jaccard": "Jaccard"}
-    parts = [
-        f"{names[predictor]} r = {r.statistic:.2f} [{r.low:.2f}, {r.high:.2f}], p = {r.p:.3f} (all pairs); "
-        f"{chosen[(predictor, 'off_diagonal')].statistic:.2f} [{chosen[(predictor, 'off_diagonal')].low:.2f}, "
-        f"{chosen[(predictor, 'off_diagonal')].high:.2f}] (t ≠ s)"
-        for (predictor, pairs), r in chosen.items() if pairs == "all"
-    ]
-    return (
-        f"TracIn {verdict} the effect of removing a language ({variant} model, {tracin.seeds} seed(s), {tracin.n} pairs "
-        f"each): Pearson of each predictor with E[t, s], mean over seeds with a 95% bootstrap interval and a "
-        f"permutation p-value: {'; '.join(parts)}."
-    )
 
 
 def _mean(values) -> float:
@@ -342,6 +285,37 @@ def _dynamics(rows: list[dict], out: Path) -> Figure | None:
     return _save(fig, out, "dynamics.png", "Dynamics", "S+(t) computed from each checkpoint's TracIn term alone.")
 
 
+def _threshold_sweep(rows: list[dict], k: int, out: Path) -> Figure | None:
+    """Across the run's sweep points: sparsity, test retention and S+ against the prune threshold."""
+    import matplotlib.pyplot as plt
+
+    rows = sorted((r for r in rows if r["seed"] == "mean" and r["threshold"] is not None), key=lambda r: r["threshold"])
+    if len(rows) < 2:
+        return None
+    thresholds = [r["threshold"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, column, label in ((axes[0], "sparsity", "sparsity (share of heads masked)"),
+                              (axes[1], "retention", "test retention (subnetwork / full)")):
+        ax.errorbar(thresholds, [r[column] for r in rows], yerr=[r[f"{column}_sd"] or 0.0 for r in rows], marker="o")
+        ax.set_ylabel(label)
+    for variant in VARIANTS:
+        values = [r[f"s_plus_{variant}"] for r in rows]
+        if any(v is not None for v in values):
+            axes[2].errorbar(thresholds, values, yerr=[r[f"s_plus_{variant}_sd"] or 0.0 for r in rows], marker="o",
+                             label=variant, color=COLORS[variant])
+    axes[2].set_ylabel(f"S+ (top-{k})")
+    axes[2].legend(fontsize="small")
+    for ax in axes:
+        ax.set_xlabel("prune.threshold")
+    fig.suptitle("The prune threshold: how sparse, how accurate, how specialised")
+    return _save(fig, out, "threshold_sweep.png", "Prune threshold sweep",
+                 "Each sweep point of the run: mean over seeds (error bars: sd over seeds) of the subnetworks' sparsity, "
+                 "their test retention and S+ per TracIn variant (the threshold_sweep analysis).")
+
+
+VERDICT_COLORS = {"supported": "#2e7d32", "not supported": "#c62828", "inconclusive": "#8d6e00"}
+
+
 def _influence_validity(pairs: list[dict], results: list[validity.Validity], out: Path) -> Figure | None:
     import matplotlib.pyplot as plt
 
@@ -391,8 +365,13 @@ def _sd(values: list[float]) -> float:
     return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
-def _html(spec_name: str, run_id: int, k: int, sentences: list[str], figures: list[Figure]) -> str:
-    items = "\n".join(f"  <li>{html.escape(s)}</li>" for s in sentences)
+def _html(spec_name: str, run_id: int, k: int, answers: list, figures: list[Figure]) -> str:
+    items = "\n".join(
+        f'  <li><b style="color:{VERDICT_COLORS[a.verdict]}">{html.escape(a.question)} {html.escape(a.verdict)}</b>: '
+        f"{html.escape(a.sentence)}"
+        + (f"<br><small>{html.escape('; '.join(a.reasons))}</small>" if a.reasons else "") + "</li>"
+        for a in answers
+    )
     sections = "\n".join(
         f'<section><h2>{html.escape(f.title)}</h2><img src="{f.file}" alt="{html.escape(f.title)}">'
         f"<p>{html.escape(f.caption)}</p></section>"
@@ -401,11 +380,13 @@ def _html(spec_name: str, run_id: int, k: int, sentences: list[str], figures: li
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>langspec report: {html.escape(spec_name)}, run {run_id}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}}img{{max-width:100%}}
-section{{margin-top:2em}}p{{color:#444}}</style></head>
+section{{margin-top:2em}}p{{color:#444}}li{{margin-bottom:0.6em}}</style></head>
 <body>
 <h1>{html.escape(spec_name)}: run {run_id}</h1>
-<p>Top-{k} proponents and opponents per test example. Every number comes from <code>langspec analyze</code>.</p>
-<h2>Answers</h2>
+<p>Top-{k} proponents and opponents per test example. Every number comes from <code>langspec analyze</code>
+and <code>{FINDINGS_FILE}</code> beside this page; intervals are 95% seeded bootstrap intervals over seeds and
+test examples, drawn only with at least two seeds.</p>
+<h2>Findings</h2>
 <ul>
 {items}
 </ul>

@@ -3,67 +3,23 @@ transfer (TracIn's P[t, s], the M+ share, subnetwork Jaccard) with the measured 
 leaving s out of fine-tuning, with a permutation p-value and a bootstrap interval over test
 examples and seeds.
 
-The statistics (`correlation`, `permutation_p`, `bootstrap_interval`) are small, plain functions
-of numbers, kept apart from the store so that they can move to a shared statistics module.
-`influence_validity` reads the store (the `validity_tests` macro and `ablation_examples`) and
+The statistics are langspec.stats'. `influence_validity` reads the store (the `validity_tests` macro and `ablation_examples`) and
 returns plain data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import duckdb
 import numpy as np
 
+from langspec import stats
 from store.queries import internal_table
 
 PREDICTORS = ("tracin", "share", "jaccard")  # P[t, s]; M+[t, s]; J(t, s) of the multilingual subnetworks
 METHODS = ("pearson", "spearman")
 PAIRS = ("all", "off_diagonal")  # every (t, s), or t != s only (the diagonal alone can make a correlation)
-
-# --- statistics -----------------------------------------------------------------------------------
-
-
-def ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank (as Spearman's definition wants)."""
-    order = np.argsort(values, kind="stable")
-    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)  # runs of ties in sorted order
-    ranked = np.empty(len(values))
-    ranked[order] = np.repeat(first + (counts + 1) / 2, counts)
-    return ranked
-
-
-def correlation(x: Sequence[float], y: Sequence[float], method: str = "pearson") -> float:
-    """Pearson's r of x and y, or Spearman's (Pearson's of the average ranks); NaN if either is constant."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if method == "spearman":
-        x, y = ranks(x), ranks(y)
-    x, y = x - x.mean(), y - y.mean()
-    denominator = np.sqrt((x * x).sum() * (y * y).sum())
-    return float((x * y).sum() / denominator) if denominator > 0 else float("nan")
-
-
-def permutation_p(statistic: Callable[[np.random.Generator | None], float], observed: float, permutations: int, seed: int) -> float:
-    """Two-sided permutation p-value: the share of `statistic(rng)` (the statistic with the outcome
-    shuffled by rng) at least as far from 0 as `observed`, counting the observed one ((1 + hits) / (1 + n))."""
-    rng = np.random.default_rng(seed)
-    hits = sum(abs(statistic(rng)) >= abs(observed) - 1e-12 for _ in range(permutations))
-    return (1 + hits) / (1 + permutations)
-
-
-def bootstrap_interval(statistic: Callable[[np.random.Generator], float], resamples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
-    """The percentile interval of `statistic(rng)` (the statistic on a resample drawn with rng)."""
-    rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng) for _ in range(resamples)])
-    values = values[~np.isnan(values)]
-    if not len(values):
-        return float("nan"), float("nan")
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
-
 
 # --- the data of one seed ---------------------------------------------------------------------------
 
@@ -105,7 +61,7 @@ def seed_statistic(x: np.ndarray, y: np.ndarray, method: str, keep: np.ndarray, 
     x, y = x[keep], y[keep]
     if shuffle is not None:
         y = shuffle.permutation(y)
-    return correlation(x, y, method)
+    return stats.correlation(x, y, method)
 
 
 # --- the analysis -----------------------------------------------------------------------------------
@@ -187,15 +143,16 @@ def _validity(variant, predictor, method, pairs, seeds: list[SeedData], resample
     grids = [(*data.grid(predictor), data.cells(pairs)) for data in seeds]
     observed = float(np.nanmean([seed_statistic(x, y, method, keep) for x, y, keep in grids]))
 
-    def shuffled(rng: np.random.Generator) -> float:
+    def shuffled(rng: np.random.Generator | None) -> float:
         return float(np.nanmean([seed_statistic(x, y, method, keep, shuffle=rng) for x, y, keep in grids]))
 
     def resampled(rng: np.random.Generator) -> float:
         drawn = [seeds[i] for i in rng.integers(0, len(seeds), len(seeds))]
         return float(np.nanmean([seed_statistic(*data.grid(predictor, rng), method, data.cells(pairs)) for data in drawn]))
 
-    low, high = bootstrap_interval(resampled, resamples, seed)
-    p = permutation_p(shuffled, observed, permutations, seed)
+    low, high = stats.bootstrap_interval(resampled, resamples=resamples, seed=seed)
+    rngs = np.random.default_rng(seed).spawn(permutations)
+    p = stats.permutation_p(observed, shuffled, [None, *rngs], alternative="two-sided")  # None: the observed pairing
     return Validity(variant, predictor, method, pairs, observed, low, high, p, int(grids[0][2].sum()), len(seeds))
 
 

@@ -16,12 +16,13 @@ from runners.inputs import Data, Inputs
 from runners.stage import Planned, Section, Upstream
 from runners.tables import write_table
 
-VERSION = 1
+VERSION = 2  # 2: the full model's predicted-label counts (metric predicted_label_<i>) next to accuracy
 READS = ("model", "finetune")
 RESUMABLE = True  # a fine-tuning that dies continues from its last finished epoch
 MEMORY_FIELDS = ("finetune.batch_size", "finetune.max_length", "finetune.eval_batch_size")  # what to lower when the task runs out of memory
 TABLES = ("metrics", "checkpoints")
 EVAL_SPLITS = ("validation", "test")
+PREDICTED_PREFIX = "predicted_label_"  # metric predicted_label_<i>: examples predicted as label i (the full model)
 
 
 class TinyModelSpec(Section):
@@ -136,7 +137,8 @@ def fine_tune(
     # Saved with every checkpoint: inputs longer than the model was trained on are cut there
     # (pipeline(..., truncation=True)) instead of running past its position embeddings.
     tokenizer.model_max_length = config.max_length
-    model = models.build_model(model_spec, tokenizer, data.label_names(), config.max_length, seed).to(device)
+    label_names = data.label_names()
+    model = models.build_model(model_spec, tokenizer, label_names, config.max_length, seed).to(device)
     pad_id = tokenizer.pad_token_id
 
     if train_languages is not None:
@@ -184,10 +186,12 @@ def fine_tune(
              "learning_rate": end.learning_rate, "path": path}
         )
         for split, groups in evaluation.items():
-            accuracy = {}
+            accuracy, label_counts = {}, {}
             for language, encoded in groups.items():
                 if language is None:
-                    accuracy.update(models.accuracy_by_language(model, encoded, config.eval_batch_size, pad_id, device))
+                    predicted = models.predict(model, encoded, config.eval_batch_size, pad_id, device)
+                    accuracy.update(models.accuracy_of(encoded, predicted))
+                    label_counts.update(models.predicted_label_counts(encoded, predicted, len(label_names)))
                 else:
                     batches = models.batches(encoded, config.eval_batch_size, pad_id, device)
                     accuracy[language] = pruning.evaluate_accuracy(model, batches, masks[language])
@@ -196,13 +200,19 @@ def fine_tune(
                  "metric": "accuracy", "value": value, "epoch": end.epoch}
                 for language, value in sorted(accuracy.items())
             ]
+            metrics += [  # the sanity gate "not collapsed" of langspec.findings reads these
+                {"seed": seed, "variant": variant, "language": language, "split": split,
+                 "metric": f"{PREDICTED_PREFIX}{label}", "value": float(count), "epoch": end.epoch}
+                for language, counts in sorted(label_counts.items()) for label, count in enumerate(counts)
+            ]
         # Written last, atomically: a resume finds this epoch's checkpoint and metrics complete.
         torch.save({**end.state, "metrics": metrics, "checkpoints": checkpoints, "loss": loss}, resume_path.with_suffix(".tmp"))
         os.replace(resume_path.with_suffix(".tmp"), resume_path)
     resume_path.unlink(missing_ok=True)  # the task is complete: nothing to resume, and it is big
     write_table(workdir, "metrics", metrics)
     write_table(workdir, "checkpoints", checkpoints)
-    final = {m["language"]: m["value"] for m in metrics if m["split"] == "test" and m["epoch"] == config.epochs}
+    final = {m["language"]: m["value"] for m in metrics
+             if m["metric"] == "accuracy" and m["split"] == "test" and m["epoch"] == config.epochs}
     return {"epochs": config.epochs, "final_loss": loss, "test_accuracy": final, "device": str(device),
             "resumed_from_epoch": resume["epoch"] if resume else 0,
             "train_examples": dict(sorted(Counter(train.languages).items()))}  # per language: what it trained on

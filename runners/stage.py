@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # runners.inputs reads the data stage's files, and every stag
     from runners.inputs import Inputs
 
 # The stages in the order a seed's study plans them; a new stage is its module and a name here.
-STAGES = ("data", "finetune", "ablation", "prune", "sparse_finetune", "tracin")
+STAGES = ("data", "finetune", "ablation", "prune", "mask_transfer", "sparse_finetune", "tracin")
 
 
 class Section(BaseModel):

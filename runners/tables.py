@@ -36,6 +36,11 @@ SCHEMAS = {
          ("language", pa.string()), ("split", pa.string()), ("loss", pa.float64()), ("correct", pa.bool_()),
          ("full_loss", pa.float64()), ("full_correct", pa.bool_())]
     ),
+    "mask_transfer": pa.schema(
+        [("seed", pa.int32()), ("language", pa.string()), ("mask_language", pa.string()), ("split", pa.string()),
+         ("epoch", pa.int32()), ("heads_kept", pa.int32()), ("examples", pa.int32()), ("correct", pa.int32()),
+         ("accuracy", pa.float64())]
+    ),
     "influence": pa.schema(
         [("seed", pa.int32()), ("variant", pa.string()), ("checkpoint", pa.int32()), ("test_no", pa.int32()),
          ("train_no", pa.int32()), ("score", pa.float32())]

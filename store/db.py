@@ -32,7 +32,7 @@ from store import artifacts
 from store.errors import StoreError
 from store.influence import INFLUENCE_TABLES, insert_influence, insert_tables
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # The schema, run in this order on every run: tables (CREATE IF NOT EXISTS), then the migrations of
 # an older store, then the views and macros (CREATE OR REPLACE), which DuckDB binds to the tables.
 SCHEMA_DIR = Path(__file__).with_name("schema")
@@ -65,7 +65,9 @@ def _influence_to_v3(con: duckdb.DuckDBPyConnection) -> None:
 # run without a sweep is its one point ''; a swept one gets no points (which of its tasks formed
 # which point was not recorded), and the analyses ask for a new run of its spec (cached, seconds).
 # The version-1 macros, renamed since, go. 2 -> 3: integer example ids in `influence`, TracInCP and
-# the ranked `proponents` stored at ingest.
+# the ranked `proponents` stored at ingest. 3 -> 4: the tables `mask_transfer` and `ablation_examples`
+# (tables.sql creates them) and the views that read them (`subnetwork_masks` gained `model`), which
+# every writer open replaces anyway: nothing more to do.
 MIGRATIONS = {
     1: [
         "INSERT INTO points SELECT DISTINCT t.run_id, '', t.task_key FROM tasks AS t JOIN runs AS r USING (run_id) "
@@ -74,10 +76,8 @@ MIGRATIONS = {
         "DROP MACRO TABLE IF EXISTS run_influence",
     ],
     2: [_influence_to_v3],
+    3: [],
 }
-# The table added last within the schema version (tables.sql creates it on every writer open): a store
-# without it was last written by an older langspec, and its views and macros are the older ones too.
-NEWEST_TABLE = "ablation_examples"
 DB_FILE = "langspec.duckdb"
 LOCK_FILE = ".lock"
 GATE_FILE = ".writing"
@@ -89,7 +89,7 @@ WRITE_WAIT_S = 1800.0
 WRITE_NOTE_S = 10.0  # after this long, and every minute then, the writer says what it waits for
 # Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input. A TracIn
 # task fills the four of store/influence.py (or, written before #13, `influence` with text ids alone).
-TASK_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "ablation_examples") + INFLUENCE_TABLES
+TASK_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "mask_transfer", "ablation_examples") + INFLUENCE_TABLES
 # The oldest storage format that DuckDB clients of every version since 1.1 read (the CLI, DBeaver, R), with
 # everything the schema uses. 'v1.0.0' is no older on disk (both are format 64), and 1.0 readers reject the
 # primary keys that duckdb 2.0 writes there. Applies when the file is created; an existing store keeps its format.
@@ -379,10 +379,6 @@ def connect_read_only(root: str | Path, wait_s: float = READ_WAIT_S) -> duckdb.D
         how = (f"`langspec run SPEC --store {root}` upgrades it (a cached run takes seconds)" if _migratable(found)
                else "read it with the langspec version that wrote it, or use a new --store DIR")
         raise StoreError(f"the store {root} has schema version {found}, this langspec reads version {SCHEMA_VERSION}: {how}")
-    if found is not None and not con.sql("SELECT 1 FROM duckdb_tables() WHERE table_name = $t", params={"t": NEWEST_TABLE}).fetchall():
-        con.close()  # views and macros of version 3 changed with it: only a writer replaces them
-        raise StoreError(f"the store {root} predates the table {NEWEST_TABLE} and the views that go with it: "
-                         f"`langspec run SPEC --store {root}` adds them (a cached run takes seconds)")
     return con
 
 

@@ -180,7 +180,11 @@ def predict(model, encoded: Encoded, batch_size: int, pad_id: int, device: torch
 
 
 def accuracy_by_language(model, encoded: Encoded, batch_size: int, pad_id: int, device: torch.device) -> dict[str, float]:
-    predictions = predict(model, encoded, batch_size, pad_id, device)
+    return accuracy_of(encoded, predict(model, encoded, batch_size, pad_id, device))
+
+
+def accuracy_of(encoded: Encoded, predictions: list[int]) -> dict[str, float]:
+    """Accuracy per language of predicted labels in the order of `encoded`."""
     correct: dict[str, list[int]] = {}
     for language, predicted, label in zip(encoded.languages, predictions, encoded.labels):
         correct.setdefault(language, []).append(int(predicted == label))
@@ -202,3 +206,12 @@ def example_losses(model, encoded: Encoded, batch_size: int, pad_id: int, device
         for i, value, hit in zip(chunk, loss.tolist(), hits.tolist()):
             losses[i], correct[i] = value, hit
     return losses, correct
+
+
+def predicted_label_counts(encoded: Encoded, predictions: list[int], labels: int) -> dict[str, list[int]]:
+    """Per language, how many examples were predicted as each label 0 .. labels - 1 (a collapsed
+    model predicts one label for all)."""
+    counts: dict[str, list[int]] = {}
+    for language, predicted in zip(encoded.languages, predictions):
+        counts.setdefault(language, [0] * labels)[predicted] += 1
+    return counts

@@ -1,4 +1,4 @@
--- The langspec store's tables, schema version 3 (store/db.py migrates older stores; views.sql and macros.sql
+-- The langspec store's tables, schema version 4 (store/db.py migrates older stores; views.sql and macros.sql
 -- build on these). Every table a stage fills carries the key of the task
 -- that wrote the rows (task_key), so ingesting a task again replaces exactly its rows.
 
@@ -56,6 +56,13 @@ CREATE TABLE IF NOT EXISTS subnetworks (
 CREATE TABLE IF NOT EXISTS prune_steps (
     task_key VARCHAR, seed INTEGER, language VARCHAR, step INTEGER, heads_kept INTEGER,
     metric_value DOUBLE, ratio_to_full DOUBLE, accepted BOOLEAN
+);
+
+-- The mask_transfer stage: language's test set evaluated under mask_language's subnetwork mask, on the
+-- seed's fine-tuned model at its last epoch (language = mask_language: the language's own subnetwork).
+CREATE TABLE IF NOT EXISTS mask_transfer (
+    task_key VARCHAR, seed INTEGER, language VARCHAR, mask_language VARCHAR, split VARCHAR, epoch INTEGER,
+    heads_kept INTEGER, examples INTEGER, correct INTEGER, accuracy DOUBLE
 );
 
 -- Filled by the TracIn stage (store/influence.py ingests it). Scores refer to examples by number:

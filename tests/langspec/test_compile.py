@@ -69,7 +69,9 @@ def test_prune_tasks_per_seed_and_language(small_spec):
 def test_a_prune_field_changes_only_prune_keys(small_spec):
     base = keys_by_name(graph_of(small_spec, "prune.enabled=true"))
     changed = keys_by_name(graph_of(small_spec, "prune.enabled=true", "prune.threshold=0.9"))
-    assert {name for name in base if base[name] != changed[name]} == {"prune[seed=0,language=ka]", "prune[seed=0,language=la]"}
+    # ...and the task downstream of the masks, mask_transfer.
+    assert {name for name in base if base[name] != changed[name]} == {
+        "prune[seed=0,language=ka]", "prune[seed=0,language=la]", "mask_transfer[seed=0]"}
     # Fine-tuning upstream changes every prune key too (the Merkle chain).
     epochs = keys_by_name(graph_of(small_spec, "prune.enabled=true", "finetune.epochs=3"))
     assert {name for name in base if base[name] != epochs[name]} == set(base) - {"data"}
@@ -81,11 +83,12 @@ def test_a_prune_sweep_shares_the_fine_tuning(small_spec):
     assert names.count("finetune[seed=0]") == 1
     assert "prune[seed=0,language=ka,prune.threshold=0.9]" in names
     assert "prune[seed=0,language=la,prune.threshold=0.95]" in names
-    assert len(names) == 2 + 4
+    assert len(names) == 2 + 4 + 2  # data, finetune; 2 prune tasks and a mask_transfer per point
     # Each point lists all of its tasks, the shared ones included, under the label of its values.
     by_key = {t.key: t.name for t in graph.tasks}
     assert [(label, sorted(by_key[key] for key in keys)) for label, keys in graph.points] == [
-        (f"prune.threshold={t}", ["data", "finetune[seed=0]", f"prune[seed=0,language=ka,prune.threshold={t}]",
+        (f"prune.threshold={t}", ["data", "finetune[seed=0]", f"mask_transfer[seed=0,prune.threshold={t}]",
+                                  f"prune[seed=0,language=ka,prune.threshold={t}]",
                                   f"prune[seed=0,language=la,prune.threshold={t}]"])
         for t in (0.9, 0.95)
     ]
@@ -135,8 +138,11 @@ def test_adding_a_tracin_variant_keeps_the_others_cached(small_spec):
     assert two["tracin[seed=0,variant=full]"] == one["tracin[seed=0,variant=full]"]
 
 
-SHIPPED = {"demo": 1 + 1 + 5 + 1 + 3, "xnli": 1 + 3 * (1 + 5 + 1 + 3), "pawsx": 31, "marc": 31,
-           "ablation": 1 + 3 * (1 + 5 + 5 + 2)}  # data; per seed: finetune, 5 ablations, 5 prunes, 2 TracIn variants
+# data, then per seed: finetune, a prune per language, mask_transfer, sparse_finetune, 3 TracIn variants;
+# study.yaml sweeps 3 prune thresholds, which share the fine-tuning and the full model's TracIn; ablation.yaml
+# has 5 ablations per seed and no sparse fine-tuning, so 2 TracIn variants.
+SHIPPED = {"demo": 1 + 1 + 5 + 1 + 1 + 3, "xnli": 1 + 3 * (1 + 5 + 1 + 1 + 3), "pawsx": 34, "marc": 34,
+           "study": 1 + 3 * (1 + 1 + 3 * (5 + 1 + 1 + 2)), "ablation": 1 + 3 * (1 + 5 + 5 + 1 + 2)}
 
 
 def test_every_shipped_spec_compiles_to_its_study():
@@ -148,8 +154,8 @@ def test_every_shipped_spec_compiles_to_its_study():
         graph = compile_spec(load_spec(specs / f"{name}.yaml"))
         assert len(graph.tasks) == count, name
         stages = {t.stage for t in graph.tasks}
-        expected = {"data", "finetune", "ablation", "prune", "tracin"} if name == "ablation" else {"data", "finetune", "prune", "sparse_finetune", "tracin"}
-        assert stages == expected
-        if name not in ("demo", "ablation"):  # the paper's setups put every model stage on a GPU, and read the hub
+        expected = {"data", "finetune", "prune", "mask_transfer", "sparse_finetune", "tracin"}
+        assert stages == (expected - {"sparse_finetune"} | {"ablation"} if name == "ablation" else expected)
+        if name not in ("demo", "study", "ablation"):  # the paper's setups put every model stage on a GPU, and read the hub
             assert all(t.resources.num_gpus == 1 for t in graph.tasks if t.stage != "data")
             assert graph.tasks[0].params.data.source == "hub" and graph.tasks[0].params.data.languages == ["en", "de", "es", "fr", "zh"]

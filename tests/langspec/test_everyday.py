@@ -165,7 +165,7 @@ def held_out_examples(store: Path, language: str) -> list[dict]:
 
 
 def stored_accuracy(store: Path, variant: str, language: str) -> float:
-    [row] = store_rows(store, f"SELECT value FROM final_metrics WHERE variant = '{variant}' AND language = '{language}' AND split = 'test'")
+    [row] = store_rows(store, f"SELECT value FROM final_metrics WHERE variant = '{variant}' AND language = '{language}' AND split = 'test' AND metric = 'accuracy'")
     return row["value"]
 
 

@@ -63,8 +63,13 @@ def study(tmp_path_factory, ray_session) -> Study:
 
 
 def test_run_runs_every_stage(study):
-    assert "run 1 completed: 8 ran" in study.first  # data, finetune, 2 x prune, sft, 3 x tracin
+    assert "run 1 completed: 9 ran" in study.first  # data, finetune, 2 x prune, mask_transfer, sft, 3 x tracin
     assert all(variant in study.first for variant in ("full", "subnetwork", "sft"))
+
+
+def test_the_run_summary_ends_with_the_verdicts(study):
+    assert "findings (langspec report" in study.first and "Q2 Subnetworks rely more on in-language data:" in study.first
+    assert study.first.rstrip().splitlines()[-1].startswith("  one seed gives no intervals")
 
 
 def test_tables_hold_every_stage_rows(study):
@@ -114,7 +119,32 @@ def test_report_draws_every_figure(study, tmp_path):
         with Image.open(tmp_path / "report" / f"{figure}.png") as image:
             assert image.format == "PNG" and image.width >= 300 and image.height >= 150
             assert len(image.convert("L").getcolors(maxcolors=1 << 16)) > 10  # not a blank canvas
-    assert page.count("<li>") == 3 and "Language subnetworks exist" in page
+
+
+def test_report_opens_with_the_findings_of_findings_json(study, tmp_path):
+    assert invoke("report", "--store", study.store, "--run", 1, "--out", tmp_path).exit_code == 0
+    page = (tmp_path / "index.html").read_text()
+    written = json.loads((tmp_path / "findings.json").read_text())
+    assert [f["question"] for f in written] == ["Q1", "Q2", "Q3", "Q4", "Q5", "Q6", "P1"]
+    for finding in written:  # the page's first section is findings.json's sentences
+        assert finding["interval"] is None  # one seed: no interval over seeds
+        assert finding["verdict"] in ("inconclusive", "not supported") and finding["sentence"][:40] in page
+    assert page.index("<h2>Findings</h2>") < page.index("<section>")
+
+
+def test_mask_transfer_pairs_every_language_with_every_mask(study):
+    transfer = study.analysis("mask_transfer", "--param", "run_id=1")
+    assert {(r["language"], r["mask_language"]) for r in transfer} == {(a, b) for a in ("ka", "la") for b in ("ka", "la")}
+
+
+def test_report_and_analyze_refuse_a_bad_k_or_parameter(study, tmp_path):
+    for bad in ("0", "20", "-1"):  # 0 < k < 20, the training examples TracIn scored
+        refused = invoke("report", "--store", study.store, "--run", 1, "--k", bad, "--out", tmp_path / "bad")
+        assert refused.exit_code == 2 and "k (proponents per test example) must be" in refused.output, refused.output
+    assert invoke("analyze", "in_language_share", "--param", "run_id=1", "--param", "k=0", "--store", study.store).exit_code == 2
+    unknown = invoke("analyze", "in_language_share", "--param", "kk=3", "--store", study.store)
+    assert unknown.exit_code == 2 and "not kk" in unknown.output
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_swept_run_needs_its_point(study):
@@ -135,4 +165,12 @@ def test_a_sweep_point_equal_to_run_1_gives_run_1s_answers(study):
 def test_report_of_one_sweep_point(study, tmp_path):
     reported = invoke("report", "--store", study.store, "--out", tmp_path / "swept", "--point", "prune.threshold=0.5")
     assert reported.exit_code == 0, reported.output
-    assert "[prune.threshold=0.5]" in (tmp_path / "swept" / "index.html").read_text()
+    swept_page = (tmp_path / "swept" / "index.html").read_text()
+    assert "[prune.threshold=0.5]" in swept_page and 'src="threshold_sweep.png"' in swept_page
+    with Image.open(tmp_path / "swept" / "threshold_sweep.png") as image:
+        assert len(image.convert("L").getcolors(maxcolors=1 << 16)) > 10
+
+
+def test_the_threshold_sweep_sets_sparsity_against_the_threshold(study):
+    sweep = [r for r in study.analysis("threshold_sweep") if r["seed"] == "mean"]
+    assert [r["threshold"] for r in sweep] == [0.5, 0.95] and sweep[0]["sparsity"] >= sweep[1]["sparsity"]

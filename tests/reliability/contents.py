@@ -9,6 +9,7 @@ TABLES = {
     "checkpoints": "seed, variant, epoch, step, learning_rate",
     "subnetworks": "seed, language, layer, head, kept, importance",
     "prune_steps": "seed, language, step, heads_kept, metric_value",
+    "mask_transfer": "seed, language, mask_language, split, epoch, heads_kept, examples, correct, accuracy",
     "influence_by_language": "seed, variant, checkpoint, test_id, train_id, score",  # influence with its examples' ids
     "tracin_cp_by_language": "seed, variant, test_id, train_id, score",
 }

@@ -52,10 +52,19 @@ def test_checkpoints_learning_rates_and_metrics(tmp_path):
 
     # The last checkpoint, loaded from disk, reproduces the stored test accuracy of every language.
     metrics = pq.read_table(task_dir / "tables" / "metrics.parquet").to_pylist()
-    stored = {m["language"]: m["value"] for m in metrics if m["split"] == "test" and m["epoch"] == EPOCHS}
+    final = [m for m in metrics if m["split"] == "test" and m["epoch"] == EPOCHS]
+    stored = {m["language"]: m["value"] for m in final if m["metric"] == "accuracy"}
     model, tokenizer = models.load_checkpoint(task_dir / checkpoints[-1]["path"])
     test = models.encode(tokenizer, Data(data_dir).examples(split="test"), 32)
     assert models.accuracy_by_language(model, test, 7, tokenizer.pad_token_id, torch.device("cpu")) == stored
+    # ...and its predicted-label counts, counted here one example at a time.
+    by_hand = {}
+    for i in range(len(test)):
+        label = int(model(input_ids=torch.tensor([test.input_ids[i]])).logits.argmax())
+        by_hand[(test.languages[i], f"predicted_label_{label}")] = by_hand.get((test.languages[i], f"predicted_label_{label}"), 0) + 1
+    counts = {(m["language"], m["metric"]): m["value"] for m in final if m["metric"].startswith("predicted_label_")}
+    assert {key: value for key, value in counts.items() if value} == by_hand
+    assert len(counts) == len(stored) * 3  # every label, predicted or not
     assert summary["test_accuracy"] == stored
     assert {(m["split"], m["epoch"]) for m in metrics} == {(s, e) for s in ("validation", "test") for e in (1, 2, 3)}
 

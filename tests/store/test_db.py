@@ -375,13 +375,16 @@ def test_a_tracin_tasks_own_tables_equal_the_ingest_of_its_text_ids(tmp_path):
     assert numbers == [(keys[0], 0, n - 1), (keys[1], n, 2 * n - 1)]
 
 
-def test_a_store_from_before_the_ablation_tables_is_upgraded_by_the_next_run(tmp_path):
+def test_a_version_3_store_is_upgraded_by_the_next_run(tmp_path):
     StoreWriter(tmp_path).close()
-    with duckdb.connect(str(tmp_path / DB_FILE)) as con:  # as the langspec before them left it
+    with duckdb.connect(str(tmp_path / DB_FILE)) as con:  # as the langspec of version 3 left it
         con.execute("DROP VIEW ablation_effects")
         con.execute("DROP TABLE ablation_examples")
-    with pytest.raises(StoreError, match="predates the table ablation_examples.*`langspec run SPEC --store"):
+        con.execute("DROP TABLE mask_transfer")
+        con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="schema version 3, this langspec reads version 4: `langspec run SPEC --store"):
         connect_read_only(tmp_path)
     StoreWriter(tmp_path).close()  # what a (cached) run does first
     with connect_read_only(tmp_path) as con:
         assert con.sql("SELECT count(*) FROM ablation_effects").fetchall() == [(0,)]
+        assert con.sql("SELECT count(*) FROM mask_transfer").fetchall() == [(0,)]

@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from langspec import validity
+from langspec import stats, validity
 from store.db import schema_sql
 from store.influence import insert_influence
 from store.queries import run_named
@@ -167,17 +167,19 @@ def test_influence_validity_is_the_mean_over_seeds_of_each_predictors_correlatio
 
 def test_correlation_against_the_definitions():
     x, y = [1.0, 2.0, 2.0, 5.0, 3.0], [2.0, 1.0, 4.0, 4.0, 9.0]
-    assert validity.correlation(x, y) == pytest.approx(pearson(x, y))
-    assert validity.correlation(x, y, "spearman") == pytest.approx(spearman(x, y))
-    assert list(validity.ranks(validity.np.array(x))) == [1.0, 2.5, 2.5, 5.0, 4.0]
+    assert stats.correlation(x, y) == pytest.approx(pearson(x, y))
+    assert stats.correlation(x, y, "spearman") == pytest.approx(spearman(x, y))
+    assert list(stats.ranks(x)) == [1.0, 2.5, 2.5, 5.0, 4.0]
 
 
 def test_a_statistic_that_permutation_cannot_change_has_p_one_and_a_constant_a_point_interval():
-    assert validity.permutation_p(lambda rng: 0.5, 0.5, 99, seed=0) == 1.0
-    assert validity.permutation_p(lambda rng: 0.0, 0.9, 99, seed=0) == 1 / 100  # never as extreme: the floor
-    assert validity.bootstrap_interval(lambda rng: 0.3, 20, seed=0) == (0.3, 0.3)
+    shuffles = [None, *range(99)]  # None: the observed pairing, counted once
+    assert stats.permutation_p(0.5, lambda shuffle: 0.5, shuffles, alternative="two-sided") == 1.0
+    never = stats.permutation_p(0.9, lambda shuffle: 0.9 if shuffle is None else 0.0, shuffles, alternative="two-sided")
+    assert never == 1 / 100  # never as extreme: the floor
+    assert stats.bootstrap_interval(lambda rng: 0.3, resamples=20, seed=0) == (0.3, 0.3)
     # The percentile interval of uniform draws: about the 2.5th and 97.5th percentiles of U(0, 1).
-    low, high = validity.bootstrap_interval(lambda rng: float(rng.random()), 4000, seed=1)
+    low, high = stats.bootstrap_interval(lambda rng: float(rng.random()), resamples=4000, seed=1)
     assert low == pytest.approx(0.025, abs=0.01) and high == pytest.approx(0.975, abs=0.01)
 
 
@@ -188,7 +190,9 @@ def test_the_report_shows_the_figure_and_the_numbers_when_the_run_has_ablations(
     page = write_report(con, tmp_path, run_id=1, k=K, point="").read_text()
     assert (tmp_path / "influence_validity.png").is_file() and "influence_validity.png" in page
     tracin = [r for r in validity.influence_validity(con, 1, "", K) if (r.predictor, r.method, r.pairs) == ("tracin", "pearson", "all")]
-    assert f"TracIn P r = {tracin[0].statistic:.2f} [{tracin[0].low:.2f}, {tracin[0].high:.2f}]" in page
+    q6 = next(f for f in json.loads((tmp_path / "findings.json").read_text()) if f["question"] == "Q6")
+    assert q6["statistic"] == pytest.approx(tracin[0].statistic) and q6["p_value"] == pytest.approx(tracin[0].p)
+    assert q6["interval"] == pytest.approx([tracin[0].low, tracin[0].high])
 
 
 def test_the_ablation_effect_per_seed_and_its_mean(store):

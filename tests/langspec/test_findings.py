@@ -1,0 +1,184 @@
+"""The findings' verdict paths on hand-built stores whose answers are known: S+ raised by
+construction is `supported`, a collapsed model is `not supported` with the reason "chance", one seed
+draws no interval over seeds; the statistics agree with plain loops; findings.json follows its schema."""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+from pathlib import Path
+
+import duckdb
+import jsonschema
+import pyarrow as pa
+import pytest
+
+from langspec import findings
+from store.db import schema_sql
+from store.influence import insert_influence
+
+LANGUAGES = ["ka", "kb", "la"]  # ka/kb one toy family, la another
+TRAIN, TEST, K = 8, 9, 4  # per language; test labels 0, 1, 2 in turn: majority-class rate 1/3
+LAYERS, HEADS = 2, 2
+SCHEMA = Path(__file__).parents[2] / "docs" / "findings.schema.json"
+
+
+def add_task(con, key, stage, params, inputs):
+    con.execute("INSERT INTO tasks (run_id, task_key, name, stage, params, inputs, outcome) VALUES (1, ?, ?, ?, ?, ?, 'ran')",
+                [key, key, stage, json.dumps(params), json.dumps(inputs)])
+    con.execute("INSERT INTO points VALUES (1, '', ?)", [key])
+
+
+@functools.cache  # each store is built once and only read
+def build(seeds=(0, 1, 2), collapsed=False, bonus=5.0):
+    """A run of a store: the full model is good (or collapsed: every test example predicted 0, at
+    chance); the subnetwork variant's scores favour same-language training examples by `bonus`."""
+    rng = random.Random(11)
+    con = duckdb.connect()
+    con.execute(schema_sql())
+    con.execute("INSERT INTO runs (run_id, spec_name, spec, status) VALUES (1, 'hand-built', ?, 'completed')", [json.dumps({"analysis": {"top_k": K}})])
+    train = [(f"{lang}-train-{i}", lang) for lang in LANGUAGES for i in range(TRAIN)]
+    test = [(f"{lang}-test-{i}", lang, i % 3) for lang in LANGUAGES for i in range(TEST)]
+    con.executemany("INSERT INTO examples (task_key, example_id, language, split, label) VALUES ('data', ?, ?, ?, ?)",
+                    [[i, lang, "train", 0] for i, lang in train] + [[i, lang, "test", label] for i, lang, label in test])
+    for seed in seeds:
+        add_task(con, f"ft{seed}", "finetune", {"seed": seed}, {"data": "data"})
+        for lang in LANGUAGES:
+            accuracy, counts = (3 / 9, [9, 0, 0]) if collapsed else (8 / 9, [3, 3, 3])
+            con.execute("INSERT INTO metrics VALUES (?, ?, 'full', ?, 'test', 'accuracy', ?, 2)", [f"ft{seed}", seed, lang, accuracy])
+            con.executemany("INSERT INTO metrics VALUES (?, ?, 'full', ?, 'test', ?, ?, 2)",
+                            [[f"ft{seed}", seed, lang, f"predicted_label_{i}", c] for i, c in enumerate(counts)])
+        for lang in LANGUAGES:
+            key = f"prune{seed}{lang}"
+            add_task(con, key, "prune", {"seed": seed, "language": lang, "prune": {"threshold": 0.95, "step": 0.1}},
+                     {"data": "data", "finetune": f"ft{seed}"})
+            kept = {(0, 0), (LANGUAGES.index(lang) % 2, 1)}
+            con.executemany("INSERT INTO subnetworks VALUES (?, ?, ?, ?, ?, ?, 0.5)",
+                            [[key, seed, lang, l, h, (l, h) in kept] for l in range(LAYERS) for h in range(HEADS)])
+            con.execute("INSERT INTO metrics VALUES (?, ?, 'subnetwork', ?, 'test', 'accuracy', ?, 2)", [key, seed, lang, 7 / 9])
+        add_task(con, f"mt{seed}", "mask_transfer", {"seed": seed}, {"data": "data", "finetune": f"ft{seed}"})
+        con.executemany("INSERT INTO mask_transfer VALUES (?, ?, ?, ?, 'test', 2, 2, 9, ?, ?)",
+                        [[f"mt{seed}", seed, a, b, c, c / 9] for a in LANGUAGES for b in LANGUAGES
+                         for c in [7 if a == b else 4 + rng.randint(0, 1)]])
+        for variant in ("full", "subnetwork"):
+            key = f"tracin{seed}{variant}"
+            add_task(con, key, "tracin", {"seed": seed, "variant": variant}, {"data": "data"})
+            rows = [(c, t, z, rng.randint(-64, 64) / 16 + (bonus if variant == "subnetwork" and tl == zl else 0.0))
+                    for c in (1, 2) for t, tl, _ in test for z, zl in train]
+            checkpoint, test_id, train_id, score = zip(*rows)
+            insert_influence(con, key, pa.table({
+                "seed": pa.array([seed] * len(rows), pa.int32()), "variant": [variant] * len(rows),
+                "checkpoint": pa.array(checkpoint, pa.int32()), "test_id": test_id, "train_id": train_id,
+                "score": pa.array(score, pa.float32()),
+            }))
+    return con
+
+
+def by_question(con, k=K):
+    return {f.question: f for f in findings.compute(con, 1, "", k)}
+
+
+def s_plus_by_loop(con, variant, seed):
+    """{test_id: in-language share of its top-K proponents by TracInCP}, from the raw scores."""
+    rows = con.sql("SELECT test_id, test_language, train_id, train_language, sum(score) FROM influence_by_language "
+                   "WHERE task_key = $key GROUP BY ALL", params={"key": f"tracin{seed}{variant}"}).fetchall()
+    scores: dict = {}
+    for test_id, test_language, train_id, train_language, score in rows:
+        scores.setdefault((test_id, test_language), []).append((-score, train_id, train_language))
+    return {test_id: sum(lang == test_language for _, _, lang in sorted(ranked)[:K]) / K
+            for (test_id, test_language), ranked in scores.items()}
+
+
+def test_s_plus_raised_by_construction_is_supported():
+    con = build()
+    answers = by_question(con)
+    q2 = answers["Q2"]
+    assert q2.verdict == findings.SUPPORTED and q2.interval[0] > 0 and q2.p_value < 0.01
+    differences = []
+    for seed in (0, 1, 2):
+        sub, full = s_plus_by_loop(con, "subnetwork", seed), s_plus_by_loop(con, "full", seed)
+        differences.append(sum(sub[z] - full[z] for z in sub) / len(sub))
+    assert q2.statistic == pytest.approx(sum(differences) / 3, abs=1e-12)
+    assert q2.n == {"seeds": 3, "test_examples": 3 * 3 * TEST, "k": K}
+    assert q2.sentence.startswith("Q2 supported") and f"{q2.statistic:+.3f}" in q2.sentence
+    # Own masks beat the others' by 7/9 - (4 or 5)/9 on every language: Q1's specificity is positive.
+    q1 = answers["Q1"]
+    assert q1.verdict == findings.SUPPORTED and 2 / 9 <= q1.statistic <= 3 / 9
+    assert q1.details["retention"] == pytest.approx(7 / 8)
+    # Identical masks of 2 of 4 heads (ka, la) against the expected Jaccard of random 2-head masks.
+    assert q1.details["jaccard_minus_random"] is not None
+    assert not any(r.startswith(("chance", "collapsed")) for f in answers.values() for r in f.reasons)
+
+
+def test_no_bonus_gives_no_supported_specialisation():
+    answers = by_question(build(bonus=0.0))
+    assert answers["Q2"].verdict == findings.INCONCLUSIVE and answers["Q2"].interval[0] <= 0 <= answers["Q2"].interval[1]
+    assert any("includes 0" in r for r in answers["Q2"].reasons)
+
+
+def test_collapsed_model_is_not_supported_because_of_chance():
+    answers = by_question(build(collapsed=True))
+    for finding in answers.values():
+        assert finding.verdict == findings.NOT_SUPPORTED
+        assert any(r.startswith("chance:") for r in finding.reasons)
+        assert any(r.startswith("collapsed:") and "only 1 of the 3 labels" in r for r in finding.reasons)
+        assert "cannot be answered" in finding.sentence and " supported" not in finding.sentence
+
+
+def test_one_seed_draws_no_interval_over_seeds():
+    answers = by_question(build(seeds=(0,)))
+    for question in ("Q1", "Q2", "Q4", "Q5", "P1"):
+        assert answers[question].interval is None, question
+        assert answers[question].verdict == findings.INCONCLUSIVE, question
+        assert any(r.startswith("seeds: 1 seed") for r in answers[question].reasons), question
+    assert "no interval (one seed)" in answers["Q2"].sentence
+
+
+def test_mantel_uses_every_relabelling_and_the_run_says_how_small_p_can_be():
+    q4 = by_question(build())["Q4"]
+    assert q4.n == {"languages": 3, "pairs": 6, "seeds": 3, "permutations": 6}
+    assert q4.p_value >= 1 / 6 and q4.verdict != findings.SUPPORTED  # 3 languages can never reach p <= 0.05
+    assert "1/6" in " ".join(q4.reasons)
+
+
+def test_bad_k_is_a_failed_gate():
+    answers = by_question(build(), k=3 * TRAIN)
+    assert all(f.verdict == findings.NOT_SUPPORTED and any(r.startswith("k:") for r in f.reasons) for f in answers.values())
+
+
+def test_report_of_a_collapsed_model_claims_nothing(tmp_path):
+    from langspec.report import write_report
+
+    page = write_report(build(collapsed=True), tmp_path).read_text()
+    written = json.loads((tmp_path / "findings.json").read_text())
+    assert [f["verdict"] for f in written] == [findings.NOT_SUPPORTED] * 6
+    section = page[page.index("<h2>Findings</h2>"):page.index("</ul>")]
+    assert section.count("cannot be answered") == 6 and "chance:" in section
+    assert "Q2 supported" not in page and "rely more" not in section.replace("Subnetworks rely more on in-language data", "")
+
+
+def test_findings_json_follows_its_schema():
+    schema = json.loads(SCHEMA.read_text())
+    for con in (build(), build(seeds=(0,)), build(collapsed=True)):
+        document = json.loads(json.dumps([f.to_json() for f in findings.compute(con, 1, "", K)]))
+        jsonschema.validate(document, schema)
+        assert [f["question"] for f in document] == ["Q1", "Q2", "Q3", "Q4", "Q5", "P1"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate([{**document[0], "verdict": "maybe"}], schema)
+
+
+def test_mask_transfer_analysis_against_its_rows():
+    from store.queries import run_named
+
+    con = build()
+    stored = {(s, a, b): c / 9 for s, a, b, c in con.sql("SELECT seed, language, mask_language, correct FROM mask_transfer").fetchall()}
+    rows = run_named(con, "mask_transfer", run_id=1, point="").to_pylist()
+    for r in rows:
+        seeds = (0, 1, 2) if r["seed"] == "mean" else (int(r["seed"]),)
+        this = [stored[(s, r["language"], r["mask_language"])] for s in seeds]
+        own = [stored[(s, r["language"], r["language"])] for s in seeds]
+        assert r["accuracy"] == pytest.approx(sum(this) / len(seeds), abs=1e-12)
+        assert r["own_minus_this"] == pytest.approx(sum(o - t for o, t in zip(own, this)) / len(seeds), abs=1e-12)
+        assert r["seeds"] == len(seeds)
+    assert len(rows) == 3 * 3 * 4  # (language, mask) x (3 seeds + mean)
