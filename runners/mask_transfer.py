@@ -13,8 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from runners.context import TaskContext
-from runners.data import read_examples
-from runners.prune import last_checkpoint, mask_inputs, mask_role, read_mask
+from runners.inputs import Inputs
+from runners.prune import mask_inputs
 from runners.stage import Planned, Upstream
 from runners.tables import write_table
 
@@ -52,26 +52,26 @@ def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
     yield Planned({"seed": seed}, params, inputs)
 
 
-def run(params: Params, inputs: dict[str, Path], workdir: Path, ctx: TaskContext) -> dict:
+def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
     import torch
 
     from runners.methods import models
     from runners.methods.heads import head_mask
 
     device = torch.device(ctx.device)
-    epoch, checkpoint = last_checkpoint(inputs["finetune"])
-    model, tokenizer = models.load_checkpoint(checkpoint, params.attention)
+    checkpoint = inputs.finetune.last_checkpoint()
+    model, tokenizer = models.load_checkpoint(checkpoint.path, params.attention)
     model.to(device).eval()
-    masks = {language: read_mask(inputs[mask_role(language)]).to(device) for language in params.languages}
+    masks = {language: mask.to(device) for language, mask in inputs.masks(params.languages).items()}
     rows = []
     for done, language in enumerate(params.languages):
-        encoded = models.encode(tokenizer, read_examples(inputs["data"], split=SPLIT, language=language), params.max_length)
+        encoded = models.encode(tokenizer, inputs.data.examples(SPLIT, language), params.max_length)
         for mask_language, mask in masks.items():
             with head_mask(model, mask):
                 predicted = models.predict(model, encoded, params.batch_size, tokenizer.pad_token_id, device)
             correct = sum(int(p == label) for p, label in zip(predicted, encoded.labels))
             rows.append({
-                "seed": params.seed, "language": language, "mask_language": mask_language, "split": SPLIT, "epoch": epoch,
+                "seed": params.seed, "language": language, "mask_language": mask_language, "split": SPLIT, "epoch": checkpoint.epoch,
                 "heads_kept": int(mask.sum()), "examples": len(encoded), "correct": correct, "accuracy": correct / len(encoded),
             })
         ctx.report(done + 1, len(params.languages), f"{language} under every mask")

@@ -9,10 +9,10 @@ per_seed AS (
     FROM transfer AS t
     JOIN transfer AS own ON own.task_key = t.task_key AND own.language = t.language AND own.mask_language = t.language
 )
-SELECT language, mask_language, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed,
+SELECT language, mask_language, seed_label(seed) AS seed,
        avg(accuracy) AS accuracy, stddev_samp(accuracy) AS accuracy_sd,
        avg(own_accuracy) AS own_accuracy, avg(own_minus_this) AS own_minus_this, stddev_samp(own_minus_this) AS own_minus_this_sd,
        avg(heads_kept) AS heads_kept, avg(examples) AS examples, count(*) AS seeds
 FROM per_seed
-GROUP BY GROUPING SETS ((language, mask_language, per_seed.seed), (language, mask_language))
+GROUP BY language, mask_language, ROLLUP(per_seed.seed)
 ORDER BY language, mask_language, per_seed.seed NULLS LAST;

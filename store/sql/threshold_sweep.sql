@@ -40,7 +40,7 @@ per_seed AS (
     LEFT JOIN shares AS s USING (point, seed)
     GROUP BY m.point, m.seed
 )
-SELECT point, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed, any_value(threshold) AS threshold,
+SELECT point, seed_label(seed) AS seed, any_value(threshold) AS threshold,
        avg(heads_kept) AS heads_kept, avg(sparsity) AS sparsity, stddev_samp(sparsity) AS sparsity_sd,
        avg(retention) AS retention, stddev_samp(retention) AS retention_sd,
        avg(s_plus_full) AS s_plus_full, stddev_samp(s_plus_full) AS s_plus_full_sd,
@@ -48,5 +48,5 @@ SELECT point, coalesce(CAST(seed AS VARCHAR), 'mean') AS seed, any_value(thresho
        avg(s_plus_sft) AS s_plus_sft, stddev_samp(s_plus_sft) AS s_plus_sft_sd,
        count(*) AS seeds
 FROM per_seed
-GROUP BY GROUPING SETS ((point, per_seed.seed), (point))
+GROUP BY point, ROLLUP(per_seed.seed)
 ORDER BY threshold, point, per_seed.seed NULLS LAST;
