@@ -205,8 +205,9 @@ def _run_findings(con, result, points: dict) -> dict:
 
 
 def _accuracy_table(accuracy: list[dict]) -> Table:
-    order = ("full", "subnetwork", "sft")  # the study's order: the model, its subnetworks, SFT
-    variants = sorted({row["variant"] for row in accuracy}, key=lambda v: (order.index(v) if v in order else len(order), v))
+    from store.queries import VARIANTS
+
+    variants = sorted({row["variant"] for row in accuracy}, key=lambda v: (VARIANTS.index(v) if v in VARIANTS else len(VARIANTS), v))
     table = Table()
     table.add_column("language")
     for variant in variants:
@@ -290,17 +291,17 @@ def analyze(
     _run_sql(store, format, lambda con: con.sql(chosen.sql, params=bound(con) or None))
 
 
-# Parameters whose values the store lists: a value it lacks would give zero rows, not an error.
-PARAM_VALUES = {
-    "split": "SELECT DISTINCT split FROM metrics ORDER BY 1",
-    "language": "SELECT DISTINCT language FROM metrics UNION SELECT DISTINCT language FROM subnetworks ORDER BY 1",
-}
+# Parameters whose values the store lists (store/sql/internal/param_values_NAME.sql): a value it
+# lacks would give zero rows, not an error.
+CHECKED_PARAMS = ("split", "language")
 
 
 def _check_param_values(con, given: dict[str, object]) -> None:
-    for name, listing in PARAM_VALUES.items():
+    from store.queries import internal
+
+    for name in CHECKED_PARAMS:
         if name in given:
-            allowed = [row[0] for row in con.sql(listing).fetchall()]
+            allowed = [row[0] for row in internal(con, f"param_values_{name}")]
             if given[name] not in allowed:
                 raise QueryError(f"--param {name}={given[name]}: the store has no {name} {given[name]!r}; it has {', '.join(map(str, allowed))}")
 
@@ -459,19 +460,13 @@ def status(store: StoreOpt = DEFAULT_STORE, runs: Annotated[int, typer.Option(me
     from langspec.progress import read_progress
     from store.artifacts import pid_alive
     from store.db import connect_read_only
+    from store.queries import internal_table
 
     try:
         with connect_read_only(store) as con:  # held for a moment: the run waits while a reader has the store open
-            recent = con.sql(
-                "SELECT run_id, spec_name, status, started_at, finished_at, pid, host FROM runs ORDER BY run_id DESC LIMIT $n",
-                params={"n": runs},
-            ).to_arrow_table()
+            recent = internal_table(con, "recent_runs", n=runs)
             last = recent.column("run_id")[0].as_py() if recent.num_rows else None
-            tasks = con.sql(
-                "SELECT name, outcome, round(seconds, 1) AS seconds, device, task_key, "
-                "split_part(error, chr(10), 1) AS error FROM tasks WHERE run_id = $run ORDER BY started_at NULLS LAST, name",
-                params={"run": last},
-            ).to_arrow_table()
+            tasks = internal_table(con, "run_task_outcomes", run=last)
     except ERROR_ROOTS as error:
         _fail(error)
     here = socket.gethostname()

@@ -20,7 +20,7 @@ import duckdb
 import numpy as np
 
 from langspec import stats, validity
-from store.queries import internal, run_named
+from store.queries import VARIANTS, internal, run_named
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 SEED = 0  # of every bootstrap and random permutation: findings are deterministic
@@ -74,7 +74,7 @@ class StudyData:
 
     @property
     def variants(self) -> list[str]:
-        return [v for v in ("full", "subnetwork", "sft") if (v, None) in self.proponents]
+        return [v for v in VARIANTS if (v, None) in self.proponents]
 
     def scored_training_examples(self) -> int | None:
         counts = [sum(by_language.values()) for by_language in self.train_examples.values()]

@@ -13,9 +13,8 @@ import duckdb
 
 from langspec import findings as study_findings
 from langspec import validity
-from store.queries import internal, named_queries, resolve, run_named, run_points
+from store.queries import VARIANTS, internal, named_queries, resolve, run_named, run_points
 
-VARIANTS = ("full", "subnetwork", "sft")
 FINDINGS_FILE = "findings.json"  # its schema: docs/findings.schema.json
 COLORS = {"full": "#4c72b0", "subnetwork": "#dd8452", "sft": "#55a868"}
 

@@ -15,6 +15,9 @@ import pyarrow as pa
 from store.errors import QueryError
 
 SQL_DIR = Path(__file__).with_name("sql")
+# The TracIn variants in the study's order (the model, its subnetworks, SFT): the order of the
+# variant_position() macro of schema/macros.sql, which tests/store/test_queries.py checks against this.
+VARIANTS = ("full", "subnetwork", "sft")
 INTERNAL_DIR = SQL_DIR / "internal"  # not analyses: the queries behind defaults, points and the report
 
 

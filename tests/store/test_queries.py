@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from store.db import schema_sql
-from store.queries import named_queries, register_views, run_named
+from store.queries import VARIANTS, named_queries, register_views, run_named
 
 LANGUAGES = ["ka", "kb", "la"]
 LAYERS, HEADS = 3, 4
@@ -80,3 +80,12 @@ def test_parameterless_queries_become_views(con):
     names = {q.name for q in named_queries().values() if not q.params}
     assert "subnetwork_jaccard" in names and "final_accuracy" not in names
     assert con.sql("SELECT count(*) FROM subnetwork_jaccard").fetchall() == [(18,)]
+
+
+def test_the_python_variant_order_is_the_sql_macros():
+    """store.queries.VARIANTS and variant_position() of macros.sql are the one order, written twice."""
+    con = duckdb.connect()
+    con.execute(schema_sql())
+    positions = [con.sql("SELECT variant_position($v)", params={"v": v}).fetchall()[0][0] for v in VARIANTS]
+    assert positions == [1, 2, 3]
+    assert con.sql("SELECT variant_position('no such variant')").fetchall()[0][0] in (None, 0)
