@@ -70,7 +70,11 @@ class StudyData:
 
     @property
     def languages(self) -> list[str]:
-        return sorted({r["language"] for r in self.full_model})
+        """Every language the point has results of: fine-tuned, pruned or scored by TracIn."""
+        scored = {name for by_seed in self.proponents.values() for examples in by_seed.values()
+                  for test_language, counts in examples.values() for name in (test_language, *counts)}
+        return sorted({r["language"] for r in self.full_model} | {r[side] for r in self.pairs for side in ("language_a", "language_b")}
+                      | scored)
 
     @property
     def variants(self) -> list[str]:

@@ -152,9 +152,9 @@ def test_report_of_a_collapsed_model_claims_nothing(tmp_path):
 
     page = write_report(build(collapsed=True), tmp_path).read_text()
     written = json.loads((tmp_path / "findings.json").read_text())
-    assert [f["verdict"] for f in written] == [findings.NOT_SUPPORTED] * 6
+    assert [f["verdict"] for f in written] == [findings.NOT_SUPPORTED] * len(findings.QUESTIONS)
     section = page[page.index("<h2>Findings</h2>"):page.index("</ul>")]
-    assert section.count("cannot be answered") == 6 and "chance:" in section
+    assert section.count("cannot be answered") == len(findings.QUESTIONS) and "chance:" in section
     assert "Q2 supported" not in page and "rely more" not in section.replace("Subnetworks rely more on in-language data", "")
 
 
@@ -163,7 +163,7 @@ def test_findings_json_follows_its_schema():
     for con in (build(), build(seeds=(0,)), build(collapsed=True)):
         document = json.loads(json.dumps([f.to_json() for f in findings.compute(con, 1, "", K)]))
         jsonschema.validate(document, schema)
-        assert [f["question"] for f in document] == ["Q1", "Q2", "Q3", "Q4", "Q5", "P1"]
+        assert [f["question"] for f in document] == ["Q1", "Q2", "Q3", "Q4", "Q5", "Q6", "P1"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate([{**document[0], "verdict": "maybe"}], schema)
 
