@@ -273,7 +273,9 @@ class RayBackend:
         """While none of the run's tasks is running, say what a task that has not started after
         resources.queued_report_s waits for: never a silent wait."""
         now = time.monotonic()
-        started = {call.key for call, _ in self._pending.values() if artifacts.progress_path(self._root, call.key).is_file()}
+        # Begun: its worker made its attempt directory (a task may load a model for a while before its
+        # first progress report).
+        started = {call.key for call, _ in self._pending.values() if artifacts.attempt_started(self._root, call.key, call.token)}
         if started:  # the run's own tasks hold the nodes: an ordinary queue, not a stall
             return
         for call, submitted in self._pending.values():

@@ -54,6 +54,11 @@ def attempts_dir(root: Path) -> Path:
     return Path(root) / "tasks" / ".attempts"
 
 
+def attempt_started(root: Path, key: str, token: str) -> bool:
+    """Whether a worker of the run with this token has begun the task (made its attempt directory)."""
+    return any(attempts_dir(root).glob(f"{key}.{token[:8]}-*"))
+
+
 def new_token() -> str:
     return uuid.uuid4().hex
 
