@@ -33,10 +33,13 @@ class ProgressFile:
         if now - self._last < self.interval and done < total:
             return
         self._last = now
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"done": done, "total": total, "note": note, "pid": os.getpid(), "host": socket.gethostname()}))
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"done": done, "total": total, "note": note, "pid": os.getpid(), "host": socket.gethostname()}))
+            os.replace(tmp, self.path)
+        except OSError:  # progress is a hint: a full disk fails the task where it writes its results, with its own message
+            tmp.unlink(missing_ok=True)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -261,7 +261,7 @@ def test_a_version_2_store_is_migrated_and_answers_as_before(tmp_path):
 
     StoreWriter(tmp_path / "v2").close()
     with connect_read_only(tmp_path / "v2") as con:
-        assert con.sql("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [("3",)]
+        assert con.sql("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [(str(SCHEMA_VERSION),)]
         assert {key: con.sql(shares, params={"k": key[0], "per": key[1]}).fetchall() for key in before} == before
         migrated = {table: con.sql(f"SELECT * EXCLUDE (task_key), task_key FROM {table} ORDER BY ALL").fetchall()
                     for table in ("influence_examples", "influence", "tracin_cp", "proponents")}
