@@ -309,8 +309,7 @@ def _specialisation(data: StudyData, failed: list[str], question: str, title: st
         numbers = (f"S+ is {s_minuend:.3f} ({minuend}) against {s_subtrahend:.3f} ({subtrahend}), a change of {statistic:+.3f} "
                    f"({_interval_text(interval)}; sign-flip p = {p:.3g}; {n['test_examples']} test examples over {n['seeds']} "
                    f"seed(s), top-{data.k} proponents).")
-        verb = {SUPPORTED: "supported", NOT_SUPPORTED: "not supported", INCONCLUSIVE: "inconclusive"}[verdict]
-        return f"{question} {verb}: {title.lower()}? {numbers}"
+        return f"{question} {verdict}: {title.lower()}? {numbers}"
 
     return _finding(question, title, statistic=statistic, statistic_name=name, interval=interval, p_value=p,
                     test="two-sided sign-flip permutation test over test examples (9,999 seeded flips)", n=n,
@@ -367,8 +366,7 @@ def q4_similarity_predicts_influence(data: StudyData, failed: list[str]) -> Find
     seeds = sorted(data.proponents[(variants[0], None)])
     details = {}
     for variant in variants:
-        mean_j = np.mean([_matrices(data, variant, s)[0] for s in seeds], axis=0)
-        mean_m = np.mean([_matrices(data, variant, s)[1] for s in seeds], axis=0)
+        mean_j, mean_m = np.mean([_matrices(data, variant, s) for s in seeds], axis=0)  # (2, L, L): J and M+
         r, p, permutations = stats.mantel(mean_j, mean_m, seed=SEED)
         details[variant] = {"r": _clean(r), "p_value": p, "permutations": permutations}
     primary = variants[0]  # the full model when scored: the paper's question is about the model as trained
@@ -396,8 +394,7 @@ def q4_similarity_predicts_influence(data: StudyData, failed: list[str]) -> Find
         numbers = (f"Mantel r = {r:+.2f} between J(a, b) and M+[a, b] ({primary} model; {_interval_text(interval)}; "
                    f"p = {p:.3f} from all {permutations} relabellings of the {languages} languages, the smallest attainable p "
                    f"being {1 / permutations:.4f}; mean over {len(seeds)} seed(s))" + (f"; {others}" if others else "") + ".")
-        verb = {SUPPORTED: "supported", NOT_SUPPORTED: "not supported", INCONCLUSIVE: "inconclusive"}[verdict]
-        return f"Q4 {verb}: does subnetwork similarity predict cross-language influence? {numbers}"
+        return f"Q4 {verdict}: does subnetwork similarity predict cross-language influence? {numbers}"
 
     return _finding("Q4", title, statistic=r, statistic_name=name, interval=interval, p_value=p,
                     test="Mantel test, one-sided, language labels of J permuted", n=n, reasons=reasons,
@@ -430,8 +427,7 @@ def q5_dynamics(data: StudyData, failed: list[str]) -> Finding:
     first, last = per_epoch[variant][epochs[0]]["s_plus"], per_epoch[variant][epochs[-1]]["s_plus"]
 
     def say(verdict: str) -> str:
-        verb = {SUPPORTED: "supported", NOT_SUPPORTED: "not supported", INCONCLUSIVE: "inconclusive"}[verdict]
-        return (f"Q5 {verb}: in-language reliance of the {variant} model goes from S+ {first:.3f} at epoch {epochs[0]} to "
+        return (f"Q5 {verdict}: in-language reliance of the {variant} model goes from S+ {first:.3f} at epoch {epochs[0]} to "
                 f"{last:.3f} at epoch {epochs[-1]}, a change of {statistic:+.3f} ({_interval_text(interval)}; sign-flip "
                 f"p = {p:.3g}; {n['test_examples']} test examples over {n['seeds']} seed(s)).")
 
@@ -479,10 +475,9 @@ def p1_planted_families(data: StudyData, failed: list[str]) -> Finding:
          "related_pairs": sum(map(len, related.values())) // 2, "k": data.k}
 
     def say(verdict: str) -> str:
-        verb = {SUPPORTED: "supported", NOT_SUPPORTED: "not supported", INCONCLUSIVE: "inconclusive"}[verdict]
         j = (f"; J is {jaccard:+.3f} higher for related than unrelated pairs"
              + (f" ({_interval_text(jaccard_interval)})" if jaccard_interval else " (one seed: no interval)")) if jaccard is not None else ""
-        return (f"P1 {verb} (a check of the toy world and TracIn): a test example's top-{data.k} proponents come "
+        return (f"P1 {verdict} (a check of the toy world and TracIn): a test example's top-{data.k} proponents come "
                 f"{statistic:+.3f} more from its related language than from an unrelated one "
                 f"({_interval_text(interval)}; {n['test_examples']} test examples over {n['seeds']} seed(s)){j}.")
 
@@ -522,11 +517,10 @@ def q6_tracin_predicts_removal(data: StudyData, failed: list[str]) -> Finding:
     n = {"pairs_per_seed": main.n, "seeds": main.seeds}
 
     def say(verdict: str) -> str:
-        verb = {SUPPORTED: "supported", NOT_SUPPORTED: "not supported", INCONCLUSIVE: "inconclusive"}[verdict]
         cross = (f"; over the pairs t ≠ s alone r = {off.statistic:+.2f} [{off.low:+.2f}, {off.high:+.2f}], p = {off.p:.3f}"
                  if off else "")
         rivals = "; ".join(f"{'M+ share' if k == 'share' else 'Jaccard'} r = {r.statistic:+.2f} (t ≠ s)" for k, r in others.items() if r)
-        return (f"Q6 {verb}: TracIn's predicted effect P[t, s] correlates with the measured effect of removing s from "
+        return (f"Q6 {verdict}: TracIn's predicted effect P[t, s] correlates with the measured effect of removing s from "
                 f"fine-tuning at r = {main.statistic:+.2f} ({_interval_text(interval)}, permutation p = {main.p:.3f}; "
                 f"{main.n} pairs in each of {main.seeds} seed(s), {variant} model){cross}"
                 + (f"; the other predictors: {rivals}" if rivals else "") + ".")

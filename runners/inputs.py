@@ -1,5 +1,5 @@
 """Typed handles on a task's inputs: a stage reads what its upstream tasks wrote through these
-(`inputs.data.examples()`, `inputs.finetune.checkpoints()`, `inputs.mask("ka")`), never by paths.
+(`inputs.data.examples()`, `inputs.finetune.checkpoints()`, `inputs.masks(languages)`), never by paths.
 
 The executor builds `Inputs` from the planned roles (runners.stage.Planned.inputs) and the task
 directories of their keys (store.artifacts.task_dir)."""
@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from runners.data import EXAMPLES_FILE, LABELS_FILE
 from store.artifacts import table_path
+
 
 @dataclass(frozen=True)
 class Data:

@@ -56,7 +56,12 @@ def attempts_dir(root: Path) -> Path:
 
 def attempt_started(root: Path, key: str, token: str) -> bool:
     """Whether a worker of the run with this token has begun the task (made its attempt directory)."""
-    return any(attempts_dir(root).glob(f"{key}.{token[:8]}-*"))
+    return any(attempts_dir(root).glob(f"{_attempt_prefix(key, token)}-*"))
+
+
+def _attempt_prefix(key: str, token: str) -> str:
+    """The start of the name of every attempt directory of a task in one run."""
+    return f"{key}.{token[:8]}"
 
 
 def new_token() -> str:
@@ -159,7 +164,7 @@ def start_attempt(root: Path, key: str, token: str, resumable: bool) -> tuple[Pa
     Returns (directory, resumed). Taking over is a rename, so two attempts never share one."""
     base = attempts_dir(root)
     base.mkdir(parents=True, exist_ok=True)
-    mine = base / f"{key}.{token[:8]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    mine = base / f"{_attempt_prefix(key, token)}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     resumed = False
     if resumable:
         candidates = [earlier for earlier in base.glob(f"{key}.*") if (earlier / RESUME_FILE).is_file()]
