@@ -8,9 +8,9 @@ Run (from the repository root):
     .venv/bin/python benchmarks/store_scale.py --store /tmp/scale/new [--old /tmp/old] [--build-only] [--seeds 1]
 
 `--old DIR`: a checkout of the code to compare against (e.g. `git worktree add /tmp/old main`);
-its store is built at `<store>-old`, and the TracIn tables are then written as tasks wrote them
-before #13 (text ids, numbered and ranked at ingest; `--text-ids` alone does the same), which both
-checkouts read. Each process of the old code is stopped when its RSS passes
+its store is built at `<store>-old`. If that checkout predates #13, the TracIn tables are written
+as tasks wrote them then (text ids, numbered and ranked at ingest; `--text-ids` alone does the
+same), which both checkouts read; else as TracIn tasks write them now. Each process of the old code is stopped when its RSS passes
 `--cap-gb` or its time `--timeout` (the machine is shared), and reported as such.
 """
 
@@ -31,7 +31,13 @@ HERE = Path(__file__).resolve().parent.parent  # the checkout this script belong
 LANGUAGES = ("ka", "kb", "la", "lb", "mi")
 VARIANTS = ("full", "subnetwork", "sft")
 LAYERS, HEADS = 12, 12
-FLOOR_SQL = "SELECT sum(score) FROM influence"
+
+
+def floor_sql(code: Path) -> str:
+    """One scan of the scores in that checkout's store: since schema 5 `influence` is a view that joins
+    each row to its task, and the scan floor is that of the table under it."""
+    numbered = "influence_numbered" in (code / "store" / "schema" / "tables.sql").read_text() if (code / "store" / "schema").is_dir() else False
+    return f"SELECT sum(score) FROM {'influence_numbered' if numbered else 'influence'}"
 
 
 # --- the task directories: written once, as the stages write them ----------------------------------
@@ -206,7 +212,7 @@ def analyses(code: Path) -> list[str]:
 
 def time_code(code: Path, store: Path, cap_bytes: int | None, timeout: float | None) -> dict:
     langspec = [sys.executable, "-m", "langspec"]
-    results = {"floor": measure(langspec + ["query", FLOOR_SQL, "--store", str(store), "--format", "csv"], code)}
+    results = {"floor": measure(langspec + ["query", floor_sql(code), "--store", str(store), "--format", "csv"], code)}
     for name in analyses(code):
         params = {"subnetwork_grid": ["--param", "language=ka"], "final_accuracy": ["--param", "split=test"]}.get(name, [])
         command = langspec + ["analyze", name, "--store", str(store), "--format", "csv", *params]
@@ -219,13 +225,20 @@ def time_code(code: Path, store: Path, cap_bytes: int | None, timeout: float | N
     return results
 
 
+def reads_task_tables(code: Path) -> bool:
+    """Whether that checkout ingests the tables a TracIn task writes since #13 (numbered, ranked)."""
+    influence = code / "store" / "influence.py"
+    return influence.is_file() and "def insert_tables" in influence.read_text()
+
+
 def build(stores: dict[Path, Path], args) -> dict:
     """Write the task tables once, then let each checkout ingest them into its own store."""
     built = {}
     for store in stores.values():
         shutil.rmtree(store, ignore_errors=True)
     started = time.perf_counter()
-    plan = write_tasks(args.store.resolve(), args.seeds, args.train, args.test, args.checkpoints, args.text_ids or bool(args.old))
+    text_ids = args.text_ids or (args.old is not None and not reads_task_tables(args.old))
+    plan = write_tasks(args.store.resolve(), args.seeds, args.train, args.test, args.checkpoints, text_ids)
     print(f"task tables written in {time.perf_counter() - started:.1f} s: {plan['scores']:,} scores", flush=True)
     for store in list(stores.values())[1:]:  # the same task directories, hard-linked
         shutil.copytree(args.store.resolve(), store, copy_function=os.link)
@@ -254,7 +267,7 @@ def main() -> None:
     parser.add_argument("--cap-gb", type=float, default=8.0, help="stop an old-code process past this RSS")
     parser.add_argument("--timeout", type=float, default=150.0, help="stop an old-code analysis after this many seconds")
     parser.add_argument("--text-ids", action="store_true", help="write the TracIn tables as tasks did before #13 (text ids; "
-                        "the driver numbers and ranks them at ingest); implied by --old")
+                        "the driver numbers and ranks them at ingest); implied by an --old checkout from before #13")
     parser.add_argument("--ingest-only", type=Path, help=argparse.SUPPRESS)  # the worker: ingest this store's plan
     args = parser.parse_args()
     if args.ingest_only:

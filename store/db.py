@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 
 from store import artifacts
 from store.errors import StoreError
-from store.influence import INFLUENCE_TABLES, insert_influence, insert_tables
+from store.influence import INFLUENCE_TABLES, delete_task, insert_influence, insert_tables
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # The schema, run in this order on every run: tables (CREATE IF NOT EXISTS), then the migrations of
 # an older store, then the views and macros (CREATE OR REPLACE), which DuckDB binds to the tables.
 SCHEMA_DIR = Path(__file__).with_name("schema")
@@ -60,6 +60,24 @@ def _influence_to_v3(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP TABLE influence_v2")
 
 
+def _scores_to_v5(con: duckdb.DuckDBPyConnection) -> None:
+    """Version 4's score tables, each row with its task's key, seed and variant, become version 5's,
+    which name the task by number (`influence_tasks`); rows keep their order. A version-2 store has
+    none: its migration ingested its scores into version 5's tables already."""
+    if not con.sql("SELECT 1 FROM duckdb_tables() WHERE table_name = 'proponents'").fetchall():
+        return
+    for view in ("influence_by_language", "tracin_cp_by_language"):  # version 4's, on the old tables
+        con.execute(f"DROP VIEW IF EXISTS {view}")
+    con.execute("INSERT INTO influence_tasks SELECT row_number() OVER (ORDER BY task_key) - 1, task_key, seed, variant "
+                "FROM (SELECT DISTINCT task_key, seed, variant FROM proponents)")
+    tasks = con.sql("SELECT task_no, task_key FROM influence_tasks ORDER BY task_no").fetchall()
+    for old, columns in (("influence", "checkpoint, test_no, train_no, score"), ("tracin_cp", "test_no, train_no, score"),
+                         ("proponents", "checkpoint, test_no, side, rank, train_no")):
+        for task_no, key in tasks:
+            con.execute(f"INSERT INTO {old}_numbered SELECT $no, {columns} FROM {old} WHERE task_key = $key", {"no": task_no, "key": key})
+        con.execute(f"DROP TABLE {old}")
+
+
 # How a store of an older version becomes the current one, run after tables.sql has created what is
 # new (an SQL statement, or a function of the connection). 1 -> 2: the `points` table. A version-1
 # run without a sweep is its one point ''; a swept one gets no points (which of its tasks formed
@@ -67,7 +85,8 @@ def _influence_to_v3(con: duckdb.DuckDBPyConnection) -> None:
 # The version-1 macros, renamed since, go. 2 -> 3: integer example ids in `influence`, TracInCP and
 # the ranked `proponents` stored at ingest. 3 -> 4: the tables `mask_transfer` and `ablation_examples`
 # (tables.sql creates them) and the views that read them (`subnetwork_masks` gained `model`), which
-# every writer open replaces anyway: nothing more to do.
+# every writer open replaces anyway: nothing more to do. 4 -> 5: the score tables name their task by
+# number; `influence`, `tracin_cp` and `proponents` become views with the same columns.
 MIGRATIONS = {
     1: [
         "INSERT INTO points SELECT DISTINCT t.run_id, '', t.task_key FROM tasks AS t JOIN runs AS r USING (run_id) "
@@ -77,6 +96,7 @@ MIGRATIONS = {
     ],
     2: [_influence_to_v3],
     3: [],
+    4: [_scores_to_v5],
 }
 DB_FILE = "langspec.duckdb"
 LOCK_FILE = ".lock"
@@ -89,7 +109,8 @@ WRITE_WAIT_S = 1800.0
 WRITE_NOTE_S = 10.0  # after this long, and every minute then, the writer says what it waits for
 # Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input. A TracIn
 # task fills the four of store/influence.py (or, written before #13, `influence` with text ids alone).
-TASK_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "mask_transfer", "ablation_examples") + INFLUENCE_TABLES
+STAGE_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "mask_transfer", "ablation_examples")
+TASK_TABLES = STAGE_TABLES + INFLUENCE_TABLES
 # The oldest storage format that DuckDB clients of every version since 1.1 read (the CLI, DBeaver, R), with
 # everything the schema uses. 'v1.0.0' is no older on disk (both are format 64), and 1.0 readers reject the
 # primary keys that duckdb 2.0 writes there. Applies when the file is created; an existing store keeps its format.
@@ -269,8 +290,7 @@ class StoreWriter:
             raise StoreError(f"task {name} wrote tables the store does not know: {', '.join(sorted(unknown))}")
         counts = {}
         with self._open() as con, _transaction(con):  # an interrupt too rolls back: no half-ingested task
-            for table in TASK_TABLES:
-                con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
+            _delete_task(con, key)
             scores = {table: files.pop(table) for table in INFLUENCE_TABLES if table in files}
             for table, path in files.items():
                 counts[table] = _insert(con, table, key, path)
@@ -289,8 +309,7 @@ class StoreWriter:
     def forget(self, key: str) -> None:
         """Delete a task's rows from every task table: its result is gone or damaged."""
         with self._open() as con, _transaction(con):
-            for table in TASK_TABLES:
-                con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
+            _delete_task(con, key)
             con.execute("DELETE FROM results WHERE task_key = ?", [key])
 
     def close(self) -> None:
@@ -319,6 +338,13 @@ def _transaction(con: duckdb.DuckDBPyConnection):
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def _delete_task(con: duckdb.DuckDBPyConnection, key: str) -> None:
+    """Delete a task's rows from every task table."""
+    for table in STAGE_TABLES:
+        con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
+    delete_task(con, key)
 
 
 def _insert_task(con: duckdb.DuckDBPyConnection, run_id: int, record: TaskRecord) -> None:

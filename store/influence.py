@@ -1,6 +1,6 @@
 """A TracIn task's scores as the store keeps them: the example ids numbered, TracInCP summed once, and
 each test example's top-k proponents and opponents ranked once, so that the analyses never sort or
-re-sum the raw scores (schema version 3).
+re-sum the raw scores (schema version 3); the score tables name their task by number (version 5).
 
 Each task's examples are numbered (`influence_examples`): its test examples, then its training
 examples, each in text order of their ids, and in the store after the numbers of the tasks already
@@ -95,7 +95,7 @@ def insert_influence(con, key: str, scores: pa.Table) -> int:
     test_id, train_id, score) into the tables of `INFLUENCE_TABLES`; returns the number of scores. The
     caller holds the transaction."""
     if scores.num_rows == 0:
-        _delete(con, key)
+        delete_task(con, key)
         return 0
     test_ids, test_no = number_ids(scores["test_id"])
     train_ids, train_no = number_ids(scores["train_id"])
@@ -104,39 +104,58 @@ def insert_influence(con, key: str, scores: pa.Table) -> int:
     seed, variant = scores["seed"][0].as_py(), scores["variant"][0].as_py()
     n_test, n_train = len(test_ids), len(train_ids)
     blocks = ((c, score_block(rows, test_no, train_no, score, n_test, n_train)) for c, rows in checkpoint_rows(checkpoint))
-    k = con.sql("SELECT proponents_max_k()").fetchall()[0][0]
-    insert_tables(con, key, {name: ("_ingested", table) for name, table in _numbered(seed, variant, test_ids, train_ids, blocks, k).items()})
+    tables = _numbered(seed, variant, test_ids, train_ids, blocks, PROPONENTS_MAX_K)
+    insert_tables(con, key, {name: ("arrow", table) for name, table in tables.items()})
     return scores.num_rows
 
 
+# Where each table of a TracIn task goes in the store (schema version 5): its scores under the task's
+# number (`influence_tasks`), its examples under its key; example numbers follow the tasks already there.
+STORE_TABLES = {"influence_examples": "influence_examples", "influence": "influence_numbered",
+                "tracin_cp": "tracin_cp_numbered", "proponents": "proponents_numbered"}
+
+
 def insert_tables(con, key: str, sources: dict[str, tuple[str, object]]) -> dict[str, int]:
-    """Copy a task's tables of `INFLUENCE_TABLES`, numbered within the task, into the store, its numbers
-    after those of the tasks already there (one integer names an example of a task, so the analyses
-    join and group on integers alone). sources: table -> ("parquet", path) or ("_ingested", Arrow table).
+    """Copy a task's tables of `INFLUENCE_TABLES`, numbered within the task, into the store: the scores
+    under a new task number, the example numbers after those of the tasks already there (so the
+    analyses join and group on integers alone). sources: table -> ("parquet", path) or ("arrow", table).
     Returns the rows per table; the caller holds the transaction."""
-    _delete(con, key)
+    delete_task(con, key)
     first = con.sql("SELECT coalesce(max(example_no) + 1, 0) FROM influence_examples").fetchall()[0][0]
+    task_no = con.sql("SELECT coalesce(max(task_no) + 1, 0) FROM influence_tasks").fetchall()[0][0]
     counts = {}
     for name in INFLUENCE_TABLES:
         kind, source = sources[name]
-        renumbered = ", ".join(f"{column} + $first AS {column}" for column in NUMBERED_COLUMNS[name])
-        if kind == "parquet":
-            con.execute(f"INSERT INTO {name} BY NAME SELECT $key AS task_key, * REPLACE ({renumbered}) FROM read_parquet($path)",
-                        {"key": key, "first": first, "path": str(source)})
-        else:
+        if kind == "arrow":
             con.register("_ingested", source)
-            try:
-                con.execute(f"INSERT INTO {name} BY NAME SELECT $key AS task_key, * REPLACE ({renumbered}) FROM _ingested",
-                            {"key": key, "first": first})
-            finally:
+        rows = "read_parquet($path)" if kind == "parquet" else "_ingested"
+        params = {"path": str(source)} if kind == "parquet" else {}
+        try:
+            if name == "proponents":  # every score row of the task has its seed and variant: the task's, once
+                owners = con.execute(f"SELECT DISTINCT seed, variant FROM {rows}", params).fetchall()
+                if len(owners) > 1:
+                    raise StoreError(f"the TracIn task's scores name more than one seed and variant: {owners}")
+                con.executemany("INSERT INTO influence_tasks VALUES (?, ?, ?, ?)", [[task_no, key, *owner] for owner in owners])
+            owner = "$key AS task_key" if name == "influence_examples" else "$task_no AS task_no"
+            columns = ", ".join(f"{column} + $first AS {column}" for column in NUMBERED_COLUMNS[name])
+            dropped = "" if name == "influence_examples" else " EXCLUDE (seed, variant)"
+            counts[name] = con.execute(
+                f"INSERT INTO {STORE_TABLES[name]} BY NAME SELECT {owner}, *{dropped} REPLACE ({columns}) FROM {rows}",
+                {**params, "first": first, **({"key": key} if name == "influence_examples" else {"task_no": task_no})},
+            ).fetchall()[0][0]
+        finally:
+            if kind == "arrow":
                 con.unregister("_ingested")
-        counts[name] = con.sql(f"SELECT count(*) FROM {name} WHERE task_key = $key", params={"key": key}).fetchall()[0][0]
     return counts
 
 
-def _delete(con, key: str) -> None:
-    for table in INFLUENCE_TABLES:
-        con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
+def delete_task(con, key: str) -> None:
+    """Delete a TracIn task's rows from the store's influence tables (none if it has none)."""
+    for (task_no,) in con.sql("SELECT task_no FROM influence_tasks WHERE task_key = $key", params={"key": key}).fetchall():
+        for table in ("influence_numbered", "tracin_cp_numbered", "proponents_numbered"):
+            con.execute(f"DELETE FROM {table} WHERE task_no = ?", [task_no])
+    con.execute("DELETE FROM influence_tasks WHERE task_key = ?", [key])
+    con.execute("DELETE FROM influence_examples WHERE task_key = ?", [key])
 
 
 def checkpoint_rows(checkpoint: np.ndarray) -> list[tuple[int, slice | np.ndarray]]:

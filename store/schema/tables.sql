@@ -1,4 +1,4 @@
--- The langspec store's tables, schema version 4 (store/db.py migrates older stores; views.sql and macros.sql
+-- The langspec store's tables, schema version 5 (store/db.py migrates older stores; views.sql and macros.sql
 -- build on these). Every table a stage fills carries the key of the task
 -- that wrote the rows (task_key), so ingesting a task again replaces exactly its rows.
 
@@ -74,23 +74,24 @@ CREATE TABLE IF NOT EXISTS influence_examples (
     example_no INTEGER, example_id VARCHAR
 );
 
+-- Each TracIn task whose scores are in the store, by number: the score tables below name their task
+-- by task_no alone, four bytes a row where the key, seed and variant took dozens (schema version 5).
+-- The views `influence`, `tracin_cp` and `proponents` (views.sql) give the rows with task_key, seed, variant.
+CREATE TABLE IF NOT EXISTS influence_tasks (task_no INTEGER, task_key VARCHAR, seed INTEGER, variant VARCHAR);
+
 -- One checkpoint's term: lr_c * <grad L(w_c, z_train), grad L(w_c, z_test)>.
-CREATE TABLE IF NOT EXISTS influence (
-    task_key VARCHAR, seed INTEGER, variant VARCHAR, checkpoint INTEGER, test_no INTEGER,
-    train_no INTEGER, score REAL
+CREATE TABLE IF NOT EXISTS influence_numbered (
+    task_no INTEGER, checkpoint INTEGER, test_no INTEGER, train_no INTEGER, score REAL
 );
 
--- TracInCP: the sum of the terms over the checkpoints, summed once at ingest.
-CREATE TABLE IF NOT EXISTS tracin_cp (
-    task_key VARCHAR, seed INTEGER, variant VARCHAR, test_no INTEGER, train_no INTEGER, score REAL
-);
+-- TracInCP: the sum of the terms over the checkpoints, summed once (by the TracIn task).
+CREATE TABLE IF NOT EXISTS tracin_cp_numbered (task_no INTEGER, test_no INTEGER, train_no INTEGER, score REAL);
 
 -- Each test example's highest-scoring (side = 'proponents') and lowest-scoring ('opponents')
--- training examples, rank 1 .. proponents_max_k(), ranked at ingest by TracInCP (checkpoint NULL,
--- from the float64 sum) and by each checkpoint's term; ties go to the earlier train_id.
-CREATE TABLE IF NOT EXISTS proponents (
-    task_key VARCHAR, seed INTEGER, variant VARCHAR, checkpoint INTEGER, test_no INTEGER, side VARCHAR,
-    rank INTEGER, train_no INTEGER
+-- training examples, rank 1 .. proponents_max_k(), ranked by TracInCP (checkpoint NULL, from the
+-- float64 sum) and by each checkpoint's term; ties go to the earlier train_id.
+CREATE TABLE IF NOT EXISTS proponents_numbered (
+    task_no INTEGER, checkpoint INTEGER, test_no INTEGER, side VARCHAR, rank INTEGER, train_no INTEGER
 );
 
 -- Filled by the ablation stage (added in schema 3 without a version change: CREATE IF NOT EXISTS).

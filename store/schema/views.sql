@@ -42,6 +42,19 @@ SELECT * EXCLUDE (last_epoch)
 FROM (SELECT *, max(epoch) OVER (PARTITION BY task_key, variant) AS last_epoch FROM metrics)
 WHERE epoch IS NOT DISTINCT FROM last_epoch;
 
+-- The score tables with the task each row belongs to (its key, seed and variant): what queries read.
+CREATE OR REPLACE VIEW influence AS
+SELECT t.task_key, t.seed, t.variant, s.checkpoint, s.test_no, s.train_no, s.score
+FROM influence_numbered AS s JOIN influence_tasks AS t USING (task_no);
+
+CREATE OR REPLACE VIEW tracin_cp AS
+SELECT t.task_key, t.seed, t.variant, s.test_no, s.train_no, s.score
+FROM tracin_cp_numbered AS s JOIN influence_tasks AS t USING (task_no);
+
+CREATE OR REPLACE VIEW proponents AS
+SELECT t.task_key, t.seed, t.variant, s.checkpoint, s.test_no, s.side, s.rank, s.train_no
+FROM proponents_numbered AS s JOIN influence_tasks AS t USING (task_no);
+
 -- Each TracIn task's numbered examples with their language (from the data task the TracIn task read;
 -- NULL while no run has recorded the task, as after `langspec verify --repair`).
 CREATE OR REPLACE VIEW influence_example_languages AS

@@ -363,7 +363,7 @@ def test_a_k_beyond_the_proponents_table_ranks_the_raw_scores(store):
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("CREATE OR REPLACE MACRO proponents_max_k() AS 1")
-        con.execute("UPDATE proponents SET train_no = 0")  # wrong ranks: this path must not read them
+        con.execute("UPDATE proponents_numbered SET train_no = 0")  # wrong ranks: this path must not read them
         rows = run(con, "cross_language", run_id=1, k=K)
         dynamics = run(con, "dynamics", run_id=1, k=K)
     finally:

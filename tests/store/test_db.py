@@ -375,16 +375,85 @@ def test_a_tracin_tasks_own_tables_equal_the_ingest_of_its_text_ids(tmp_path):
     assert numbers == [(keys[0], 0, n - 1), (keys[1], n, 2 * n - 1)]
 
 
+SCHEMA_V4 = Path(__file__).with_name("schema_v4.sql")  # store/schema/*.sql as version 4 shipped them, verbatim
+
+
+def version_4_store(root) -> duckdb.DuckDBPyConnection:
+    """A store as langspec's schema version 4 created it (its tables, views and macros, and its meta rows)."""
+    root.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(root / DB_FILE))
+    con.execute(SCHEMA_V4.read_text())
+    con.execute("INSERT INTO meta VALUES ('schema_version', '4'), ('langspec_version', '0.1.0'), ('duckdb_version', '2.0.0')")
+    return con
+
+
 def test_a_version_3_store_is_upgraded_by_the_next_run(tmp_path):
-    StoreWriter(tmp_path).close()
-    with duckdb.connect(str(tmp_path / DB_FILE)) as con:  # as the langspec of version 3 left it
+    with version_4_store(tmp_path) as con:  # less what version 4 added: as the langspec of version 3 left it
         con.execute("DROP VIEW ablation_effects")
         con.execute("DROP TABLE ablation_examples")
         con.execute("DROP TABLE mask_transfer")
         con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
-    with pytest.raises(StoreError, match="schema version 3, this langspec reads version 4: `langspec run SPEC --store"):
+    with pytest.raises(StoreError, match=f"schema version 3, this langspec reads version {SCHEMA_VERSION}: `langspec run SPEC --store"):
         connect_read_only(tmp_path)
     StoreWriter(tmp_path).close()  # what a (cached) run does first
     with connect_read_only(tmp_path) as con:
         assert con.sql("SELECT count(*) FROM ablation_effects").fetchall() == [(0,)]
         assert con.sql("SELECT count(*) FROM mask_transfer").fetchall() == [(0,)]
+        assert con.sql("SELECT count(*) FROM proponents").fetchall() == [(0,)]
+
+
+def test_a_version_4_store_is_migrated_and_answers_as_before(tmp_path):
+    """Version 5's score tables name their task by number and `influence`, `tracin_cp` and
+    `proponents` become views with the same columns. A version-4 store with two TracIn tasks (rows
+    as version 4's ingest wrote them, ties included) gives the same shares and the same rows after
+    the migration as before it, the same rows as the same tasks ingested into a new store, and its
+    score rows keep their order (what their compression rests on)."""
+    import numpy as np
+
+    from runners.tables import write_arrow
+    from store.influence import INFLUENCE_TABLES, influence_tables
+
+    rng = np.random.default_rng(4)
+    test_ids, train_ids = [f"{lang}-test-{i}" for lang in ("ka", "la") for i in range(2)], [f"{lang}-train-{i}" for lang in ("ka", "la") for i in range(5)]
+    tasks = {f"{variant[0]}" * 64: (0, variant, [(c, rng.integers(-4, 5, (4, 10)).astype(np.float32) / 8) for c in (1, 2, 3)])
+             for variant in ("full", "sft")}
+    con = version_4_store(tmp_path / "v4")
+    con.execute("INSERT INTO runs (run_id, spec, status) VALUES (1, '{}', 'completed')")
+    con.executemany("INSERT INTO examples (task_key, example_id, language, split) VALUES ('data', ?, ?, ?)",
+                    [(e, e[:2], e.split("-")[1]) for e in test_ids + train_ids])
+    first = 0
+    for key, (seed, variant, terms) in tasks.items():
+        con.execute("INSERT INTO tasks (run_id, task_key, name, stage, params, inputs, outcome) VALUES (1, ?, ?, 'tracin', '{}', ?, 'ran')",
+                    [key, key, json.dumps({"data": "data"})])
+        con.execute("INSERT INTO points VALUES (1, '', ?)", [key])
+        for name, table in influence_tables(seed, variant, test_ids, train_ids, terms).items():  # as version 4's insert_tables
+            numbered = {"influence_examples": ["example_no"]}.get(name, ["test_no", "train_no"])
+            con.register("task_table", table)
+            con.execute(f"INSERT INTO {name} BY NAME SELECT $key AS task_key, * REPLACE ({', '.join(f'{c} + $first AS {c}' for c in numbered)}) "
+                        "FROM task_table", {"key": key, "first": first})
+            con.unregister("task_table")
+        first += len(test_ids) + len(train_ids)
+    shares = "SELECT * FROM point_shares(1, '', $k, $per) ORDER BY ALL"
+    cases = [(k, per) for k in (1, 3, 20) for per in (False, True)]
+    before = [con.sql(shares, params={"k": k, "per": per}).fetchall() for k, per in cases]
+    read = {table: f"SELECT * EXCLUDE (task_key), task_key FROM {table} ORDER BY ALL" for table in INFLUENCE_TABLES}
+    tables_before = {table: con.sql(sql).fetchall() for table, sql in read.items()}
+    order_before = con.sql("SELECT test_no, train_no FROM influence").fetchall()
+    con.close()
+
+    StoreWriter(tmp_path / "v4").close()
+    with connect_read_only(tmp_path / "v4") as con:
+        assert con.sql("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [(str(SCHEMA_VERSION),)]
+        assert [con.sql(shares, params={"k": k, "per": per}).fetchall() for k, per in cases] == before
+        assert {table: con.sql(sql).fetchall() for table, sql in read.items()} == tables_before
+        assert con.sql("SELECT test_no, train_no FROM influence_numbered").fetchall() == order_before
+        assert con.sql("SELECT table_type, count(*) FROM information_schema.tables WHERE table_name IN ('influence', 'tracin_cp', 'proponents') "
+                       "GROUP BY 1").fetchall() == [("VIEW", 3)]
+
+    with StoreWriter(tmp_path / "v5") as writer:
+        for key, (seed, variant, terms) in tasks.items():
+            for name, table in influence_tables(seed, variant, test_ids, train_ids, terms).items():
+                write_arrow(task_dir(tmp_path / "v5", key), name, table)
+            seal(task_dir(tmp_path / "v5", key), {})
+            writer.ingest(key, "tracin", key, ("influence",))
+    assert {table: rows(tmp_path / "v5", sql) for table, sql in read.items()} == tables_before
