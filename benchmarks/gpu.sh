@@ -36,7 +36,7 @@ install() {
     fi
     if ! "$PYTHON" -c 'import pydantic, yaml, transformers, tokenizers, pyarrow' 2>/dev/null; then
         if [[ -d .whl ]]; then
-            timed "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+            timed "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
             export PYTHONPATH="$PYTHONPATH:/tmp/site"
         else
             timed "$PYTHON" -m pip install "${WHEELS[@]}"  # needs a registry
