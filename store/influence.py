@@ -16,6 +16,8 @@ that holds `influence` with text ids; `insert_influence` computes the same table
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -125,28 +127,33 @@ def insert_tables(con, key: str, sources: dict[str, tuple[str, object]]) -> dict
     task_no = con.sql("SELECT coalesce(max(task_no) + 1, 0) FROM influence_tasks").fetchall()[0][0]
     counts = {}
     for name in INFLUENCE_TABLES:
-        kind, source = sources[name]
-        if kind == "arrow":
-            con.register("_ingested", source)
-        rows = "read_parquet($path)" if kind == "parquet" else "_ingested"
-        params = {"path": str(source)} if kind == "parquet" else {}
-        try:
-            if name == "proponents":  # every score row of the task has its seed and variant: the task's, once
+        with _readable(con, *sources[name]) as (rows, params):
+            if name == "proponents":  # each score row carries the task's seed and variant: kept once, by number
                 owners = con.execute(f"SELECT DISTINCT seed, variant FROM {rows}", params).fetchall()
                 if len(owners) > 1:
                     raise StoreError(f"the TracIn task's scores name more than one seed and variant: {owners}")
                 con.executemany("INSERT INTO influence_tasks VALUES (?, ?, ?, ?)", [[task_no, key, *owner] for owner in owners])
-            owner = "$key AS task_key" if name == "influence_examples" else "$task_no AS task_no"
+            if name == "influence_examples":
+                select, params = "$key AS task_key, *", {**params, "key": key}
+            else:
+                select, params = "$task_no AS task_no, * EXCLUDE (seed, variant)", {**params, "task_no": task_no}
             columns = ", ".join(f"{column} + $first AS {column}" for column in NUMBERED_COLUMNS[name])
-            dropped = "" if name == "influence_examples" else " EXCLUDE (seed, variant)"
-            counts[name] = con.execute(
-                f"INSERT INTO {STORE_TABLES[name]} BY NAME SELECT {owner}, *{dropped} REPLACE ({columns}) FROM {rows}",
-                {**params, "first": first, **({"key": key} if name == "influence_examples" else {"task_no": task_no})},
-            ).fetchall()[0][0]
-        finally:
-            if kind == "arrow":
-                con.unregister("_ingested")
+            counts[name] = con.execute(f"INSERT INTO {STORE_TABLES[name]} BY NAME SELECT {select} REPLACE ({columns}) FROM {rows}",
+                                       {**params, "first": first}).fetchall()[0][0]
     return counts
+
+
+@contextmanager
+def _readable(con, kind: str, source):
+    """What reads one of a task's tables in SQL, with its parameters: its Parquet file, or an Arrow table."""
+    if kind == "parquet":
+        yield "read_parquet($path)", {"path": str(source)}
+        return
+    con.register("_ingested", source)
+    try:
+        yield "_ingested", {}
+    finally:
+        con.unregister("_ingested")
 
 
 def delete_task(con, key: str) -> None:
