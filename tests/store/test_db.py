@@ -189,15 +189,17 @@ def test_other_schema_version_is_refused(tmp_path):
         assert con.sql("SELECT count(*) FROM duckdb_views() WHERE view_name = 'final_metrics'").fetchall() == [(0,)]
 
 
-SCHEMA_V2 = Path(__file__).with_name("schema_v2.sql")  # store/schema.sql as version 2 shipped it, verbatim
+# The schema of older versions as they shipped, verbatim: version 2's store/schema.sql, version 4's
+# store/schema/{tables,views,macros}.sql.
+OLD_SCHEMAS = {2: Path(__file__).with_name("schema_v2.sql"), 4: Path(__file__).with_name("schema_v4.sql")}
 
 
-def version_2_store(root) -> duckdb.DuckDBPyConnection:
-    """A store as langspec's schema version 2 created it (its schema.sql and its meta rows)."""
+def old_store(root, version: int) -> duckdb.DuckDBPyConnection:
+    """A store as langspec's schema `version` created it (its schema and its meta rows)."""
     root.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(root / DB_FILE))
-    con.execute(SCHEMA_V2.read_text())
-    con.execute("INSERT INTO meta VALUES ('schema_version', '2'), ('langspec_version', '0.1.0'), ('duckdb_version', '2.0.0')")
+    con.execute(OLD_SCHEMAS[version].read_text())
+    con.execute("INSERT INTO meta VALUES ('schema_version', ?), ('langspec_version', '0.1.0'), ('duckdb_version', '2.0.0')", [str(version)])
     return con
 
 
@@ -205,7 +207,7 @@ def test_a_version_1_store_is_migrated_by_the_next_run(tmp_path):
     """Version 1 had no `points`: an unswept run's tasks become its one point ''; a swept run gets
     none (the analyses then ask for a new run); version 1's macros go. Until a run migrates the
     store, readers are told how to upgrade it instead of getting empty analyses."""
-    con = version_2_store(tmp_path)
+    con = old_store(tmp_path, 2)
     for run_id, spec, keys in ((1, '{"sweep": {}}', ("a", "b")), (2, '{"sweep": {"prune.threshold": [0.9, 0.95]}}', ("c",))):
         con.execute("INSERT INTO runs (run_id, spec, status) VALUES (?, ?, 'completed')", [run_id, spec])
         for key in keys:
@@ -239,7 +241,7 @@ def test_a_version_2_store_is_migrated_and_answers_as_before(tmp_path):
     scores ingested by a version-3 store."""
     rng = random.Random(3)
     languages, train, test = ("ka", "la"), 6, 2
-    con = version_2_store(tmp_path / "v2")
+    con = old_store(tmp_path / "v2", 2)
     con.execute("INSERT INTO runs (run_id, spec, status) VALUES (1, '{}', 'completed')")
     examples = [(f"{lang}-{split}-{i}", lang, split) for lang in languages for split, n in (("train", train), ("test", test)) for i in range(n)]
     con.executemany("INSERT INTO examples (task_key, example_id, language, split) VALUES ('data', ?, ?, ?)", examples)
@@ -375,20 +377,8 @@ def test_a_tracin_tasks_own_tables_equal_the_ingest_of_its_text_ids(tmp_path):
     assert numbers == [(keys[0], 0, n - 1), (keys[1], n, 2 * n - 1)]
 
 
-SCHEMA_V4 = Path(__file__).with_name("schema_v4.sql")  # store/schema/*.sql as version 4 shipped them, verbatim
-
-
-def version_4_store(root) -> duckdb.DuckDBPyConnection:
-    """A store as langspec's schema version 4 created it (its tables, views and macros, and its meta rows)."""
-    root.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(root / DB_FILE))
-    con.execute(SCHEMA_V4.read_text())
-    con.execute("INSERT INTO meta VALUES ('schema_version', '4'), ('langspec_version', '0.1.0'), ('duckdb_version', '2.0.0')")
-    return con
-
-
 def test_a_version_3_store_is_upgraded_by_the_next_run(tmp_path):
-    with version_4_store(tmp_path) as con:  # less what version 4 added: as the langspec of version 3 left it
+    with old_store(tmp_path, 4) as con:  # less what version 4 added: as the langspec of version 3 left it
         con.execute("DROP VIEW ablation_effects")
         con.execute("DROP TABLE ablation_examples")
         con.execute("DROP TABLE mask_transfer")
@@ -417,7 +407,7 @@ def test_a_version_4_store_is_migrated_and_answers_as_before(tmp_path):
     test_ids, train_ids = [f"{lang}-test-{i}" for lang in ("ka", "la") for i in range(2)], [f"{lang}-train-{i}" for lang in ("ka", "la") for i in range(5)]
     tasks = {f"{variant[0]}" * 64: (0, variant, [(c, rng.integers(-4, 5, (4, 10)).astype(np.float32) / 8) for c in (1, 2, 3)])
              for variant in ("full", "sft")}
-    con = version_4_store(tmp_path / "v4")
+    con = old_store(tmp_path / "v4", 4)
     con.execute("INSERT INTO runs (run_id, spec, status) VALUES (1, '{}', 'completed')")
     con.executemany("INSERT INTO examples (task_key, example_id, language, split) VALUES ('data', ?, ?, ?)",
                     [(e, e[:2], e.split("-")[1]) for e in test_ids + train_ids])
