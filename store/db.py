@@ -226,6 +226,25 @@ class StoreWriter:
                 for path in views_and_macros:
                     con.execute(path.read_text())
                 con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+        if found is not None and found < SCHEMA_VERSION:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rewrite the database into a new file and put that in its place. DuckDB reuses the blocks of
+        the tables a migration dropped but never gives them back to the disk (a 135M-score store of
+        version 4 was 1.74 GB after its migration, 0.96 GB of it free; 0.78 GB once rewritten, in 9 s).
+        Killed midway, it leaves the database as it was and a `.compacting` file the next one replaces."""
+        path, fresh = self.root / DB_FILE, self.root / f"{DB_FILE}.compacting"
+        started = time.monotonic()
+        with _gate(self.root, fcntl.LOCK_EX, lambda: self._waited(started, "another process"), create=True):
+            fresh.unlink(missing_ok=True)
+            con = duckdb.connect(str(fresh), config={"storage_compatibility_version": STORAGE_VERSION})
+            try:
+                con.execute("ATTACH ? AS migrated (READ_ONLY)", [str(path)])
+                con.execute(f'COPY FROM DATABASE migrated TO "{_first(con, "SELECT current_database()")[0]}"')
+            finally:
+                con.close()
+            os.replace(fresh, path)
 
     # --- runs and tasks -------------------------------------------------------------------------
 

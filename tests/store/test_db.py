@@ -397,7 +397,8 @@ def test_a_version_4_store_is_migrated_and_answers_as_before(tmp_path):
     `proponents` become views with the same columns. A version-4 store with two TracIn tasks (rows
     as version 4's ingest wrote them, ties included) gives the same shares and the same rows after
     the migration as before it, the same rows as the same tasks ingested into a new store, and its
-    score rows keep their order (what their compression rests on)."""
+    score rows keep their order (what their compression rests on). The database is then rewritten,
+    so the blocks of the dropped tables do not stay in the file."""
     import numpy as np
 
     from runners.tables import write_arrow
@@ -439,6 +440,8 @@ def test_a_version_4_store_is_migrated_and_answers_as_before(tmp_path):
         assert con.sql("SELECT test_no, train_no FROM influence_numbered").fetchall() == order_before
         assert con.sql("SELECT table_type, count(*) FROM information_schema.tables WHERE table_name IN ('influence', 'tracin_cp', 'proponents') "
                        "GROUP BY 1").fetchall() == [("VIEW", 3)]
+        assert con.sql("SELECT free_blocks FROM pragma_database_size()").fetchall() == [(0,)]  # rewritten: the old tables' blocks are gone
+    assert not (tmp_path / "v4" / f"{DB_FILE}.compacting").exists()
 
     with StoreWriter(tmp_path / "v5") as writer:
         for key, (seed, variant, terms) in tasks.items():
