@@ -68,8 +68,10 @@ def _scores_to_v5(con: duckdb.DuckDBPyConnection) -> None:
         return
     for view in ("influence_by_language", "tracin_cp_by_language"):  # version 4's, on the old tables
         con.execute(f"DROP VIEW IF EXISTS {view}")
-    con.execute("INSERT INTO influence_tasks SELECT row_number() OVER (ORDER BY task_key) - 1, task_key, seed, variant "
-                "FROM (SELECT DISTINCT task_key, seed, variant FROM proponents)")
+    # Numbered in the order the tasks were ingested (their example numbers'), so the rows keep their order.
+    con.execute("INSERT INTO influence_tasks SELECT row_number() OVER (ORDER BY first_example) - 1, task_key, seed, variant "
+                "FROM (SELECT DISTINCT task_key, seed, variant FROM proponents) "
+                "JOIN (SELECT task_key, min(example_no) AS first_example FROM influence_examples GROUP BY task_key) USING (task_key)")
     tasks = con.sql("SELECT task_no, task_key FROM influence_tasks ORDER BY task_no").fetchall()
     for old, columns in (("influence", "checkpoint, test_no, train_no, score"), ("tracin_cp", "test_no, train_no, score"),
                          ("proponents", "checkpoint, test_no, side, rank, train_no")):
@@ -99,6 +101,7 @@ MIGRATIONS = {
     4: [_scores_to_v5],
 }
 DB_FILE = "langspec.duckdb"
+COMPACTING_FILE = "langspec.duckdb.compacting"  # the new file a rewrite of the database fills (StoreWriter._compact)
 LOCK_FILE = ".lock"
 GATE_FILE = ".writing"
 # How long a reader waits for the writer's transaction (ingesting a paper-size TracIn task takes seconds),
@@ -226,25 +229,43 @@ class StoreWriter:
                 for path in views_and_macros:
                     con.execute(path.read_text())
                 con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
-        if found is not None and found < SCHEMA_VERSION:
+                if found is not None and found < SCHEMA_VERSION:  # the rewrite to do, kept until it is done
+                    con.execute("INSERT OR REPLACE INTO meta VALUES ('compact', ?)", [f"after the migration from version {found}"])
+            pending = _first(con, "SELECT value FROM meta WHERE key = 'compact'") is not None
+        if pending:
             self._compact()
 
     def _compact(self) -> None:
         """Rewrite the database into a new file and put that in its place. DuckDB reuses the blocks of
         the tables a migration dropped but never gives them back to the disk (a 135M-score store of
-        version 4 was 1.74 GB after its migration, 0.96 GB of it free; 0.78 GB once rewritten, in 9 s).
-        Killed midway, it leaves the database as it was and a `.compacting` file the next one replaces."""
-        path, fresh = self.root / DB_FILE, self.root / f"{DB_FILE}.compacting"
+        version 4 was 1.74 GB after its migration, 0.96 GB of it free; 0.78 GB once rewritten: 27 s for both).
+        The migration marks the rewrite to do in `meta` and the new file is put in place without the
+        mark, so a rewrite that is killed or fails (a full disk) is done by the next writer; until
+        then the store works as it is. A reader that opened the store before the rename keeps reading
+        the old file, which holds the same rows."""
+        path, fresh = self.root / DB_FILE, self.root / COMPACTING_FILE
         started = time.monotonic()
         with _gate(self.root, fcntl.LOCK_EX, lambda: self._waited(started, "another process"), create=True):
-            fresh.unlink(missing_ok=True)
-            con = duckdb.connect(str(fresh), config={"storage_compatibility_version": STORAGE_VERSION})
             try:
-                con.execute("ATTACH ? AS migrated (READ_ONLY)", [str(path)])
-                con.execute(f'COPY FROM DATABASE migrated TO "{_first(con, "SELECT current_database()")[0]}"')
-            finally:
-                con.close()
-            os.replace(fresh, path)
+                fresh.unlink(missing_ok=True)  # a copy that a killed rewrite left
+                con = duckdb.connect(str(fresh), config={"storage_compatibility_version": STORAGE_VERSION})
+                try:
+                    con.execute("ATTACH ? AS migrated (READ_ONLY)", [str(path)])
+                    con.execute(f'COPY FROM DATABASE migrated TO "{_first(con, "SELECT current_database()")[0]}"')
+                    con.execute("DETACH migrated")
+                    con.execute("DELETE FROM meta WHERE key = 'compact'")
+                finally:
+                    con.close()
+                os.chmod(fresh, path.stat().st_mode)
+                os.replace(fresh, path)
+                directory = os.open(self.root, os.O_RDONLY)
+                try:
+                    os.fsync(directory)  # the rename itself on disk
+                finally:
+                    os.close(directory)
+            except (duckdb.Error, OSError) as err:
+                self._notify(f"could not rewrite the store's database after its upgrade ({' '.join(str(err).split())[:200]}); "
+                             "it works as it is, with the space of the dropped tables still in the file, and the next run tries again")
 
     # --- runs and tasks -------------------------------------------------------------------------
 

@@ -125,14 +125,15 @@ def insert_tables(con, key: str, sources: dict[str, tuple[str, object]]) -> dict
     delete_task(con, key)
     first = con.sql("SELECT coalesce(max(example_no) + 1, 0) FROM influence_examples").fetchall()[0][0]
     task_no = con.sql("SELECT coalesce(max(task_no) + 1, 0) FROM influence_tasks").fetchall()[0][0]
+    with _readable(con, *sources["proponents"]) as (rows, params):  # every score row carries the task's seed and variant
+        owners = con.execute(f"SELECT DISTINCT seed, variant FROM {rows}", params).fetchall()
+    if len(owners) > 1:
+        raise StoreError(f"the TracIn task's scores name more than one seed and variant: {owners}")
+    if owners:  # none: the task scored no pair (no test examples, or every score NaN)
+        con.execute("INSERT INTO influence_tasks VALUES (?, ?, ?, ?)", [task_no, key, *owners[0]])
     counts = {}
     for name in INFLUENCE_TABLES:
         with _readable(con, *sources[name]) as (rows, params):
-            if name == "proponents":  # each score row carries the task's seed and variant: kept once, by number
-                owners = con.execute(f"SELECT DISTINCT seed, variant FROM {rows}", params).fetchall()
-                if len(owners) > 1:
-                    raise StoreError(f"the TracIn task's scores name more than one seed and variant: {owners}")
-                con.executemany("INSERT INTO influence_tasks VALUES (?, ?, ?, ?)", [[task_no, key, *owner] for owner in owners])
             if name == "influence_examples":
                 select, params = "$key AS task_key, *", {**params, "key": key}
             else:
@@ -140,6 +141,8 @@ def insert_tables(con, key: str, sources: dict[str, tuple[str, object]]) -> dict
             columns = ", ".join(f"{column} + $first AS {column}" for column in NUMBERED_COLUMNS[name])
             counts[name] = con.execute(f"INSERT INTO {STORE_TABLES[name]} BY NAME SELECT {select} REPLACE ({columns}) FROM {rows}",
                                        {**params, "first": first}).fetchall()[0][0]
+    if not owners and (counts["influence"] or counts["tracin_cp"]):  # rows no task would own: refused, the transaction rolls back
+        raise StoreError("the TracIn task has scores but no ranked proponents; `langspec verify --repair` sets it aside")
     return counts
 
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from store.artifacts import seal, task_dir
-from store.db import DB_FILE, SCHEMA_VERSION, StoreWriter, TaskRecord, connect_read_only
+from store.db import COMPACTING_FILE, DB_FILE, SCHEMA_VERSION, StoreWriter, TaskRecord, connect_read_only
 from store.errors import StoreError
 
 KEY = "k" * 64
@@ -189,6 +189,32 @@ def test_other_schema_version_is_refused(tmp_path):
         assert con.sql("SELECT count(*) FROM duckdb_views() WHERE view_name = 'final_metrics'").fetchall() == [(0,)]
 
 
+def test_a_tracin_task_that_scored_no_pair_is_ingested_without_scores(tmp_path):
+    """A TracIn task without test examples, or whose every score is NaN, has its examples and no
+    scores; it owns no task number, and the tasks after it are numbered as usual."""
+    import numpy as np
+
+    from runners.tables import write_arrow
+    from store.influence import influence_tables
+
+    train_ids = ["ka-train-0", "ka-train-1"]
+    tasks = {  # key: test ids, the scores (n_test, n_train), the rows ingested per table
+        "e" * 64: ([], np.zeros((0, 2), np.float32), (2, 0, 0, 0)),
+        "n" * 64: (["ka-test-0"], np.full((1, 2), np.nan, np.float32), (3, 0, 0, 0)),
+        "s" * 64: (["ka-test-0"], np.array([[0.5, -0.25]], np.float32), (3, 2, 2, 2 * 2 * 2)),  # 2 sides x 2 ranks x (checkpoint, TracInCP)
+    }
+    with StoreWriter(tmp_path) as writer:
+        for key, (test_ids, block, expected) in tasks.items():
+            for name, table in influence_tables(0, "full", test_ids, train_ids, [(1, block)]).items():
+                write_arrow(task_dir(tmp_path, key), name, table)
+            seal(task_dir(tmp_path, key), {})
+            assert writer.ingest(key, "tracin", key, ("influence",)) == dict(zip(("influence_examples", "influence", "tracin_cp", "proponents"), expected))
+    assert rows(tmp_path, "SELECT task_key, seed, variant FROM influence_tasks") == [("s" * 64, 0, "full")]
+    assert rows(tmp_path, "SELECT left(task_key, 1), min(example_no), max(example_no) FROM influence_examples GROUP BY 1 ORDER BY 2") == [
+        ("e", 0, 1), ("n", 2, 4), ("s", 5, 7)]
+    assert rows(tmp_path, "SELECT left(task_key, 1), test_no, train_no, score FROM influence ORDER BY train_no") == [("s", 5, 6, 0.5), ("s", 5, 7, -0.25)]
+
+
 # The schema of older versions as they shipped, verbatim: version 2's store/schema.sql, version 4's
 # store/schema/{tables,views,macros}.sql.
 OLD_SCHEMAS = {2: Path(__file__).with_name("schema_v2.sql"), 4: Path(__file__).with_name("schema_v4.sql")}
@@ -287,6 +313,52 @@ def test_a_version_2_store_is_migrated_and_answers_as_before(tmp_path):
     assert ingested == migrated
     n_test, n_train = len(languages) * test, len(languages) * train
     assert len(migrated["proponents"]) == 2 * 2 * n_test * 4 * n_train  # (task, side, test, checkpoint or TracInCP), all ranked
+
+
+def dropped_blocks_and_pending_rewrite(root) -> None:
+    """A version-5 store as a migration leaves it when it is killed before its rewrite: the blocks of
+    a dropped table free in the file and the rewrite still marked in meta."""
+    StoreWriter(root).close()
+    with duckdb.connect(str(root / DB_FILE)) as con:
+        con.execute("CREATE TABLE dropped AS SELECT range AS x FROM range(1000000)")
+        con.execute("INSERT INTO metrics (task_key, value) SELECT 'k', range FROM range(1000000)")  # blocks after the dropped table's
+        con.execute("CHECKPOINT")
+        con.execute("DROP TABLE dropped")
+        con.execute("CHECKPOINT")
+        con.execute("INSERT INTO meta VALUES ('compact', 'after the migration from version 4')")
+        assert con.sql("SELECT free_blocks FROM pragma_database_size()").fetchall()[0][0] > 0
+
+
+def test_a_rewrite_that_did_not_happen_is_done_by_the_next_writer(tmp_path):
+    """A rewrite of the database after a migration that was killed (here with half a copy left) is
+    done by the next writer: no free blocks, no mark, no copy, the rows kept."""
+    dropped_blocks_and_pending_rewrite(tmp_path)
+    (tmp_path / COMPACTING_FILE).write_bytes(b"half of a copy")
+    StoreWriter(tmp_path).close()
+    assert rows(tmp_path, "SELECT free_blocks FROM pragma_database_size()") == [(0,)]
+    assert rows(tmp_path, "SELECT count(*) FROM meta WHERE key = 'compact'") == [(0,)]
+    assert rows(tmp_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    assert rows(tmp_path, "SELECT count(*), sum(value) FROM metrics") == [(1000000, 999999 * 1000000 / 2)]
+    assert not (tmp_path / COMPACTING_FILE).exists()
+
+
+def test_a_rewrite_that_fails_is_said_and_leaves_a_working_store(tmp_path):
+    """A rewrite that fails (here: a directory where its new file goes) does not fail the writer: it
+    says why, the store works as it was, and the next writer tries again."""
+    dropped_blocks_and_pending_rewrite(tmp_path)
+    (tmp_path / COMPACTING_FILE).mkdir()
+    said = []
+    with StoreWriter(tmp_path, notify=said.append) as writer:
+        run_id = writer.begin_run(spec_name="s", spec_path="s.yaml", spec_text="", overrides=[], spec_json="{}", spec_hash="h",
+                                  git_commit=None, versions={}, host="h", executor="local")
+        writer.finish_run(run_id, "completed")
+    assert len(said) == 1 and "could not rewrite the store's database" in said[0] and "the next run tries again" in said[0]
+    assert rows(tmp_path, "SELECT status FROM runs") == [("completed",)]
+    assert rows(tmp_path, "SELECT count(*) FROM meta WHERE key = 'compact'") == [(1,)]
+    (tmp_path / COMPACTING_FILE).rmdir()
+    StoreWriter(tmp_path).close()
+    assert rows(tmp_path, "SELECT free_blocks FROM pragma_database_size()") == [(0,)]
+    assert rows(tmp_path, "SELECT status FROM runs") == [("completed",)]
 
 
 def test_meta_and_interrupted_runs(tmp_path):
@@ -407,7 +479,7 @@ def test_a_version_4_store_is_migrated_and_answers_as_before(tmp_path):
     rng = np.random.default_rng(4)
     test_ids, train_ids = [f"{lang}-test-{i}" for lang in ("ka", "la") for i in range(2)], [f"{lang}-train-{i}" for lang in ("ka", "la") for i in range(5)]
     tasks = {f"{variant[0]}" * 64: (0, variant, [(c, rng.integers(-4, 5, (4, 10)).astype(np.float32) / 8) for c in (1, 2, 3)])
-             for variant in ("full", "sft")}
+             for variant in ("sft", "full")}  # ingested in an order other than their keys'
     con = old_store(tmp_path / "v4", 4)
     con.execute("INSERT INTO runs (run_id, spec, status) VALUES (1, '{}', 'completed')")
     con.executemany("INSERT INTO examples (task_key, example_id, language, split) VALUES ('data', ?, ?, ?)",
