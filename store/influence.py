@@ -95,9 +95,8 @@ def _numbered(seed: int, variant: str, test_ids: pa.Array, train_ids: pa.Array, 
 def insert_influence(con, key: str, scores: pa.Table) -> int:
     """Insert one task's scores as TracIn tasks wrote them before #13 (columns seed, variant, checkpoint,
     test_id, train_id, score) into the tables of `INFLUENCE_TABLES`; returns the number of scores. The
-    caller holds the transaction."""
+    caller holds the transaction and has deleted the task's rows (`delete_task`)."""
     if scores.num_rows == 0:
-        delete_task(con, key)
         return 0
     test_ids, test_no = number_ids(scores["test_id"])
     train_ids, train_no = number_ids(scores["train_id"])
@@ -121,8 +120,8 @@ def insert_tables(con, key: str, sources: dict[str, tuple[str, object]]) -> dict
     """Copy a task's tables of `INFLUENCE_TABLES`, numbered within the task, into the store: the scores
     under a new task number, the example numbers after those of the tasks already there (so the
     analyses join and group on integers alone). sources: table -> ("parquet", path) or ("arrow", table).
-    Returns the rows per table; the caller holds the transaction."""
-    delete_task(con, key)
+    Returns the rows per table; the caller holds the transaction and has deleted the task's rows
+    (`delete_task`), as the store's ingest does for every table of a task."""
     first = con.sql("SELECT coalesce(max(example_no) + 1, 0) FROM influence_examples").fetchall()[0][0]
     task_no = con.sql("SELECT coalesce(max(task_no) + 1, 0) FROM influence_tasks").fetchall()[0][0]
     with _readable(con, *sources["proponents"]) as (rows, params):  # every score row carries the task's seed and variant

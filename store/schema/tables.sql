@@ -1,6 +1,6 @@
 -- The langspec store's tables, schema version 5 (store/db.py migrates older stores; views.sql and macros.sql
--- build on these). Every table a stage fills carries the key of the task
--- that wrote the rows (task_key), so ingesting a task again replaces exactly its rows.
+-- build on these). Every table a stage fills carries the key of the task that wrote the rows (task_key;
+-- the TracIn score tables its number, `influence_tasks`), so ingesting a task again replaces exactly its rows.
 
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 
@@ -94,7 +94,7 @@ CREATE TABLE IF NOT EXISTS proponents_numbered (
     task_no INTEGER, checkpoint INTEGER, test_no INTEGER, side VARCHAR, rank INTEGER, train_no INTEGER
 );
 
--- Filled by the ablation stage (added in schema 3 without a version change: CREATE IF NOT EXISTS).
+-- Filled by the ablation stage (added in schema version 4; tables.sql creates it in an older store).
 -- Each test example scored by a model fine-tuned without language `ablated` (mode 'without') or on
 -- it alone (mode 'only'), and by the seed's fully fine-tuned model (full_loss, full_correct).
 CREATE TABLE IF NOT EXISTS ablation_examples (
