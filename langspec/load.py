@@ -15,6 +15,7 @@ import copy
 import difflib
 import hashlib
 import itertools
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -28,6 +29,12 @@ from langspec.errors import SpecError, SpecProblem
 from langspec.spec import Spec
 
 Loc = tuple[str | int, ...]
+
+# Bounds that keep a spec file from being turned against its user. A real spec has a few hundred
+# entries nested a few levels deep, and a sweep of tens of points.
+MAX_SPEC_NODES = 10_000  # YAML aliases repeat what an anchor defines: nine nested levels of ten make 1e9
+MAX_SPEC_DEPTH = 50  # PyYAML nests nodes by recursion, and runs out of Python's stack at a few hundred levels
+MAX_SWEEP_POINTS = 1_000  # each point is validated (about 1 ms) and planned as its own set of tasks
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,10 @@ class LoadedSpec:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedSpec:
+def load_spec(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, allow_large_sweep: bool = False
+) -> LoadedSpec:
+    """The spec at `path`; `allow_large_sweep` lets a sweep have more than MAX_SWEEP_POINTS points."""
     path = Path(path)
     if not path.is_file():
         raise SpecError([SpecProblem(str(path), "", "spec file not found; give the path of a YAML spec, e.g. specs/demo.yaml")])
@@ -63,7 +73,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
         problems += _apply_override(data, override, positions)
 
     spec = _validate(data, positions, str(path), problems)
-    points = _expand_sweep(data, positions, str(path), problems) if spec is not None else ()
+    points = _expand_sweep(data, positions, str(path), problems, allow_large_sweep) if spec is not None else ()
     if problems:
         raise SpecError(problems)
     assert spec is not None
@@ -108,13 +118,42 @@ def _get(data: Any, loc: Loc) -> Any:
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """PyYAML's safe loader, stopping at MAX_SPEC_DEPTH levels: its composer recurses once a level
+    (and its scanner slows down with the square of the depth) before Python's stack runs out."""
+
+    def __init__(self, text: str, where: str):
+        super().__init__(text)
+        self.where = where
+        self.levels = 0  # above the node being composed; the top mapping has none
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.levels > MAX_SPEC_DEPTH:
+            raise _too_deep(_at(self.where, self.peek_event()), ())
+        self.levels += 1
+        node = super().compose_node(parent, index)
+        self.levels -= 1
+        return node
 
 
 def _parse_yaml(text: str, where: str) -> tuple[dict, dict[Loc, str]]:
-    loader = _Loader(text)
+    """The data of the YAML `text`, and the position of each of its keys and list items.
+
+    The nodes are walked (bounded by MAX_SPEC_NODES and MAX_SPEC_DEPTH) before they are turned
+    into Python values, so that no spec expands past those bounds in memory."""
+    loader = _Loader(text, where)
     try:
         node = loader.get_single_node()
+        if node is None:
+            raise SpecError([SpecProblem(where, "", "the spec is empty; start from specs/demo.yaml")])
+        if not isinstance(node, yaml.MappingNode):
+            message = "a spec is a mapping of sections (name:, data:, model:, ...)"
+            raise SpecError([SpecProblem(_at(where, node), "", message)])
+        positions: dict[Loc, str] = {(): _at(where, node)}
+        problems: list[SpecProblem] = []
+        _record_positions(node, (), where, positions, problems)
+        if problems:
+            raise SpecError(problems)
+        return loader.construct_document(node), positions
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
@@ -122,31 +161,41 @@ def _parse_yaml(text: str, where: str) -> tuple[dict, dict[Loc, str]]:
         raise SpecError([SpecProblem(at, "", f"invalid YAML: {problem}")]) from None
     finally:
         loader.dispose()
-    if node is None:
-        raise SpecError([SpecProblem(where, "", "the spec is empty; start from specs/demo.yaml")])
-    if not isinstance(node, yaml.MappingNode):
-        raise SpecError([SpecProblem(_at(where, node), "", "a spec is a mapping of sections (name:, data:, model:, ...)")])
-
-    positions: dict[Loc, str] = {(): _at(where, node)}
-    problems: list[SpecProblem] = []
-    _record_positions(node, (), where, positions, problems)
-    if problems:
-        raise SpecError(problems)
-    data = yaml.SafeLoader(text).get_single_data()
-    return data, positions
 
 
-def _at(where: str, node: yaml.Node) -> str:
+def _at(where: str, node: yaml.Node | yaml.Event) -> str:
     return f"{where}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
 
 
+def _too_deep(at: str, loc: Loc) -> SpecError:
+    message = (f"the spec is nested more than {MAX_SPEC_DEPTH} levels deep; a spec's sections nest a few levels "
+               "(an alias *name inside its own anchor &name nests without end)")
+    return SpecError([SpecProblem(at, _dotted(loc[:1]), message)])
+
+
+def _too_many(at: str, loc: Loc) -> SpecError:
+    message = (f"the spec expands to more than {MAX_SPEC_NODES} entries; YAML aliases *name repeat what an anchor "
+               "&name defines: write the values out or use fewer aliases")
+    return SpecError([SpecProblem(at, _dotted(loc), message)])
+
+
 def _record_positions(node: yaml.Node, loc: Loc, where: str, positions: dict, problems: list) -> None:
+    """Record where each node under `node` is written, walking an alias each time it appears, as
+    loading expands it; stop at MAX_SPEC_DEPTH levels or MAX_SPEC_NODES nodes."""
+    if len(loc) > MAX_SPEC_DEPTH:
+        raise _too_deep(_at(where, node), loc)
+    if len(positions) > MAX_SPEC_NODES:  # each node walked has a position of its own (a repeated key is not walked)
+        raise _too_many(_at(where, node), loc)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.append(SpecProblem(_at(where, key_node), _dotted(loc), "a key is a name, not a list or mapping"))
+                continue
             key = key_node.value
             if key in seen:
                 problems.append(SpecProblem(_at(where, key_node), _dotted(loc + (key,)), "key given twice; keep one"))
+                continue
             seen.add(key)
             positions[loc + (key,)] = _at(where, key_node)
             _record_positions(value_node, loc + (key,), where, positions, problems)
@@ -266,7 +315,9 @@ def _explain(error: dict, loc: Loc) -> str:
     return f"{message} (got {error['input']!r})"
 
 
-def _expand_sweep(data: dict, positions: dict[Loc, str], where: str, problems: list) -> list[SweepPoint]:
+def _expand_sweep(
+    data: dict, positions: dict[Loc, str], where: str, problems: list, allow_large: bool
+) -> list[SweepPoint]:
     sweep: dict[str, list] = data.get("sweep") or {}
     found_before = len(problems)
     for dotted in sweep:
@@ -277,6 +328,11 @@ def _expand_sweep(data: dict, positions: dict[Loc, str], where: str, problems: l
         if wrong:
             problems.append(SpecProblem(_locate(("sweep", dotted), positions), f"sweep.{dotted}", wrong))
     if len(problems) > found_before:
+        return []
+    count = math.prod(len(values) for values in sweep.values())
+    if count > MAX_SWEEP_POINTS and not allow_large:
+        problems.append(SpecProblem(_locate(("sweep",), positions), "sweep", f"the sweep has {count} points, more than "
+                                    f"{MAX_SWEEP_POINTS}; sweep fewer values, or pass --yes to run it anyway"))
         return []
     points = []
     for values in itertools.product(*sweep.values()):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -43,6 +44,9 @@ SCHEMA = pa.schema(
 
 
 TOY_LANGUAGES = ("ka", "kb", "la", "lb", "mi", "na", "nb")
+# A language code names a folder (files source, `langspec export`) and goes into shell hints, so it
+# is a plain word: en, zh, pt-br, zh_cn, all_languages; never a path or a quote.
+LANGUAGE_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 class DataSpec(Section):
@@ -82,6 +86,17 @@ class DataSpec(Section):
         "(toy, XNLI: entailment, neutral, contradiction; PAWS-X: not_paraphrase, paraphrase; MARC: 1 star ... "
         "5 stars; a hub dataset's ClassLabel names where it has them; files: the label ids).",
     )
+
+    @field_validator("languages")
+    @classmethod
+    def check_language_codes(cls, languages: list[str]) -> list[str]:
+        bad = [lang for lang in languages if not LANGUAGE_CODE.fullmatch(lang)]
+        if bad:
+            raise ValueError(
+                f"not a language code: {', '.join(map(repr, bad))}; a code is 1 to 64 letters, digits, _ and -, "
+                f"starting with a letter or digit ({LANGUAGE_CODE.pattern}), e.g. en, pt-br, zh_cn"
+            )
+        return languages
 
     @field_validator("languages")
     @classmethod

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from langspec.errors import SpecError
-from langspec.load import load_spec
+from langspec.load import MAX_SPEC_DEPTH, MAX_SPEC_NODES, MAX_SWEEP_POINTS, load_spec
 
 GOOD = "name: t\nmodel:\n  tiny: {layers: 2}\nfinetune:\n  epochs: 2\n"
 
@@ -161,3 +164,79 @@ def test_a_bad_override_hides_no_sweep_problem(spec_file):
     found = problems(path, ["finetune.epochz=1"])
     assert [p.split(":")[0] for p in found] == ["--set finetune.epochz=1", str(path)]
     assert "did you mean 'threshold'" in found[1]
+
+
+# --- a spec file cannot be turned against its user ---------------------------------------------
+
+
+def alias_bomb(levels: int) -> str:
+    """`levels` lists of ten, each repeating the one before: 441 bytes that expand to 10**levels entries at 9."""
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, levels):
+        name, before = "abcdefghi"[level], "abcdefghi"[level - 1]
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{before}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_before_it_expands(spec_file):
+    path = spec_file(alias_bomb(9))
+    start = time.perf_counter()
+    [problem] = problems(path)
+    assert time.perf_counter() - start < 1.0
+    assert problem.startswith(f"{path}:1:") and f"expands to more than {MAX_SPEC_NODES} entries" in problem
+    assert "write the values out or use fewer aliases" in problem
+    # A YAML merge key expands the same way: through the walk, before PyYAML merges anything.
+    merges = "a: &a {k0: 1, k1: 1, k2: 1, k3: 1, k4: 1, k5: 1, k6: 1, k7: 1, k8: 1, k9: 1}\n" + "".join(
+        f"{name}: &{name} {{<<: [{', '.join([f'*{before}'] * 10)}]}}\n" for before, name in zip("abcdefgh", "bcdefghi"))
+    assert "expands to more than" in problems(spec_file(merges, name="merges.yaml"))[0]
+
+
+def test_anchor_and_alias_used_once_still_load(spec_file):
+    loaded = load_spec(spec_file("name: t\nmodel: {tiny: {layers: 2}}\nseeds: &s [0, 1]\nsweep: {data.seed: *s}\n"))
+    assert [p.spec.data.seed for p in loaded.points] == [0, 1]
+    three_levels = problems(spec_file(alias_bomb(3), name="b.yaml"))  # 1,110 entries: bad keys, but within the bound
+    assert len(three_levels) == 5 and not any("expands" in p for p in three_levels)
+    assert "expands to more than" in problems(spec_file(alias_bomb(4), name="c.yaml"))[0]  # 11,110 entries
+
+
+def test_deep_nesting_is_refused(spec_file):
+    for depth in (MAX_SPEC_DEPTH + 1, 3000):  # 3000: PyYAML's recursive composer ran out of Python's stack
+        path = spec_file("a: " + "[" * depth + "]" * depth + "\n", name=f"deep{depth}.yaml")
+        [problem] = problems(path)
+        assert problem == f"{path}:1:{4 + MAX_SPEC_DEPTH}: the spec is nested more than {MAX_SPEC_DEPTH} levels deep; " \
+                          "a spec's sections nest a few levels (an alias *name inside its own anchor &name nests without end)"
+    at_the_bound = problems(spec_file(GOOD + "a: " + "[" * MAX_SPEC_DEPTH + "]" * MAX_SPEC_DEPTH + "\n", name="ok.yaml"))
+    assert len(at_the_bound) == 1 and "unknown key 'a'" in at_the_bound[0]
+    [problem] = problems(spec_file("name: t\nloop: &loop [*loop]\n", name="loop.yaml"))  # an alias inside its own anchor
+    assert ":2:7: loop: the spec is nested more than" in problem
+
+
+def test_yaml_that_python_cannot_hold_is_a_spec_error(spec_file):
+    [problem] = problems(spec_file("name: t\n? [a, b]\n: 1\n"))
+    assert ":2:3: a key is a name, not a list or mapping" in problem
+    [problem] = problems(spec_file("name: !!python/object/apply:os.system [echo hi]\n", name="tag.yaml"))
+    assert ":1:7: invalid YAML: could not determine a constructor" in problem
+
+
+@pytest.mark.parametrize("code", ["../../../escaped", "/abs/x", 'ka"; touch x', "ka\n", "-rf", "x" * 65])
+def test_language_codes_are_plain_words(spec_file, code):
+    path = spec_file(GOOD + f"data: {{source: files, path: /data, languages: [en, {json.dumps(code)}]}}\n")
+    [problem] = problems(path)
+    assert f":6:36: data.languages: not a language code: {code!r};" in problem
+    assert "[A-Za-z0-9][A-Za-z0-9_-]{0,63}" in problem
+
+
+def test_large_sweep_is_refused_unless_allowed(spec_file):
+    six_by_ten = "".join(f"  {key}: [{', '.join(str(v) for v in range(1, 11))}]\n" for key in (
+        "finetune.epochs", "finetune.batch_size", "finetune.max_length", "data.seed", "prune.step", "prune.max_examples"))
+    path = spec_file(GOOD + "sweep:\n" + six_by_ten)
+    start = time.perf_counter()
+    [problem] = problems(path)
+    assert time.perf_counter() - start < 1.0
+    assert problem == f"{path}:6:1: sweep: the sweep has 1000000 points, more than {MAX_SWEEP_POINTS}; " \
+                      "sweep fewer values, or pass --yes to run it anyway"
+    allowed = spec_file(GOOD + "sweep:\n" + six_by_ten[: six_by_ten.index("  finetune.max_length")], name="b.yaml")
+    assert len(load_spec(allowed).points) == 100  # within the limit: expanded as before
+    with_yes = spec_file(GOOD + "sweep: {data.seed: [%s]}\n" % ", ".join(map(str, range(1001))), name="c.yaml")
+    assert "1001 points" in problems(with_yes)[0]
+    assert len(load_spec(with_yes, allow_large_sweep=True).points) == 1001

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,14 @@ def fails(section, message: str, **fields) -> None:
 def test_languages_unique():
     assert DataSpec(languages=["ka", "kb"]).languages == ["ka", "kb"]
     fails(DataSpec, "languages are listed twice: ka", languages=["ka", "kb", "ka"])
+
+
+def test_language_codes_are_plain_words():
+    for codes in (["ka", "kb", "la", "lb", "mi", "na", "nb"], ["en", "zh", "de", "pt-br", "zh_cn", "all_languages", "X" * 64]):
+        assert DataSpec(source="files", path="/data", languages=codes).languages == codes
+    for code in ("../../../escaped", "/abs/x", 'ka"; touch x', "en\n", "_x", "-x", "é", "", "X" * 65):
+        fails(DataSpec, f"not a language code: {re.escape(repr(code))}; a code is 1 to 64 letters",
+              source="files", path="/data", languages=["en", code])
 
 
 def test_toy_languages_known():
