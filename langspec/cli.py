@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import signal
 import socket
 import sys
@@ -53,9 +54,12 @@ typer.core.TyperArgument.display_type_rich = lambda self, ctx: None
 typer.core.TyperArgument._usage_display_name = lambda self: self.display_name_raw if self.required else f"[{self.display_name_raw}]"
 
 SpecArg = Annotated[Path, typer.Argument(help="The YAML spec, e.g. specs/demo.yaml.", metavar="SPEC", show_default=False)]
+YesOpt = Annotated[bool, typer.Option("--yes", help="Accept a sweep of more than 1,000 points (it is refused without).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", metavar="FIELD=VALUE", help="Override a field: --set finetune.epochs=2 (repeatable).")]
 StoreOpt = Annotated[Path, typer.Option("--store", metavar="DIR", help="Store directory: langspec.duckdb and tasks/.")]
 FormatOpt = Annotated[str, typer.Option("--format", metavar="FORMAT", help="table, csv or json.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", metavar="FILE", help="Write the result to FILE instead of printing it: "
+                                             "CSV, Parquet or JSON by its suffix (.csv, .parquet, .json); outside the store.")]
 DEFAULT_STORE = Path("results")
 VERSIONS_OF = ("langspec", "torch", "transformers", "ray", "duckdb")
 
@@ -80,24 +84,34 @@ def main() -> None:
 
 
 def _fail(error: Exception) -> None:  # one of ERROR_ROOTS
-    err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(printable(str(error)))}", highlight=False, soft_wrap=True)
     raise typer.Exit(error.exit_code)
 
 
 def _say(text: str) -> None:
     """A message line: never broken by Rich, so a command in it copies whole even from a terminal."""
-    out.print(escape(text), highlight=False, soft_wrap=True)
+    out.print(escape(printable(text)), highlight=False, soft_wrap=True)
 
 
-def _load(spec: Path, overrides: list[str] | None) -> LoadedSpec:
-    return load_spec(spec, overrides or [])
+# What a terminal acts on rather than shows: C0 controls but tab and newline (ESC starts its control
+# sequences), DEL and C1. Values come from datasets and files, which anyone may have written.
+TERMINAL_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """`text` with each terminal control written out as `\\x1b`: shown, never obeyed."""
+    return text.translate(TERMINAL_CONTROLS)
+
+
+def _load(spec: Path, overrides: list[str] | None, yes: bool = False) -> LoadedSpec:
+    return load_spec(spec, overrides or [], allow_large_sweep=yes)
 
 
 @app.command()
-def validate(spec: SpecArg, set_: SetOpt = None) -> None:
+def validate(spec: SpecArg, set_: SetOpt = None, yes: YesOpt = False) -> None:
     """Check a spec (and overrides); print every problem with its file:line:col."""
     try:
-        loaded = _load(spec, set_)
+        loaded = _load(spec, set_, yes)
     except ERROR_ROOTS as error:
         _fail(error)
     points = len(loaded.points)
@@ -113,13 +127,13 @@ def schema() -> None:
 
 
 @app.command()
-def plan(spec: SpecArg, set_: SetOpt = None, store: StoreOpt = DEFAULT_STORE) -> None:
+def plan(spec: SpecArg, set_: SetOpt = None, store: StoreOpt = DEFAULT_STORE, yes: YesOpt = False) -> None:
     """Show the task graph: each task, its key, and whether it is cached or why it will run."""
     from langspec.compile import compile_spec
     from langspec.plan import plan_tree
 
     try:
-        graph = compile_spec(_load(spec, set_))
+        graph = compile_spec(_load(spec, set_, yes))
         out.print(plan_tree(graph, store))
     except ERROR_ROOTS as error:
         _fail(error)
@@ -132,6 +146,7 @@ def run(
     store: StoreOpt = DEFAULT_STORE,
     executor: Annotated[str, typer.Option(metavar="NAME", help="ray (default) or local (in-process, for debugging).")] = "ray",
     address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Join a Ray cluster (auto, ray://host:10001); default: start a local Ray.")] = None,
+    yes: YesOpt = False,
 ) -> None:
     """Run the study: every task not already in the store, results ingested into DuckDB."""
     from langspec.compile import compile_spec
@@ -142,7 +157,7 @@ def run(
         _fail(UsageError(f"--executor must be ray or local, not {executor!r}"))
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop ends the run as Ctrl-C does
     try:
-        loaded = _load(spec, set_)
+        loaded = _load(spec, set_, yes)
         graph = compile_spec(loaded)
         result = execute(graph, loaded, store, executor=executor, address=address, display=RunDisplay(err))
     except ERROR_ROOTS as error:
@@ -171,7 +186,7 @@ def _print_run_summary(result, store: Path) -> None:
     for record in result.failed:
         first_line = (record.error or "").splitlines()[0] if record.error else "unknown error"
         out.print(f"[red]failed[/] {escape(record.name)}: {escape(first_line)}", highlight=False, soft_wrap=True)
-        _say(f"  traceback: langspec query \"SELECT error FROM tasks WHERE run_id = {result.run_id} AND name = '{record.name}'\"")
+        _say(f"  traceback: {traceback_command(result.run_id, record.name, store)}")
     with connect_read_only(store) as con:
         points = {point: run_named(con, "final_accuracy", run_id=result.run_id, point=point, split="test").to_pylist()
                   for point in run_points(con, result.run_id)}
@@ -182,15 +197,27 @@ def _print_run_summary(result, store: Path) -> None:
             _say(f"test accuracy at the last epoch{', ' + point if point else ''} (mean over seeds):")
             out.print(_accuracy_table(accuracy))
     _say(f"results: {store / 'langspec.duckdb'}")
-    where = "" if store == DEFAULT_STORE else f" --store {store}"
+    where = _store_flag(store)
     _say(f"next: langspec analyze{where}  (the study's analyses)  ·  langspec report{where}  (findings and figures)")
     for point, findings in answers.items():
-        _say(f"findings{' at ' + point if point else ''} (langspec report{where}{' --point ' + point if point else ''} for the numbers):")
+        _say(f"findings{' at ' + point if point else ''} (langspec report{where}{' --point ' + shlex.quote(point) if point else ''} for the numbers):")
         for finding in findings:
             why = f" ({finding.reasons[0]})" if finding.reasons and finding.verdict != "supported" else ""
             _say(f"  {finding.question} {finding.title}: {finding.verdict}{why}")
     if answers and seeds == 1:
         _say("  one seed gives no intervals, so no verdict can be `supported`: list two or more under `seeds:`")
+
+
+def traceback_command(run_id: int, name: str, store: Path) -> str:
+    """The command that prints a failed task's traceback, quoted for the shell and for SQL: a task's
+    name holds sweep values, which may hold anything."""
+    sql = f"SELECT error FROM tasks WHERE run_id = {run_id} AND name = {_sql_literal(name)}"
+    return f"langspec query {shlex.quote(sql)}{_store_flag(store)}"
+
+
+def _store_flag(store: Path) -> str:
+    """` --store DIR` for a command the user is told to paste, quoted for the shell; none for the default."""
+    return "" if store == DEFAULT_STORE else f" --store {shlex.quote(str(store))}"
 
 
 def _run_findings(con, result, points: dict) -> dict:
@@ -230,9 +257,12 @@ def query(
     sql: Annotated[str, typer.Argument(help="SQL over the store (read-only); the analyses without parameters are views.", metavar="SQL", show_default=False)],
     store: StoreOpt = DEFAULT_STORE,
     format: FormatOpt = "table",
+    out_file: OutOpt = None,
 ) -> None:
-    """Run SQL over the store, read-only, and print the result."""
-    _run_sql(store, format, lambda con: con.sql(sql))
+    """Run SQL over the store, read-only, and print the result (or write it to a file with --out).
+
+    The connection reads the database alone: no COPY, no read_csv or other files, no extensions."""
+    _run_sql(store, format, lambda con: con.sql(sql), out_file)
 
 
 @app.command()
@@ -242,6 +272,7 @@ def analyze(
     format: FormatOpt = "table",
     param: Annotated[list[str] | None, typer.Option("--param", metavar="NAME=VALUE", help="Set a parameter: --param k=20 (repeatable).")] = None,
     sql: Annotated[bool, typer.Option("--sql", help="Print the analysis' SQL with its parameters bound instead of running it, for any DuckDB client.")] = False,
+    out_file: OutOpt = None,
 ) -> None:
     """Run one of the study's analyses; without NAME, list them.
 
@@ -288,7 +319,7 @@ def analyze(
         except ERROR_ROOTS as error:
             _fail(error)
         return
-    _run_sql(store, format, lambda con: con.sql(chosen.sql, params=bound(con) or None))
+    _run_sql(store, format, lambda con: con.sql(chosen.sql, params=bound(con) or None), out_file)
 
 
 # Parameters whose values the store lists (store/sql/internal/param_values_NAME.sql): a value it
@@ -384,13 +415,15 @@ def export(
     _say("use one: README, section 'Checkpoints in Hugging Face tools'")
 
 
-def _run_sql(store: Path, format: str, run) -> None:
-    """Open the store read-only (the parameterless analyses as views), run, print."""
+def _run_sql(store: Path, format: str, run, out_file: Path | None = None) -> None:
+    """Open the store read-only (the parameterless analyses as views), run, print (or write `out_file`)."""
     import duckdb
 
     from store.db import connect_read_only
     from store.queries import register_views
 
+    if out_file is not None:
+        _check_out_file(out_file, store)
     try:
         with connect_read_only(store) as con:
             register_views(con)
@@ -403,10 +436,47 @@ def _run_sql(store: Path, format: str, run) -> None:
 
         if is_damage(error):
             _fail(damaged_database(store, error))
-        hint = " (the store is read-only here: queries cannot change it)" if "read-only" in str(error) else ""
+        hint = ""
+        if "read-only" in str(error):
+            hint = " (the store is read-only here: queries cannot change it)"
+        elif isinstance(error, duckdb.PermissionException) or "configuration has been locked" in str(error):
+            hint = " (queries read the store's database alone: no other file, no extension, no settings; --out FILE writes a result)"
         _fail(QueryError(f"query failed: {error}{hint}"))
-    if table is not None:
+    if table is None:
+        return
+    if out_file is None:
         print_table(table, format)
+        return
+    write_table(table, out_file)
+    _say(f"wrote {table.num_rows} row{'s' if table.num_rows != 1 else ''} to {out_file}")
+
+
+OUT_FORMATS = (".csv", ".parquet", ".json")
+
+
+def _check_out_file(path: Path, store: Path) -> None:
+    """Before the query runs: a suffix langspec writes, and a place outside the store (whose files are langspec's)."""
+    if path.suffix not in OUT_FORMATS:
+        _fail(UsageError(f"--out {path}: name a file ending in {', '.join(OUT_FORMATS)} (the format is taken from the suffix)"))
+    if path.resolve().is_relative_to(store.resolve()):
+        _fail(UsageError(f"--out {path} is inside the store {store}, whose files are langspec's; write it elsewhere"))
+
+
+def write_table(table, path: Path) -> None:
+    """A query's result as a file, its values as they are (nothing escaped: a file is not a terminal)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+    elif path.suffix == ".csv":
+        import csv
+
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(table.column_names)
+            writer.writerows(row.values() for row in table.to_pylist())
+    else:
+        path.write_text(json.dumps(table.to_pylist(), default=str, indent=1) + "\n")
 
 
 def _query_params(pairs: list[str]) -> dict[str, object]:
@@ -430,9 +500,10 @@ def print_table(table, format: str) -> None:
     elif format == "csv":
         import csv
 
-        writer = csv.DictWriter(sys.stdout, fieldnames=table.column_names)
-        writer.writeheader()
-        writer.writerows(rows)
+        # `\n` line ends, as DuckDB's CLI and psql write: `n=$(... | tail -1)` then holds the number alone.
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(table.column_names)
+        writer.writerows([printable(v) if isinstance(v, str) else v for v in row.values()] for row in rows)
     elif format == "table":
         view = Table()
         for column in table.column_names:
@@ -448,7 +519,7 @@ def print_table(table, format: str) -> None:
 def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    return "NULL" if value is None else escape(str(value))
+    return "NULL" if value is None else escape(printable(str(value)))
 
 
 @app.command()
@@ -514,9 +585,9 @@ def verify(
         return
     for problem in problems:
         action = f" -> {problem.repair}" if repair else ""
-        out.print(escape(f"{problem.kind}: {problem.what}: {problem.detail}{action}"), highlight=False, soft_wrap=True)
+        _say(f"{problem.kind}: {problem.what}: {problem.detail}{action}")
     if repair:
-        out.print(escape(f"{len(problems)} problem(s) repaired; `langspec run SPEC --store {store}` computes what was set aside"), soft_wrap=True)
+        _say(f"{len(problems)} problem(s) repaired; `langspec run SPEC --store {shlex.quote(str(store))}` computes what was set aside")
     else:
-        out.print(escape(f"{len(problems)} problem(s); `langspec verify --repair --store {store}` repairs them"), soft_wrap=True)
+        _say(f"{len(problems)} problem(s); `langspec verify --repair --store {shlex.quote(str(store))}` repairs them")
     raise typer.Exit(1)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
+import stat
+import tempfile
 import threading
 import time
 import traceback
@@ -210,7 +213,6 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, root: Path, display: RunDisplay, address: str | None = None, queued_report_s: float = 60.0):
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray >= 2.59 otherwise writes an auth token
         import ray
 
         self._ray = ray
@@ -219,13 +221,10 @@ class RayBackend:
         self._owned = False
         if not ray.is_initialized():
             term = signal.getsignal(signal.SIGTERM)
-            if address:
+            if address:  # the cluster's authentication is its administrator's: the user's settings stand
                 ray.init(address=address, log_to_driver=False)
             else:
-                ray.init(
-                    num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=128 * 1024**2,
-                    _temp_dir=_ray_temp_dir(root), log_to_driver=False,
-                )
+                start_private_ray(root)
             self._owned = True
             if callable(term) and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, term)  # Ray's own handler exits on the spot, leaving the run "running"
@@ -324,12 +323,47 @@ def _check_gpus(pending: list[Task], available: float, where: str) -> None:
         )
 
 
+def start_private_ray(root: Path) -> None:
+    """Start a local Ray that only this run can use: every port on loopback, and token authentication
+    with a fresh token that lives only in the environment of this process and the Ray processes it
+    starts (never on disk). Ray 2.60 binds its servers to the node's address on every interface
+    unless that address is loopback, and resolves a `_node_ip_address` of 127.0.0.1 back to the
+    network's: `ENABLE_RAY_CLUSTER`, the switch its laptop mode reads, makes loopback the node's
+    address, and is put back once Ray has started (a later `--address` in this process joins as usual)."""
+    import ray
+    from ray._private import ray_constants
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    Config.initialize("")  # Ray read both when it was imported; as its own switch to token mode does
+    AuthenticationTokenLoader.instance().reset_cache()
+    cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=128 * 1024**2,
+                 _temp_dir=_ray_temp_dir(root), log_to_driver=False)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+
+
 def _ray_temp_dir(root: Path) -> str:
-    """Ray's temp dir under the store, unless that path is too long for Ray's unix sockets."""
+    """Ray's temp dir under the store (private with it), unless that path is too long for Ray's unix
+    sockets: then the user's own directory in the system's temp dir, 0700. Its name can be guessed,
+    so one that someone else made first (or a link) is passed over for a fresh private one."""
     preferred = (root / "ray").resolve()
     if len(str(preferred)) <= 40:
         return str(preferred)
-    return f"/tmp/langspec-ray-{os.getuid()}"
+    own = Path(tempfile.gettempdir()) / f"langspec-ray-{os.getuid()}"
+    try:
+        own.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    found = own.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
+        return tempfile.mkdtemp(prefix="langspec-ray-")
+    own.chmod(0o700)  # earlier langspec versions left it open to every user
+    return str(own)
 
 
 # --- the driver -------------------------------------------------------------------------------

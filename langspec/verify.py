@@ -25,7 +25,7 @@ from store.db import DB_FILE, StoreWriter, connect_read_only, damaged_database, 
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # damaged | not ingested | rows without a result | leftover attempt | damaged database
+    kind: str  # damaged | not ingested | rows without a result | leftover attempt | damaged database | not a task
     what: str  # a task's name and key, or a path
     detail: str
     repair: str  # what --repair does about it
@@ -52,6 +52,10 @@ def verify_store(root: Path, repair: bool = False) -> list[Problem]:
     complete, damaged = {}, {}
     for directory in sorted((root / "tasks").glob("[!.]*")):
         key = directory.name
+        if not artifacts.is_task_key(key):  # never read, never bound into SQL: planted, or put there by hand
+            problems.append(Problem("not a task", str(directory.relative_to(root)), "its name is not a task key (64 hexadecimal digits)",
+                                    "left alone: no run reads it; look at it and remove it by hand"))
+            continue
         manifest = artifacts.read_manifest(root, key) or {}
         stage = manifest.get("stage")
         tables = _tables(stage)

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -33,8 +34,23 @@ HASH_LIMIT = 256 * 1024**2  # files up to this size get a sha256 in the manifest
 STALE_S = 30.0  # an attempt on another host whose heartbeat is older than this is dead
 
 
+# A task's key: the sha256 its compiler gives it. A name read from disk is used as a key only if it is
+# one: it names directories and is bound into SQL, and a planted directory name must be neither.
+TASK_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def is_task_key(name: str) -> bool:
+    return TASK_KEY.fullmatch(name) is not None
+
+
 def task_dir(root: Path, key: str) -> Path:
     return Path(root) / "tasks" / key
+
+
+def open_private(path: Path):
+    """`open(path, "a+")`, a new file created readable and writable by its owner alone: a lock file
+    that other users can neither open nor hold (holding a shared store's lock stalls its runs)."""
+    return open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")
 
 
 def tables_dir(root: Path, key: str) -> Path:
@@ -75,7 +91,7 @@ def new_token() -> str:
 def _fence_locked(root: Path):
     path = Path(root) / "tasks" / ".fence"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    with open_private(path) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             handle.seek(0)

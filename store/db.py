@@ -153,8 +153,10 @@ class StoreWriter:
         """notify(text): told when the writer waits long for a reader to close the store."""
         self.root = Path(root)
         try:
-            (self.root / "tasks").mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.root / LOCK_FILE, "a+")
+            # A new store is its user's alone (0700): it holds the spec, the datasets' text and the results.
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (self.root / "tasks").mkdir(exist_ok=True)
+            self._lock = artifacts.open_private(self.root / LOCK_FILE)
         except OSError as err:
             raise StoreError(f"cannot write the store at {self.root}: {err.strerror}; choose a writable --store DIR") from None
         try:
@@ -316,6 +318,7 @@ class StoreWriter:
         """Replace the task's rows in every task table by the Parquet tables its manifest lists; one
         transaction, with the task's `record` in `run_id` when given, so a reader sees the task whole
         or not at all. `tables`: what its stage declares; a missing one is an error, never absent rows."""
+        _check_key(key)
         manifest = artifacts.read_manifest(self.root, key)
         if manifest is None:
             raise StoreError(f"task {name} has no readable {artifacts.SUCCESS_FILE}; `langspec verify --repair` sets it aside")
@@ -348,6 +351,7 @@ class StoreWriter:
 
     def forget(self, key: str) -> None:
         """Delete a task's rows from every task table: its result is gone or damaged."""
+        _check_key(key)
         with self._open() as con, _transaction(con):
             _delete_task(con, key)
             con.execute("DELETE FROM results WHERE task_key = ?", [key])
@@ -367,6 +371,11 @@ class StoreWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_key(key: str) -> None:
+    if not artifacts.is_task_key(key):
+        raise StoreError(f"{key!r} is not a task key (64 hexadecimal digits); a directory of that name in tasks/ is none of langspec's")
 
 
 @contextmanager
@@ -410,8 +419,9 @@ def _text_scores(path: Path):
 def _insert(con: duckdb.DuckDBPyConnection, table: str, key: str, path: Path) -> int:
     columns = pq.read_schema(path).names
     # A `path` column is relative to the task directory; rows store it relative to the store root.
-    select = f"* REPLACE ('tasks/{key}/' || path AS path)" if "path" in columns else "*"
-    con.execute(f"INSERT INTO {table} BY NAME SELECT ? AS task_key, {select} FROM read_parquet(?)", [key, str(path)])
+    select = "* REPLACE ($task_dir || path AS path)" if "path" in columns else "*"
+    params = {"key": key, "parquet": str(path)} | ({"task_dir": f"tasks/{key}/"} if "path" in columns else {})
+    con.execute(f"INSERT INTO {table} BY NAME SELECT $key AS task_key, {select} FROM read_parquet($parquet)", params)
     return _first(con, f"SELECT count(*) FROM {table} WHERE task_key = $key", key=key)[0]
 
 
@@ -421,8 +431,16 @@ def _first(con: duckdb.DuckDBPyConnection, sql: str, **params) -> tuple | None:
     return rows[0] if rows else None
 
 
+# A read-only connection protects the database, not the disk: DuckDB's `read_only` alone still runs
+# `COPY ... TO` any file (the database itself included), `read_csv` of any file, and INSTALL/LOAD of
+# extensions from the network. These close that, and `lock_configuration` keeps a query from reopening it.
+READ_ONLY_CONFIG = {"enable_external_access": False, "autoinstall_known_extensions": False,
+                    "autoload_known_extensions": False, "allow_community_extensions": False, "lock_configuration": True}
+
+
 def connect_read_only(root: str | Path, wait_s: float = READ_WAIT_S) -> duckdb.DuckDBPyConnection:
-    """A read-only connection for queries and analyses; writes through it fail. While a run writes
+    """A read-only connection for queries and analyses: writes through it fail, and it reaches no file
+    but the database (no COPY TO, no read_csv, no extensions). While a run writes
     the store, waits for its transaction (up to `wait_s`). The connection sees the store as of its
     opening, whole tasks only, for as long as it stays open; and the run waits while it is open, so
     close it when done (`with connect_read_only(root) as con:`)."""
@@ -438,7 +456,7 @@ def connect_read_only(root: str | Path, wait_s: float = READ_WAIT_S) -> duckdb.D
                          "retry later (a langspec run writes it only while it ingests a task)")
 
     with _gate(Path(root), fcntl.LOCK_SH, lambda: waiting(f"a langspec run (pid {lock_holder(Path(root))})")):
-        con = _connect(Path(root), waiting, read_only=True)
+        con = _connect(Path(root), waiting, read_only=True, config=READ_ONLY_CONFIG)
     found = _schema_version(con)
     if found is not None and found != SCHEMA_VERSION:
         con.close()
@@ -478,7 +496,7 @@ def _gate(root: Path, mode: int, keep_waiting, create: bool = False):
     backoff; keep_waiting() says whether to go on. A reader of a store it cannot write, or one that no
     langspec of this version wrote yet, goes without: DuckDB's own lock still keeps it safe."""
     try:
-        handle = open(root / GATE_FILE, "a+" if create else "r")
+        handle = artifacts.open_private(root / GATE_FILE) if create else open(root / GATE_FILE)
     except OSError:
         if create:
             raise

@@ -16,7 +16,7 @@ from store.artifacts import seal, task_dir
 from store.db import COMPACTING_FILE, DB_FILE, SCHEMA_VERSION, StoreWriter, TaskRecord, connect_read_only
 from store.errors import StoreError
 
-KEY = "k" * 64
+KEY = "a" * 64  # a task key: 64 hexadecimal digits
 
 
 def write_task_tables(root, key=KEY, n=5):
@@ -54,7 +54,7 @@ def test_ingest_twice_gives_the_same_rows(tmp_path):
 
 
 def test_ingest_replaces_only_that_tasks_rows(tmp_path):
-    other = "o" * 64
+    other = "b" * 64
     write_task_tables(tmp_path, KEY, n=5)
     write_task_tables(tmp_path, other, n=3)
     with StoreWriter(tmp_path) as writer:
@@ -200,8 +200,8 @@ def test_a_tracin_task_that_scored_no_pair_is_ingested_without_scores(tmp_path):
     train_ids = ["ka-train-0", "ka-train-1"]
     tasks = {  # key: test ids, the scores (n_test, n_train), the rows ingested per table
         "e" * 64: ([], np.zeros((0, 2), np.float32), (2, 0, 0, 0)),
-        "n" * 64: (["ka-test-0"], np.full((1, 2), np.nan, np.float32), (3, 0, 0, 0)),
-        "s" * 64: (["ka-test-0"], np.array([[0.5, -0.25]], np.float32), (3, 2, 2, 2 * 2 * 2)),  # 2 sides x 2 ranks x (checkpoint, TracInCP)
+        "d" * 64: (["ka-test-0"], np.full((1, 2), np.nan, np.float32), (3, 0, 0, 0)),
+        "f" * 64: (["ka-test-0"], np.array([[0.5, -0.25]], np.float32), (3, 2, 2, 2 * 2 * 2)),  # 2 sides x 2 ranks x (checkpoint, TracInCP)
     }
     with StoreWriter(tmp_path) as writer:
         for key, (test_ids, block, expected) in tasks.items():
@@ -209,10 +209,10 @@ def test_a_tracin_task_that_scored_no_pair_is_ingested_without_scores(tmp_path):
                 write_arrow(task_dir(tmp_path, key), name, table)
             seal(task_dir(tmp_path, key), {})
             assert writer.ingest(key, "tracin", key, ("influence",)) == dict(zip(("influence_examples", "influence", "tracin_cp", "proponents"), expected))
-    assert rows(tmp_path, "SELECT task_key, seed, variant FROM influence_tasks") == [("s" * 64, 0, "full")]
+    assert rows(tmp_path, "SELECT task_key, seed, variant FROM influence_tasks") == [("f" * 64, 0, "full")]
     assert rows(tmp_path, "SELECT left(task_key, 1), min(example_no), max(example_no) FROM influence_examples GROUP BY 1 ORDER BY 2") == [
-        ("e", 0, 1), ("n", 2, 4), ("s", 5, 7)]
-    assert rows(tmp_path, "SELECT left(task_key, 1), test_no, train_no, score FROM influence ORDER BY train_no") == [("s", 5, 6, 0.5), ("s", 5, 7, -0.25)]
+        ("e", 0, 1), ("d", 2, 4), ("f", 5, 7)]
+    assert rows(tmp_path, "SELECT left(task_key, 1), test_no, train_no, score FROM influence ORDER BY train_no") == [("f", 5, 6, 0.5), ("f", 5, 7, -0.25)]
 
 
 # The schema of older versions as they shipped, verbatim: version 2's store/schema.sql, version 4's
@@ -273,7 +273,7 @@ def test_a_version_2_store_is_migrated_and_answers_as_before(tmp_path):
     con.executemany("INSERT INTO examples (task_key, example_id, language, split) VALUES ('data', ?, ?, ?)", examples)
     scores = []
     for seed, variant in ((0, "full"), (0, "sft")):
-        key = f"tracin-{variant}"
+        key = {"full": "a", "sft": "b"}[variant] * 64  # task keys, in the order of the variants
         con.execute("INSERT INTO tasks (run_id, task_key, name, stage, params, inputs, outcome) VALUES (1, ?, ?, 'tracin', '{}', ?, 'ran')",
                     [key, key, json.dumps({"data": "data"})])
         con.execute("INSERT INTO points VALUES (1, '', ?)", [key])
@@ -424,7 +424,7 @@ def test_a_tracin_tasks_own_tables_equal_the_ingest_of_its_text_ids(tmp_path):
     terms[1][1][0, 2] = np.nan
     scores = [(c, t, z, float(block[i, j])) for c, block in terms for i, t in enumerate(test_ids) for j, z in enumerate(train_ids)
             if not np.isnan(block[i, j])]
-    keys = ("t" * 64, "u" * 64)
+    keys = ("c" * 64, "d" * 64)
     for key in keys:
         tables = task_dir(tmp_path / "text", key) / "tables"
         tables.mkdir(parents=True)
@@ -478,7 +478,7 @@ def test_a_version_4_store_is_migrated_and_answers_as_before(tmp_path):
 
     rng = np.random.default_rng(4)
     test_ids, train_ids = [f"{lang}-test-{i}" for lang in ("ka", "la") for i in range(2)], [f"{lang}-train-{i}" for lang in ("ka", "la") for i in range(5)]
-    tasks = {f"{variant[0]}" * 64: (0, variant, [(c, rng.integers(-4, 5, (4, 10)).astype(np.float32) / 8) for c in (1, 2, 3)])
+    tasks = {{"sft": "e", "full": "a"}[variant] * 64: (0, variant, [(c, rng.integers(-4, 5, (4, 10)).astype(np.float32) / 8) for c in (1, 2, 3)])
              for variant in ("sft", "full")}  # ingested in an order other than their keys'
     con = old_store(tmp_path / "v4", 4)
     con.execute("INSERT INTO runs (run_id, spec, status) VALUES (1, '{}', 'completed')")
