@@ -8,19 +8,23 @@ import shlex
 import signal
 import socket
 import sys
-from importlib import metadata
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import typer.core
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
-from rich.table import Table
 
 from langspec.errors import ERROR_ROOTS, UsageError
-from langspec.load import LoadedSpec, load_spec
 from store.errors import QueryError
+
+# The rest is imported where it is used, so that --version, --help and status answer at once: the
+# spec's models import every stage (pydantic, pyarrow, numpy), a run imports torch and Ray.
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from langspec.load import LoadedSpec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 UNWRAPPED = 100_000  # the width of a pipe or a file: wide enough that no line is ever wrapped or cut
@@ -66,6 +70,8 @@ VERSIONS_OF = ("langspec", "torch", "transformers", "ray", "duckdb")
 
 def _print_versions(show: bool) -> None:
     if show:
+        from importlib import metadata  # here, not at the top: --help need not load it
+
         for package in VERSIONS_OF:
             print(f"{package} {metadata.version(package)}")
         raise typer.Exit()
@@ -104,6 +110,8 @@ def printable(text: str) -> str:
 
 
 def _load(spec: Path, overrides: list[str] | None, yes: bool = False) -> LoadedSpec:
+    from langspec.load import load_spec  # heavy: the models of every stage
+
     return load_spec(spec, overrides or [], allow_large_sweep=yes)
 
 
@@ -232,6 +240,8 @@ def _run_findings(con, result, points: dict) -> dict:
 
 
 def _accuracy_table(accuracy: list[dict]) -> Table:
+    from rich.table import Table
+
     from store.queries import VARIANTS
 
     variants = sorted({row["variant"] for row in accuracy}, key=lambda v: (VARIANTS.index(v) if v in VARIANTS else len(VARIANTS), v))
@@ -281,6 +291,8 @@ def analyze(
     point=prune.threshold=0.9). With --sql, paste the printed SQL into any client that opens the
     store, e.g. `duckdb -readonly results/langspec.duckdb`.
     """
+    from rich.table import Table
+
     from store.queries import named_queries, resolve
 
     queries = named_queries()
@@ -494,7 +506,11 @@ def _query_params(pairs: list[str]) -> dict[str, object]:
 
 
 def print_table(table, format: str) -> None:
-    rows = table.to_pylist()
+    """An Arrow table (a query's result) as `format`."""
+    print_rows(table.column_names, table.to_pylist(), format)
+
+
+def print_rows(columns: list[str], rows: list[dict], format: str) -> None:
     if format == "json":
         print(json.dumps(rows, default=str, indent=1))
     elif format == "csv":
@@ -502,11 +518,13 @@ def print_table(table, format: str) -> None:
 
         # `\n` line ends, as DuckDB's CLI and psql write: `n=$(... | tail -1)` then holds the number alone.
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(table.column_names)
+        writer.writerow(columns)
         writer.writerows([printable(v) if isinstance(v, str) else v for v in row.values()] for row in rows)
     elif format == "table":
+        from rich.table import Table
+
         view = Table()
-        for column in table.column_names:
+        for column in columns:
             view.add_column(column, overflow="fold")  # a narrow terminal folds a cell, never cuts it
         for row in rows:
             view.add_row(*[_cell(v) for v in row.values()])
@@ -526,32 +544,28 @@ def _cell(value) -> str:
 def status(store: StoreOpt = DEFAULT_STORE, runs: Annotated[int, typer.Option(metavar="N", help="How many recent runs.")] = 5) -> None:
     """The last runs in the store and what happened to their tasks; for a run still going, what is done,
     running (with its progress), queued and failed. Safe to run while the run writes the store."""
-    import pyarrow as pa
-
     from langspec.progress import read_progress
     from store.artifacts import pid_alive
     from store.db import connect_read_only
-    from store.queries import internal_table
 
     try:
         with connect_read_only(store) as con:  # held for a moment: the run waits while a reader has the store open
-            recent = internal_table(con, "recent_runs", n=runs)
-            last = recent.column("run_id")[0].as_py() if recent.num_rows else None
-            tasks = internal_table(con, "run_task_outcomes", run=last)
+            run_columns, listed = _internal_rows(con, "recent_runs", n=runs)
+            last = listed[0]["run_id"] if listed else None
+            task_columns, tasks = _internal_rows(con, "run_task_outcomes", run=last)
     except ERROR_ROOTS as error:
         _fail(error)
     here = socket.gethostname()
-    listed = recent.to_pylist()
     for row in listed:
         host, pid = row.pop("host"), row.pop("pid")
         if row["status"] == "running" and host == here and pid and not pid_alive(pid):  # killed: never marked
             row["status"] = "running (its driver is gone)"
-    print_table(pa.Table.from_pylist(listed) if listed else recent.drop_columns(["pid", "host"]), "table")
+    print_rows([c for c in run_columns if c not in ("pid", "host")], listed, "table")
     if last is None:
         return
     live = listed[0]["status"] == "running"
     rows = []
-    for task in tasks.to_pylist():
+    for task in tasks:
         progress = read_progress(store, task["task_key"]) if live and task["outcome"] == "queued" else None
         outcome = f"running {progress}".strip() if progress is not None else task["outcome"]
         rows.append({"name": task["name"], "outcome": outcome, "seconds": task["seconds"], "device": task["device"],
@@ -565,7 +579,16 @@ def status(store: StoreOpt = DEFAULT_STORE, runs: Annotated[int, typer.Option(me
              f"({counts.get('ran', 0)} ran, {counts.get('cached', 0)} cached), {counts.get('running', 0)} running, "
              f"{counts.get('queued', 0)} queued, {counts.get('failed', 0)} failed, {counts.get('skipped', 0)} skipped")
     _say(f"tasks of run {last}:")
-    print_table(pa.Table.from_pylist(rows) if rows else tasks.drop_columns(["task_key"]), "table")
+    print_rows(list(rows[0]) if rows else [c for c in task_columns if c != "task_key"], rows, "table")
+
+
+def _internal_rows(con, name: str, **params) -> tuple[list[str], list[dict]]:
+    """One of langspec's own queries as its column names and rows, fetched as Python values rather
+    than through Arrow, whose conversion to Python rows loads pandas: a quarter of a second."""
+    from store.queries import INTERNAL_DIR, named_queries
+
+    result = con.sql(named_queries(INTERNAL_DIR)[name].sql, params=params)
+    return result.columns, [dict(zip(result.columns, row)) for row in result.fetchall()]
 
 
 @app.command()

@@ -22,11 +22,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 
 import duckdb
-import pyarrow.parquet as pq
 
 from store import artifacts
 from store.errors import StoreError
@@ -413,10 +411,14 @@ def _leave_queued(con: duckdb.DuckDBPyConnection, run_id: int) -> None:
 
 
 def _text_scores(path: Path):
+    import pyarrow.parquet as pq  # heavy: only ingest reads task tables, a reader of the store never
+
     return pq.read_table(path, read_dictionary=["test_id", "train_id", "variant"])
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, key: str, path: Path) -> int:
+    import pyarrow.parquet as pq
+
     columns = pq.read_schema(path).names
     # A `path` column is relative to the task directory; rows store it relative to the store root.
     select = "* REPLACE ($task_dir || path AS path)" if "path" in columns else "*"
@@ -553,6 +555,8 @@ def _migratable(version: int) -> bool:
 
 
 def package_version(name: str) -> str:
+    from importlib import metadata  # here, not at the top: a reader of the store need not load it
+
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:

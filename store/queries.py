@@ -8,11 +8,13 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import duckdb
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from store.errors import QueryError
+
+if TYPE_CHECKING:  # in annotations only: reading the named queries loads neither DuckDB nor pyarrow
+    import duckdb
+    import pyarrow as pa
 
 SQL_DIR = Path(__file__).with_name("sql")
 # The TracIn variants in the study's order (the model, its subnetworks, SFT): the order of the
