@@ -30,6 +30,9 @@ from pathlib import Path
 SUCCESS_FILE = "_SUCCESS.json"
 OWNER_FILE = "_OWNER.json"  # in an attempt directory: who works there; its mtime is the heartbeat
 RESUME_FILE = "resume.pt"  # a resumable stage's state; an attempt holding it can be taken over
+# What a TracIn task hands to the store since #13 (store/influence.py: its example numbers, TracInCP
+# and ranks computed in the task, where the scores already are), each in the task's own numbers from 0.
+INFLUENCE_TABLES = ("influence_examples", "influence", "tracin_cp", "proponents")
 HASH_LIMIT = 256 * 1024**2  # files up to this size get a sha256 in the manifest; larger ones a size
 STALE_S = 30.0  # an attempt on another host whose heartbeat is older than this is dead
 

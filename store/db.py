@@ -27,8 +27,8 @@ from pathlib import Path
 import duckdb
 
 from store import artifacts
+from store.artifacts import INFLUENCE_TABLES
 from store.errors import StoreError
-from store.influence import INFLUENCE_TABLES, delete_task, insert_influence, insert_tables
 
 SCHEMA_VERSION = 5
 # The schema, run in this order on every run: tables (CREATE IF NOT EXISTS), then the migrations of
@@ -50,6 +50,8 @@ def _influence_to_v3(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE influence RENAME TO influence_v2")
     for path in SCHEMA_FILES:  # the new `influence`, and the views and macros that ingest uses
         con.execute(path.read_text())
+    from store.influence import insert_influence
+
     keys = [row[0] for row in con.sql("SELECT DISTINCT task_key FROM influence_v2 ORDER BY 1").fetchall()]
     for key in keys:
         scores = con.sql("SELECT seed, variant, checkpoint, test_id, train_id, score FROM influence_v2 WHERE task_key = $key",
@@ -329,6 +331,8 @@ class StoreWriter:
         unknown = set(files) - set(TASK_TABLES)
         if unknown:
             raise StoreError(f"task {name} wrote tables the store does not know: {', '.join(sorted(unknown))}")
+        from store.influence import insert_influence, insert_tables  # numpy and pyarrow: a reader of the store never needs them
+
         counts = {}
         with self._open() as con, _transaction(con):  # an interrupt too rolls back: no half-ingested task
             _delete_task(con, key)
@@ -389,6 +393,8 @@ def _transaction(con: duckdb.DuckDBPyConnection):
 
 def _delete_task(con: duckdb.DuckDBPyConnection, key: str) -> None:
     """Delete a task's rows from every task table."""
+    from store.influence import delete_task
+
     for table in STAGE_TABLES:
         con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
     delete_task(con, key)

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from store.artifacts import INFLUENCE_TABLES
 from store.errors import StoreError
 
 SIDES = ("proponents", "opponents")
@@ -29,9 +30,6 @@ SIDES = ("proponents", "opponents")
 
 # Each test example's proponents and opponents are ranked up to this k (the schema's proponents_max_k()).
 PROPONENTS_MAX_K = 100
-# What a TracIn task hands to the store since #13 (its example numbers, TracInCP and ranks computed
-# in the task, where the scores already are), each in the task's own numbers from 0.
-INFLUENCE_TABLES = ("influence_examples", "influence", "tracin_cp", "proponents")
 NUMBERED_COLUMNS = {"influence_examples": ("example_no",), "influence": ("test_no", "train_no"),
                     "tracin_cp": ("test_no", "train_no"), "proponents": ("test_no", "train_no")}
 

@@ -1,0 +1,126 @@
+"""Fast on a busy machine (#25): langspec's work beside a CPU-bound competitor, as a researcher's laptop
+with a browser open or a shared workstation has it, with the thread settings langspec uses now and
+without them, side by side in one invocation.
+
+  1. step: the demo model's training step (batch 32, length 48, AdamW; the tiny XLM-R of
+     specs/demo.yaml), ms per step, alone and beside the competitor, with OpenMP's default (spinning)
+     wait and with OMP_WAIT_POLICY=PASSIVE, at 1 and 2 torch threads; each case in a fresh process,
+     since OpenMP reads the policy once, when torch loads it.
+  2. demo (with --demo): `langspec run specs/demo.yaml` cold, alone and beside the competitor, with
+     this checkout and, with --old DIR, another (e.g. `git worktree add /tmp/old <commit>`), for the
+     executors named by --executors.
+
+The competitor is a torch process doing 512x512 matmuls on as many threads as the machine has cores,
+at niceness 0, started before and stopped after each timed case.
+
+Run (from the repository root):
+    .venv/bin/python benchmarks/contention.py [--steps 40] [--demo] [--old DIR] [--executors ray,local]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+COMPETITOR = """
+import os, torch
+torch.set_num_threads(os.cpu_count())
+a = torch.randn(512, 512)
+while True:
+    a = (a @ a).tanh_()
+"""
+
+STEP = """
+import os, sys, time, statistics, torch
+from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+threads, steps = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+config = XLMRobertaConfig(vocab_size=4000, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
+                          max_position_embeddings=66, num_labels=3, pad_token_id=1)
+model = XLMRobertaForSequenceClassification(config)
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+ids = torch.randint(5, 4000, (32, 48))
+labels = torch.randint(0, 3, (32,))
+times = []
+for step in range(steps + 5):
+    started = time.perf_counter()
+    loss = model(input_ids=ids, labels=labels).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    if step >= 5:
+        times.append(time.perf_counter() - started)
+print(statistics.median(times) * 1000)
+"""
+
+
+def with_competitor(run):
+    """Run `run()` beside the competitor (started first, given a second to spin up, then stopped)."""
+    competitor = subprocess.Popen([PYTHON, "-c", COMPETITOR], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        return run()
+    finally:
+        competitor.kill()
+        competitor.wait()
+
+
+def step_ms(threads: int, policy: str | None, steps: int) -> float:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": policy} if policy else {})
+    done = subprocess.run([PYTHON, "-c", STEP, str(threads), str(steps)], env=env, capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def demo_seconds(code: Path, executor: str) -> float:
+    store = Path(tempfile.mkdtemp(prefix="contention-"))
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    started = time.perf_counter()
+    done = subprocess.run([PYTHON, "-m", "langspec", "run", str(HERE / "specs" / "demo.yaml"), "--store", str(store), "--executor", executor],
+                          cwd=code, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(store, ignore_errors=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the demo failed with {code}:\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=40, help="timed training steps per case")
+    parser.add_argument("--demo", action="store_true", help="also time the demo, alone and beside the competitor")
+    parser.add_argument("--old", type=Path, help="a checkout to compare the demo against")
+    parser.add_argument("--executors", default="ray,local")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}")
+    print(f"\n{'training step (ms, median)':34}{'alone':>8}{'busy':>8}{'busy/alone':>12}")
+    for threads in (2, 1):
+        for policy in (None, "PASSIVE"):
+            alone = step_ms(threads, policy, args.steps)
+            busy = with_competitor(lambda: step_ms(threads, policy, args.steps))
+            name = f"{threads} thread(s), wait {'PASSIVE' if policy else 'default'}"
+            print(f"{name:34}{alone:8.0f}{busy:8.0f}{busy / alone:12.2f}")
+    if not args.demo:
+        return
+    print(f"\n{'demo, cold (s)':34}{'alone':>8}{'busy':>8}{'busy/alone':>12}")
+    for executor in args.executors.split(","):
+        for name, code in (("this checkout", HERE), ("old", args.old)):
+            if code is None:
+                continue
+            alone = demo_seconds(code, executor)
+            busy = with_competitor(lambda: demo_seconds(code, executor))
+            print(f"{name + ', ' + executor:34}{alone:8.0f}{busy:8.0f}{busy / alone:12.2f}")
+
+
+if __name__ == "__main__":
+    main()
