@@ -1,13 +1,21 @@
-"""The study's answers as data: one `Finding` per question, each with its statistic, a 95% interval,
-a test, the sample sizes, a verdict and the reasons for it, computed from the store's analyses
-(store/sql/) and per-test-example rows (store/sql/internal/findings_*.sql) with langspec.stats.
+"""The study's answers as data: one `Finding` per question, each with the direction it claims, its
+statistic, a 95% interval, the p-value that agrees with that interval, Holm's adjustment over the
+primary questions, the sample sizes, a verdict and the reasons for it; computed from the store's
+analyses (store/sql/) and per-test-example rows (store/sql/internal/findings_*.sql) with
+langspec.stats.
 
-Verdicts: `supported` (the interval excludes the null value on the claimed side), `not supported`
-(a sanity gate failed, or the interval lies on the other side), `inconclusive` (the interval holds
-the null value, or there is no interval: one seed). Every failed gate is named in `reasons`.
+Seeds are the replications; TracIn's test examples are the same in every seed (crossed with the
+seeds, not nested in them). A statistic measured per seed gets a t interval over seeds
+(`stats.over_seeds`); one measured per test example gets the crossed interval (`stats.crossed`).
+
+Verdicts: `supported` (the interval lies on the claimed side of 0, and for a primary question
+Holm's adjusted p < 0.05), `contradicted` (the interval lies on the far side, adjusted likewise),
+`inconclusive` (the interval holds 0, the adjustment takes it back, or the question cannot be
+answered: a sanity gate of a model it uses failed, data is missing, or one seed). Every reason is
+in `reasons`.
 
 QUESTIONS lists the finding functions in report order; a new question is a function
-`(StudyData) -> Finding` appended to it.
+`(StudyData, Gates) -> Answer` appended to it.
 """
 
 from __future__ import annotations
@@ -23,9 +31,11 @@ import numpy as np
 from langspec import stats, validity
 from store.queries import VARIANTS, internal, run_named
 
-SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
-SEED = 0  # of every bootstrap and random permutation: findings are deterministic
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+ALPHA = 0.05  # of every interval (95%) and of Holm's family of primary questions
+SEED = 0  # of every random permutation: findings are deterministic
 MIN_SEEDS = 2  # an interval over seeds needs at least two
+MULTILINGUAL = "multilingual"  # the masks pruned on the model fine-tuned on every language (not `only`'s)
 
 
 @dataclass(frozen=True)
@@ -33,17 +43,20 @@ class Finding:
     """One question's answer. interval: [low, high] at 95%, or None; n: the sample sizes."""
 
     question: str  # "Q1" ...
-    title: str  # the claim, e.g. "Language subnetworks exist"
-    verdict: str  # supported | not supported | inconclusive
+    title: str  # the claim, with its direction, e.g. "A language's own subnetwork serves it better than the others'"
+    claimed: str  # the side of 0 the statistic takes if the claim holds: greater | less
+    verdict: str  # supported | contradicted | inconclusive
     statistic: float | None
     statistic_name: str  # what `statistic` is, in words
     interval: list[float] | None
-    p_value: float | None
-    test: str | None  # how p_value was computed
+    p_value: float | None  # two-sided, of `statistic = 0`, from the same estimate as the interval
+    p_adjusted: float | None  # Holm over the primary questions of the point; None for a secondary one
+    primary: bool  # one of the study's questions (in Holm's family); False: a check or an exploration
+    test: str | None  # how interval and p_value were computed
     n: dict[str, int]
     reasons: list[str]
     sentence: str  # the answer in plain words, with its numbers
-    details: dict = field(default_factory=dict)  # further numbers (per variant, per epoch, ...)
+    details: dict = field(default_factory=dict)  # further numbers (per variant, per epoch, ...): exploratory
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -59,17 +72,18 @@ class StudyData:
     full_model: list[dict]  # findings_full_model rows
     accuracy: list[dict]  # the accuracy analysis, per seed
     mask_transfer: list[dict]  # the mask_transfer analysis, per seed
-    pairs: list[dict]  # subnetwork_similarity, per seed
+    pairs: list[dict]  # subnetwork_similarity of the multilingual model's masks, per seed
     proponents: dict  # (variant, checkpoint) -> seed -> test_id -> (test_language, {train_language: count})
     train_examples: dict  # (seed, variant) -> {language: training examples scored}
     threshold: float | None = None
     validity: list = field(default_factory=list)  # langspec.validity.Validity of the point's ablation, if any
+    ablation_models: list = field(default_factory=list)  # findings_ablation_models rows
 
     @property
     def seeds(self) -> list[int]:
         return sorted({r["seed"] for r in self.full_model})
 
-    @cached_property  # read by every bootstrap resample: at the paper's size the set below takes 8 ms
+    @cached_property  # read by every resample: at the paper's size the set below takes 8 ms
     def languages(self) -> list[str]:
         """Every language the point has results of: fine-tuned, pruned or scored by TracIn."""
         scored = {name for by_seed in self.proponents.values() for examples in by_seed.values()
@@ -110,82 +124,132 @@ def load(con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: int) -> Stu
         if role == "train":
             train_examples.setdefault((seed, variant), {})[language] = count
     columns = ("seed", "language", "accuracy", "examples", "majority_rate", "labels", "labels_predicted")
-    pairs = per_seed("subnetwork_similarity")
     thresholds = {row[0] for row in internal(con, "findings_thresholds", **params)}
+    has_ablation = internal(con, "point_has_ablation", **params)[0][0]
     return StudyData(
         run_id=run_id, point=point, k=k,
         full_model=[dict(zip(columns, row)) for row in internal(con, "findings_full_model", **params)],
-        accuracy=per_seed("accuracy"), mask_transfer=per_seed("mask_transfer"), pairs=pairs,
+        accuracy=per_seed("accuracy"), mask_transfer=per_seed("mask_transfer"),
+        pairs=[r for r in per_seed("subnetwork_similarity") if r["model"] == MULTILINGUAL],  # `only`'s masks answer no question here
         proponents=proponents, train_examples=train_examples,
         threshold=next(iter(thresholds)) if len(thresholds) == 1 else None,
-        validity=validity.influence_validity(con, run_id, point, k) if internal(con, "point_has_ablation", **params)[0][0] else [],
+        validity=validity.influence_validity(con, run_id, point, k) if has_ablation else [],
+        ablation_models=[dict(zip(("seed", "ablated", "language", "accuracy", "examples"), row))
+                         for row in internal(con, "findings_ablation_models", **params)] if has_ablation else [],
     )
 
 
 # --- sanity gates -----------------------------------------------------------------------------
 
+# The models a question's answer rests on; a failed gate of any of them makes it `inconclusive`.
+FULL, SUBNETWORK, SFT, ABLATION = "full", "subnetwork", "sft", "ablation"
 
-def gates(data: StudyData) -> list[str]:
-    """The failed sanity gates that void every finding of the point, each naming its gate."""
-    failed = []
+
+@dataclass(frozen=True)
+class Gates:
+    """The failed sanity gates of each model of a point, each naming its gate."""
+
+    failed: dict[str, list[str]]
+
+    def of(self, *models: str) -> list[str]:
+        return [reason for model in (FULL, *models) for reason in self.failed.get(model, [])]
+
+
+def gates(data: StudyData) -> Gates:
     if not data.full_model:
-        return ["no full-model test accuracy: the run has no fine-tuning results at this point"]
+        return Gates({FULL: ["no full-model test accuracy: the run has no fine-tuning results at this point"]})
+    majority = {(r["seed"], r["language"]): r for r in data.full_model}
+    failed = {FULL: [], SUBNETWORK: [], SFT: [], ABLATION: []}
     for r in data.full_model:
-        low, high = stats.wilson_interval(round(r["accuracy"] * r["examples"]), r["examples"])
-        if low <= r["majority_rate"]:
-            failed.append(
-                f"chance: the full model of seed {r['seed']} on {r['language']} has test accuracy {r['accuracy']:.3f} "
-                f"(95% interval [{low:.3f}, {high:.3f}], n = {r['examples']}), not above the majority-class rate "
-                f"{r['majority_rate']:.3f}"
-            )
+        failed[FULL] += _chance(f"the full model of seed {r['seed']} on {r['language']}", r["accuracy"], r["examples"], r["majority_rate"])
     for r in data.full_model:
         if r["labels"] == 0:
-            failed.append(
-                f"collapsed: the full model of seed {r['seed']} has no predicted-label counts (fine-tuned before langspec "
-                "stored them): run the spec again to recompute them"
-            )
+            failed[FULL].append(f"collapsed: the full model of seed {r['seed']} has no predicted-label counts (fine-tuned before "
+                                "langspec stored them): run the spec again to recompute them")
             break
         if r["labels_predicted"] < r["labels"]:
-            failed.append(
-                f"collapsed: the full model of seed {r['seed']} predicts only {r['labels_predicted']} of the {r['labels']} "
-                f"labels on {r['language']}'s {r['examples']} test examples"
-            )
+            failed[FULL].append(f"collapsed: the full model of seed {r['seed']} predicts only {r['labels_predicted']} of the "
+                                f"{r['labels']} labels on {r['language']}'s {r['examples']} test examples")
+    for r in data.accuracy:  # each language's own subnetwork, and the SFT model under it, on that language's test set
+        base = majority.get((int(r["seed"]), r["language"]))
+        for model, what in ((SUBNETWORK, "subnetwork"), (SFT, "SFT model")):
+            if base is not None and r[model] is not None:
+                failed[model] += _chance(f"the {what} of seed {r['seed']} on {r['language']}", r[model], base["examples"],
+                                         base["majority_rate"])
+    for r in data.ablation_models:
+        base = majority.get((r["seed"], r["language"]))
+        if base is not None:
+            failed[ABLATION] += _chance(f"the model of seed {r['seed']} fine-tuned without {r['ablated']}, on {r['language']}",
+                                        r["accuracy"], r["examples"], base["majority_rate"])
     scored = data.scored_training_examples()
     if scored is not None and not 0 < data.k < scored:
-        failed.append(f"k: k = {data.k} must be between 1 and {scored - 1} (TracIn scored {scored} training examples)")
-    return failed
+        failed[FULL].append(f"k: k = {data.k} must be between 1 and {scored - 1} (TracIn scored {scored} training examples)")
+    return Gates(failed)
 
 
-# --- the questions ----------------------------------------------------------------------------
+def _chance(what: str, accuracy: float, examples: int, majority_rate: float) -> list[str]:
+    low, high = stats.wilson_interval(round(accuracy * examples), examples)
+    if low > majority_rate:
+        return []
+    return [f"chance: {what} has test accuracy {accuracy:.3f} (95% interval [{low:.3f}, {high:.3f}], n = {examples}), "
+            f"not above the majority-class rate {majority_rate:.3f}"]
 
 
-def _finding(question: str, title: str, *, statistic: float | None, statistic_name: str, interval, p_value=None,
-             test=None, n: dict, reasons: list[str], claimed: str = "greater", failed: list[str],
-             say: Callable[[str], str], details: dict | None = None, short_of: list[str] = ()) -> Finding:
-    """A finding with its verdict: gates first, then the interval against 0 on the `claimed` side
-    ('greater', 'less' or 'either'). `short_of`: reasons that keep an interval on the claimed side
-    from `supported` (e.g. a permutation test that disagrees); they make it `inconclusive`."""
-    reasons = list(failed) + list(reasons)
-    if failed:
-        verdict = NOT_SUPPORTED
-    elif statistic is None or interval is None or any(math.isnan(v) for v in interval):
+# --- answers, verdicts and the adjustment ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A question's numbers before its verdict: `finish` gives the Finding once Holm's adjustment
+    over the point's primary questions is known."""
+
+    question: str
+    title: str
+    statistic_name: str
+    statistic: float | None  # the point estimate, also where there is no interval (one seed)
+    estimate: stats.Estimate | None  # its interval and test
+    n: dict
+    reasons: list[str]  # why there is no estimate, or what else the verdict rests on
+    failed: list[str]  # the failed gates of the models the question uses
+    say: Callable[[str, str], str]  # (verdict, interval text) -> the sentence
+    claimed: str = "greater"
+    primary: bool = True
+    test: str | None = None
+    details: dict = field(default_factory=dict)
+    short_of: list[str] = field(default_factory=list)  # reasons that keep `supported` from an interval on the claimed side
+
+    @cached_property  # a root search: computed once
+    def p_value(self) -> float | None:
+        return None if self.estimate is None or self.failed else self.estimate.p_value()
+
+    def finish(self, p_adjusted: float | None) -> Finding:
+        interval = list(self.estimate.interval()) if self.estimate is not None else None
+        reasons = list(self.failed) + list(self.reasons)
         verdict = INCONCLUSIVE
-    elif interval[0] > 0 and claimed in ("greater", "either") or interval[1] < 0 and claimed in ("less", "either"):
-        verdict = INCONCLUSIVE if short_of else SUPPORTED
-    elif interval[1] < 0 and claimed == "greater" or interval[0] > 0 and claimed == "less":
-        verdict = NOT_SUPPORTED
-        reasons.append(f"the interval [{interval[0]:.3f}, {interval[1]:.3f}] lies on the side opposite to the claim")
-    else:
-        verdict = INCONCLUSIVE
-        reasons.append(f"the interval [{interval[0]:.3f}, {interval[1]:.3f}] includes 0")
-    reasons += list(short_of)
-    if failed:
-        sentence = f"{question} ({title}) cannot be answered: " + "; ".join(failed) + "."
-    else:
-        sentence = say(verdict)
-    return Finding(question, title, verdict, _clean(statistic), statistic_name,
-                   None if interval is None else [_clean(v) for v in interval], _clean(p_value), test, n, reasons,
-                   sentence, details or {})
+        if interval is not None and not self.failed:
+            above, below = interval[0] > 0, interval[1] < 0
+            if above or below:
+                verdict = SUPPORTED if above == (self.claimed == "greater") else CONTRADICTED
+            else:
+                reasons.append(f"the interval [{interval[0]:.3f}, {interval[1]:.3f}] includes 0")
+            if verdict == CONTRADICTED:
+                reasons.append(f"the interval [{interval[0]:.3f}, {interval[1]:.3f}] lies on the side opposite to the claim")
+        # What takes a verdict back goes first (after any failed gate): the reason the summary shows.
+        if verdict != INCONCLUSIVE and p_adjusted is not None and p_adjusted >= ALPHA:
+            reasons.insert(len(self.failed), f"Holm's adjusted p = {p_adjusted:.3f} over the primary questions is not below {ALPHA}")
+            verdict = INCONCLUSIVE
+        if verdict == SUPPORTED and self.short_of:
+            reasons[len(self.failed):len(self.failed)] = self.short_of
+            verdict = INCONCLUSIVE
+        if self.failed:
+            sentence = f"{self.question} ({self.title}) cannot be answered: " + "; ".join(self.failed) + "."
+        elif self.statistic is None:
+            sentence = f"{self.question} cannot be answered: {self.reasons[0]}."
+        else:
+            sentence = self.say(verdict, _interval_text(interval, self.p_value, p_adjusted))
+        return Finding(self.question, self.title, self.claimed, verdict, _clean(self.statistic), self.statistic_name,
+                       None if interval is None else [_clean(v) for v in interval], _clean(self.p_value),
+                       _clean(p_adjusted), self.primary, self.test, self.n, reasons, sentence, self.details)
 
 
 def _clean(value):
@@ -195,250 +259,240 @@ def _clean(value):
     return None if math.isnan(value) else value
 
 
-def _interval_text(interval) -> str:
-    return f"95% interval [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else "no interval (one seed)"
+def _interval_text(interval, p: float | None, p_adjusted: float | None) -> str:
+    if interval is None:
+        return "no interval: one seed"
+    adjusted = f", Holm-adjusted {p_adjusted:.3g}" if p_adjusted is not None else ""
+    return f"95% interval [{interval[0]:+.3f}, {interval[1]:+.3f}], p = {p:.3g}{adjusted}"
 
 
-def _seed_interval(per_seed: list[float], reasons: list[str]):
-    """Interval of a mean over seeds (bootstrap of the seeds), or None with the reason."""
+def _over_seeds(per_seed: list[float], reasons: list[str]) -> stats.Estimate | None:
     if len(per_seed) < MIN_SEEDS:
         reasons.append(f"seeds: {len(per_seed)} seed(s); an interval over seeds needs at least {MIN_SEEDS}")
         return None
-    values = np.asarray(per_seed, dtype=float)
-    return list(stats.bootstrap_interval(lambda rng: float(values[rng.integers(0, len(values), len(values))].mean()), seed=SEED))
+    return stats.over_seeds(per_seed)
 
 
-def _example_interval(groups: dict[int, list[float]], reasons: list[str]):
-    """Interval of a mean over seeds of per-test-example values (seeds and examples resampled)."""
-    if len(groups) < MIN_SEEDS:
-        reasons.append(f"seeds: {len(groups)} seed(s); an interval over seeds needs at least {MIN_SEEDS}")
-        return None
-    return list(stats.nested_bootstrap_mean([groups[s] for s in sorted(groups)], seed=SEED))
+def _crossed(by_seed: dict[int, dict[str, float]], reasons: list[str]) -> tuple[float | None, stats.Estimate | None, dict]:
+    """The mean of per-test-example values (seed -> test_id -> value) over the test examples every
+    seed has, its crossed estimate (None with one seed), and their sample sizes."""
+    common = sorted(set.intersection(*(set(v) for v in by_seed.values()))) if by_seed else []
+    n = {"seeds": len(by_seed), "test_examples": len(common)}
+    if not common:
+        reasons.append("no test example was scored in every seed")
+        return None, None, n
+    table = np.array([[by_seed[seed][z] for z in common] for seed in sorted(by_seed)])
+    if len(by_seed) < MIN_SEEDS:
+        reasons.append(f"seeds: {len(by_seed)} seed(s); an interval over seeds needs at least {MIN_SEEDS}")
+        return float(table.mean()), None, n
+    if len(common) < 2:
+        reasons.append("test examples: fewer than 2 scored in every seed")
+        return float(table.mean()), None, n
+    return float(table.mean()), stats.crossed(table), n
 
 
-def _mean_of_groups(groups: dict[int, list[float]]) -> float | None:
-    return float(np.mean([np.mean(v) for v in groups.values()])) if groups else None
+CROSSED_TEST = ("crossed interval and t test: seeds (S - 1 df) and test examples (N - 1 df) as the two random factors, "
+                "each part with its own t quantile")
+SEEDS_TEST = "t interval and t test over the per-seed statistics (seeds - 1 df)"
 
 
-def _paired(data: StudyData, minuend: str, subtrahend: str, checkpoints=(None, None)) -> dict[int, list[float]]:
-    """seed -> per-test-example differences of S+ between two variants (or checkpoints), over the
-    test examples both scored."""
-    a, b = data.in_language(minuend, checkpoints[0]), data.in_language(subtrahend, checkpoints[1])
-    return {seed: [a[seed][z] - b[seed][z] for z in sorted(a[seed]) if z in b[seed]] for seed in sorted(a) if seed in b}
+def _mean_of(by_seed: dict[int, dict[str, float]]) -> float | None:
+    return float(np.mean([np.mean(list(v.values())) for v in by_seed.values()])) if by_seed else None
 
 
-def q1_subnetworks_exist(data: StudyData, failed: list[str]) -> Finding:
+def _paired(data: StudyData, minuend: str, subtrahend: str) -> dict[int, dict[str, float]]:
+    """seed -> test_id -> S+ difference between two variants, over the test examples both scored."""
+    a, b = data.in_language(minuend), data.in_language(subtrahend)
+    return {seed: {z: a[seed][z] - b[seed][z] for z in a[seed] if z in b[seed]} for seed in sorted(a) if seed in b}
+
+
+def _random_jaccard_excess(data: StudyData) -> dict[int, dict[tuple[str, str], float]]:
+    """seed -> (a, b) -> J(a, b) minus its expectation for two random masks of the same sizes: raw
+    Jaccard rises with mask size (random masks of 16 heads reach 0.34)."""
+    kept = {(int(r["seed"]), r["language_a"]): r["heads_kept_a"] for r in data.pairs}
+    excess: dict = {}
+    for r in data.pairs:
+        if r["language_a"] == r["language_b"] or r["sparsity_a"] >= 1:
+            continue
+        heads = round(r["heads_kept_a"] / (1 - r["sparsity_a"]))
+        expected = stats.random_mask_jaccard(heads, round(r["heads_kept_a"]), round(kept[(int(r["seed"]), r["language_b"])]))
+        excess.setdefault(int(r["seed"]), {})[(r["language_a"], r["language_b"])] = r["jaccard"] - expected
+    return excess
+
+
+# --- the questions ----------------------------------------------------------------------------
+
+
+def q1_subnetworks_exist(data: StudyData, gate: Gates) -> Answer:
     """Specificity: a language's own mask against the other languages' masks on its test set."""
-    title = "Language subnetworks exist"
-    by_seed: dict[int, list[float]] = {}
+    title = "A language's own subnetwork serves it better than the other languages' subnetworks"
+    name = "own-mask minus other-mask test accuracy (mean over language pairs)"
+    by_seed: dict[int, dict[str, float]] = {}  # the language pairs' test sets are the same in every seed: crossed
     for r in data.mask_transfer:
         if r["language"] != r["mask_language"]:
-            by_seed.setdefault(int(r["seed"]), []).append(r["own_minus_this"])
-    if not by_seed:
-        return _finding("Q1", title, statistic=None, statistic_name="own-mask minus other-mask test accuracy", interval=None,
-                        n={}, reasons=["no mask_transfer rows: the run has no subnetworks (prune.enabled: false)"],
-                        failed=failed, say=lambda v: "Q1 cannot be answered: the run has no subnetworks.")
+            by_seed.setdefault(int(r["seed"]), {})[f"{r['language']}/{r['mask_language']}"] = r["own_minus_this"]
     reasons: list[str] = []
-    per_seed = [float(np.mean(v)) for _, v in sorted(by_seed.items())]
-    specificity = float(np.mean(per_seed))
-    interval = _seed_interval(per_seed, reasons)
+    if not by_seed:
+        reasons.append("no mask_transfer rows: the run has no subnetworks (prune.enabled: false)")
+    statistic, estimate, _ = _crossed(by_seed, reasons) if by_seed else (None, None, {})
     retention_by_seed: dict[int, list[float]] = {}
     for r in data.accuracy:
         if r["retention"] is not None:
             retention_by_seed.setdefault(int(r["seed"]), []).append(r["retention"])
     retention = [float(np.mean(v)) for _, v in sorted(retention_by_seed.items())]
-    retention_interval = _seed_interval(retention, []) if retention else None
-    jaccard_seed: dict[int, list[float]] = {}
-    for r in data.pairs:
-        if r["language_a"] < r["language_b"]:
-            heads = round(r["heads_kept_a"] / (1 - r["sparsity_a"])) if r["sparsity_a"] < 1 else None
-            other = next(p for p in data.pairs if (p["seed"], p["language_a"]) == (r["seed"], r["language_b"]))
-            if heads:
-                expected = stats.random_mask_jaccard(heads, round(r["heads_kept_a"]), round(other["heads_kept_a"]))
-                jaccard_seed.setdefault(int(r["seed"]), []).append(r["jaccard"] - expected)
-    jaccard_excess = [float(np.mean(v)) for _, v in sorted(jaccard_seed.items())]
-    examples = {int(r["seed"]): int(r["examples"]) for r in data.mask_transfer}
-    n = {"seeds": len(per_seed), "languages": len({r["language"] for r in data.mask_transfer}),
-         "test_examples_per_language": min(examples.values())}
+    excess = [float(np.mean([v for (a, b), v in pairs.items() if a < b])) for _, pairs in sorted(_random_jaccard_excess(data).items())]
+    examples = [int(r["examples"]) for r in data.mask_transfer]
+    n = {"seeds": len(by_seed), "languages": len({r["language"] for r in data.mask_transfer}),
+         "test_examples_per_language": min(examples, default=0)}
     details = {
-        "retention": float(np.mean(retention)) if retention else None, "retention_interval": retention_interval,
-        "jaccard_minus_random": float(np.mean(jaccard_excess)) if jaccard_excess else None,
-        "jaccard_minus_random_interval": _seed_interval(jaccard_excess, []) if jaccard_excess else None,
+        "retention": float(np.mean(retention)) if retention else None,
+        "retention_interval": list(stats.over_seeds(retention).interval()) if len(retention) >= MIN_SEEDS else None,
+        "jaccard_minus_random": float(np.mean(excess)) if excess else None,
+        "jaccard_minus_random_interval": list(stats.over_seeds(excess).interval()) if len(excess) >= MIN_SEEDS else None,
         "threshold": data.threshold,
     }
 
-    def say(verdict: str) -> str:
-        retained = (f"the subnetworks keep {details['retention']:.0%} of the full model's test accuracy"
-                    + (f" ({_pct_interval(retention_interval)})" if retention_interval else "")) if retention else ""
+    def say(verdict: str, interval: str) -> str:
+        retained = f"; the subnetworks keep {details['retention']:.0%} of the full model's test accuracy" if retention else ""
         overlap = (f"; their Jaccard overlap is {details['jaccard_minus_random']:+.2f} against random masks of the same sizes"
-                   if jaccard_excess else "")
-        base = (f"a language's own mask gives {specificity:+.3f} test accuracy over the other languages' masks on its data "
-                f"({_interval_text(interval)}; {n['seeds']} seeds x {n['languages']} languages x {n['test_examples_per_language']} "
-                f"test examples); {retained}{overlap}.")
-        if verdict == SUPPORTED:
-            return "Q1 supported: language subnetworks exist: " + base
-        if verdict == NOT_SUPPORTED:
-            return "Q1 not supported: the subnetworks are not specific to their language: " + base
-        return "Q1 inconclusive: whether the subnetworks are specific to their language is not settled: " + base
+                   if excess else "")
+        return (f"Q1 {verdict}: a language's own mask gives {statistic:+.3f} test accuracy over the other languages' masks "
+                f"on its data ({interval}; {n['seeds']} seeds x {n['languages']} languages x {n['test_examples_per_language']} "
+                f"test examples){retained}{overlap}.")
 
-    return _finding("Q1", title, statistic=specificity, statistic_name="own-mask minus other-mask test accuracy",
-                    interval=interval, n=n, reasons=reasons, failed=failed, say=say, details=details)
+    return Answer("Q1", title, name, statistic, estimate, n, reasons, gate.of(SUBNETWORK), say, test=CROSSED_TEST, details=details)
 
 
-def _pct_interval(interval) -> str:
-    return f"95% interval {interval[0]:.0%} to {interval[1]:.0%}"
-
-
-def _specialisation(data: StudyData, failed: list[str], question: str, title: str, minuend: str, subtrahend: str,
-                    claimed: str) -> Finding:
+def _specialisation(data: StudyData, failed: list[str], question: str, title: str, minuend: str, subtrahend: str) -> Answer:
     name = f"S+ {minuend} minus {subtrahend}"
-    if minuend not in data.variants or subtrahend not in data.variants:
-        return _finding(question, title, statistic=None, statistic_name=name, interval=None, n={},
-                        reasons=[f"the run lacks the TracIn variants {minuend} and {subtrahend}"], failed=failed,
-                        say=lambda v: f"{question} cannot be answered: the run lacks the TracIn variants {minuend} and {subtrahend}.")
-    groups = _paired(data, minuend, subtrahend)
     reasons: list[str] = []
-    statistic = _mean_of_groups(groups)
-    interval = _example_interval(groups, reasons)
-    differences = [d for seed in sorted(groups) for d in groups[seed]]
-    p = stats.sign_flip_p(differences, seed=SEED)
-    n = {"seeds": len(groups), "test_examples": len(differences), "k": data.k}
-    s_minuend = _mean_of_groups({s: list(v.values()) for s, v in data.in_language(minuend).items()})
-    s_subtrahend = _mean_of_groups({s: list(v.values()) for s, v in data.in_language(subtrahend).items()})
+    if minuend not in data.variants or subtrahend not in data.variants:
+        reasons.append(f"the run lacks the TracIn variants {minuend} and {subtrahend}")
+        return Answer(question, title, name, None, None, {}, reasons, failed, lambda v, i: "")
+    statistic, estimate, n = _crossed(_paired(data, minuend, subtrahend), reasons)
+    s_minuend, s_subtrahend = _mean_of(data.in_language(minuend)), _mean_of(data.in_language(subtrahend))
 
-    def say(verdict: str) -> str:
-        numbers = (f"S+ is {s_minuend:.3f} ({minuend}) against {s_subtrahend:.3f} ({subtrahend}), a change of {statistic:+.3f} "
-                   f"({_interval_text(interval)}; sign-flip p = {p:.3g}; {n['test_examples']} test examples over {n['seeds']} "
-                   f"seed(s), top-{data.k} proponents).")
-        return f"{question} {verdict}: {title.lower()}? {numbers}"
+    def say(verdict: str, interval: str) -> str:
+        return (f"{question} {verdict}: {title.lower()}? S+ is {s_minuend:.3f} ({minuend}) against {s_subtrahend:.3f} "
+                f"({subtrahend}), a change of {statistic:+.3f} ({interval}; {n['test_examples']} test examples in each of "
+                f"{n['seeds']} seeds, top-{data.k} proponents).")
 
-    return _finding(question, title, statistic=statistic, statistic_name=name, interval=interval, p_value=p,
-                    test="two-sided sign-flip permutation test over test examples (9,999 seeded flips)", n=n,
-                    reasons=reasons, claimed=claimed, failed=failed, say=say,
-                    details={f"s_plus_{minuend}": s_minuend, f"s_plus_{subtrahend}": s_subtrahend})
+    return Answer(question, title, name, statistic, estimate, {**n, "k": data.k}, reasons, failed, say, test=CROSSED_TEST,
+                  details={f"s_plus_{minuend}": s_minuend, f"s_plus_{subtrahend}": s_subtrahend})
 
 
-def q2_subnetworks_rely_on_own_language(data: StudyData, failed: list[str]) -> Finding:
-    return _specialisation(data, failed, "Q2", "Subnetworks rely more on in-language data", "subnetwork", "full", "greater")
+def q2_subnetworks_rely_on_own_language(data: StudyData, gate: Gates) -> Answer:
+    return _specialisation(data, gate.of(SUBNETWORK), "Q2", "Subnetworks rely more on in-language data than the full model",
+                           "subnetwork", "full")
 
 
-def q3_sft_changes_specialisation(data: StudyData, failed: list[str]) -> Finding:
-    return _specialisation(data, failed, "Q3", "SFT changes specialisation", "sft", "subnetwork", "either")
+def q3_sft_changes_specialisation(data: StudyData, gate: Gates) -> Answer:
+    return _specialisation(data, gate.of(SUBNETWORK, SFT), "Q3", "SFT raises in-language reliance over the subnetworks",
+                           "sft", "subnetwork")
 
 
-def _matrices(data: StudyData, variant: str, seed: int, examples: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """J and M+ of one seed as language x language matrices (M+ from the given test examples'
-    proponents, default all of them)."""
+def _matrices(data: StudyData, variant: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One seed's size-adjusted Jaccard (J minus its random-mask expectation) and M+, as language x
+    language matrices (M+: the mean over t's test examples of the share of proponents from s)."""
     languages = data.languages
     index = {language: i for i, language in enumerate(languages)}
-    jaccard = np.eye(len(languages))
-    for r in data.pairs:
-        if int(r["seed"]) == seed:
-            jaccard[index[r["language_a"]], index[r["language_b"]]] = r["jaccard"]
+    jaccard = np.zeros((len(languages), len(languages)))
+    for (a, b), value in _random_jaccard_excess(data).get(seed, {}).items():
+        jaccard[index[a], index[b]] = value
     shares = np.zeros((len(languages), len(languages)))
     counts = np.zeros(len(languages))
-    for language, by_train in (examples if examples is not None else data.proponents[(variant, None)][seed]).values():
+    for language, by_train in data.proponents[(variant, None)][seed].values():
         counts[index[language]] += 1
         for train_language, count in by_train.items():
             shares[index[language], index[train_language]] += count / data.k
     return jaccard, shares / np.maximum(counts, 1)[:, None]
 
 
-def _resampled_examples(data: StudyData, variant: str, seed: int, rng: np.random.Generator) -> dict:
-    """A resample of one seed's test examples, with replacement within each test language."""
-    by_language: dict[str, list] = {}
-    for test_id, value in data.proponents[(variant, None)][seed].items():
-        by_language.setdefault(value[0], []).append(value)
-    drawn = {}
-    for language, values in by_language.items():
-        for j, i in enumerate(rng.integers(0, len(values), len(values))):
-            drawn[(language, j)] = values[i]
-    return drawn
-
-
-def q4_similarity_predicts_influence(data: StudyData, failed: list[str]) -> Finding:
+def q4_similarity_predicts_influence(data: StudyData, gate: Gates) -> Answer:
     title = "Subnetwork similarity predicts positive cross-language influence"
-    name = "Mantel r (Pearson) of J(a, b) with M+[a, b], full model"
-    variants = [v for v in data.variants if data.pairs]
-    if not variants:
-        return _finding("Q4", title, statistic=None, statistic_name=name, interval=None, n={},
-                        reasons=["the run lacks subnetworks or TracIn scores"], failed=failed,
-                        say=lambda v: "Q4 cannot be answered: the run lacks subnetworks or TracIn scores.")
-    seeds = sorted(data.proponents[(variants[0], None)])
-    details = {}
-    for variant in variants:
-        mean_j, mean_m = np.mean([_matrices(data, variant, s) for s in seeds], axis=0)  # (2, L, L): J and M+
-        r, p, permutations = stats.mantel(mean_j, mean_m, seed=SEED)
-        details[variant] = {"r": _clean(r), "p_value": p, "permutations": permutations}
-    primary = variants[0]  # the full model when scored: the paper's question is about the model as trained
+    name = "Pearson r of J(a, b) minus its random-mask expectation with M+[a, b], full model, mean over seeds"
     reasons: list[str] = []
-    interval = None
-    if len(seeds) < MIN_SEEDS:
-        reasons.append(f"seeds: {len(seeds)} seed(s); an interval over seeds needs at least {MIN_SEEDS}")
-    else:
-        def resample(rng: np.random.Generator) -> float:
-            drawn = rng.choice(seeds, len(seeds))
-            pairs = [_matrices(data, primary, int(s), _resampled_examples(data, primary, int(s), rng)) for s in drawn]
-            return stats.correlation(stats.off_diagonal(np.mean([j for j, _ in pairs], axis=0)),
-                                     stats.off_diagonal(np.mean([m for _, m in pairs], axis=0)))
-        interval = list(stats.bootstrap_interval(resample, resamples=1000, seed=SEED))
-    r, p, permutations = details[primary]["r"], details[primary]["p_value"], details[primary]["permutations"]
+    if "full" not in data.variants or not data.pairs:
+        reasons.append("the run lacks subnetworks or the full model's TracIn scores")
+        return Answer("Q4", title, name, None, None, {}, reasons, gate.of(SUBNETWORK), lambda v, i: "")
+    seeds = sorted(set(data.proponents[("full", None)]) & {int(r["seed"]) for r in data.pairs})
+    matrices = {seed: _matrices(data, "full", seed) for seed in seeds}
+    per_seed = [r for r in (stats.correlation(stats.off_diagonal(j), stats.off_diagonal(m)) for j, m in matrices.values())
+                if not math.isnan(r)]  # NaN: a seed whose matrices are constant
+    statistic = float(np.mean(per_seed)) if per_seed else None
+    estimate = _over_seeds(per_seed, reasons)
+    mean_j, mean_m = np.mean(list(matrices.values()), axis=0)  # (2, L, L): over seeds
+    r, p, permutations = stats.mantel(mean_j, mean_m, seed=SEED)
+    raw = np.mean([_raw_jaccard(data, seed) for seed in seeds], axis=0)
     languages = len(data.languages)
-    n = {"languages": languages, "pairs": languages * (languages - 1), "seeds": len(seeds), "permutations": permutations}
-    short_of = []
-    if p is not None and p > 0.05:
-        short_of.append(f"Mantel p = {p:.3f} > 0.05 (smallest attainable p with {languages} languages: 1/{permutations} = "
-                        f"{1 / permutations:.4f})")
+    n = {"languages": languages, "pairs": languages * (languages - 1), "seeds": len(seeds)}
+    details = {"per_seed_r": per_seed, "mantel_r_of_seed_means": _clean(r), "mantel_p": p, "mantel_permutations": permutations,
+               "raw_jaccard_r": _clean(stats.correlation(stats.off_diagonal(raw), stats.off_diagonal(mean_m)))}
 
-    def say(verdict: str) -> str:
-        others = "; ".join(f"{v}: r = {d['r']:+.2f}, p = {d['p_value']:.3f}" for v, d in details.items() if v != primary and d["r"] is not None)
-        numbers = (f"Mantel r = {r:+.2f} between J(a, b) and M+[a, b] ({primary} model; {_interval_text(interval)}; "
-                   f"p = {p:.3f} from all {permutations} relabellings of the {languages} languages, the smallest attainable p "
-                   f"being {1 / permutations:.4f}; mean over {len(seeds)} seed(s))" + (f"; {others}" if others else "") + ".")
-        return f"Q4 {verdict}: does subnetwork similarity predict cross-language influence? {numbers}"
+    def say(verdict: str, interval: str) -> str:
+        return (f"Q4 {verdict}: does subnetwork similarity predict cross-language influence? r = {statistic:+.2f} between "
+                f"size-adjusted J(a, b) and M+[a, b] ({interval}; {n['pairs']} pairs in each of {n['seeds']} seeds); exploratory: "
+                f"Mantel p = {p:.3f} on the seeds' mean matrices ({permutations} relabellings of the {languages} languages), "
+                f"raw Jaccard r = {details['raw_jaccard_r']:+.2f}.")
 
-    return _finding("Q4", title, statistic=r, statistic_name=name, interval=interval, p_value=p,
-                    test="Mantel test, one-sided, language labels of J permuted", n=n, reasons=reasons,
-                    failed=failed, say=say, details=details, short_of=short_of)
+    return Answer("Q4", title, name, statistic, estimate, n, reasons, gate.of(SUBNETWORK), say, test=SEEDS_TEST, details=details)
 
 
-def q5_dynamics(data: StudyData, failed: list[str]) -> Finding:
-    title = "In-language reliance changes over training"
-    per_epoch: dict = {}
-    for variant in data.variants:
-        for checkpoint in data.checkpoints(variant):
-            groups = {s: list(v.values()) for s, v in data.in_language(variant, checkpoint).items()}
-            per_epoch.setdefault(variant, {})[checkpoint] = {
-                "s_plus": _mean_of_groups(groups), "interval": _example_interval(groups, []),
-            }
-    variant = "full" if "full" in per_epoch else next(iter(per_epoch), None)
-    epochs = sorted(per_epoch.get(variant, {}))
-    name = f"S+ at the last minus the first checkpoint ({variant} model)"
+def _raw_jaccard(data: StudyData, seed: int) -> np.ndarray:
+    index = {language: i for i, language in enumerate(data.languages)}
+    jaccard = np.eye(len(index))
+    for r in data.pairs:
+        if int(r["seed"]) == seed:
+            jaccard[index[r["language_a"]], index[r["language_b"]]] = r["jaccard"]
+    return jaccard
+
+
+def _slopes(data: StudyData, variant: str) -> dict[int, dict[str, float]]:
+    """seed -> test_id -> the least-squares slope of its S+ over the checkpoints (per epoch)."""
+    epochs = data.checkpoints(variant)
     if len(epochs) < 2:
-        return _finding("Q5", title, statistic=None, statistic_name=name, interval=None, n={},
-                        reasons=["fewer than two checkpoints with TracIn scores"], failed=failed,
-                        say=lambda v: "Q5 cannot be answered: fewer than two checkpoints were scored.")
-    groups = _paired(data, variant, variant, (epochs[-1], epochs[0]))
+        return {}
+    by_epoch = {epoch: data.in_language(variant, epoch) for epoch in epochs}
+    x = np.array(epochs, dtype=float) - np.mean(epochs)
+    slopes: dict[int, dict[str, float]] = {}
+    for seed, examples in by_epoch[epochs[0]].items():
+        for z in examples:
+            if all(z in by_epoch[e].get(seed, {}) for e in epochs):
+                y = np.array([by_epoch[e][seed][z] for e in epochs])
+                slopes.setdefault(seed, {})[z] = float((x * y).sum() / (x * x).sum())
+    return slopes
+
+
+def q5_dynamics(data: StudyData, gate: Gates) -> Answer:
+    """The paper's open question: does in-language reliance build up differently under SFT than
+    under full fine-tuning? The per-example slope of S+ over checkpoints, SFT minus full."""
+    title = "In-language reliance rises faster over training under SFT than under full fine-tuning"
+    name = "slope of S+ per epoch, SFT minus full model"
+    slopes = {variant: _slopes(data, variant) for variant in ("full", "sft")}
     reasons: list[str] = []
-    statistic = _mean_of_groups(groups)
-    interval = _example_interval(groups, reasons)
-    differences = [d for seed in sorted(groups) for d in groups[seed]]
-    p = stats.sign_flip_p(differences, seed=SEED)
-    n = {"seeds": len(groups), "test_examples": len(differences), "checkpoints": len(epochs), "k": data.k}
-    first, last = per_epoch[variant][epochs[0]]["s_plus"], per_epoch[variant][epochs[-1]]["s_plus"]
+    details: dict = {}
+    for variant, by_seed in slopes.items():
+        slope, estimate, _ = _crossed(by_seed, []) if by_seed else (None, None, {})
+        details[f"slope_{variant}"] = slope
+        details[f"slope_{variant}_interval"] = list(estimate.interval()) if estimate else None
+        details[f"s_plus_by_epoch_{variant}"] = {str(e): _mean_of(data.in_language(variant, e)) for e in data.checkpoints(variant)}
+    if not slopes["full"] or not slopes["sft"]:
+        reasons.append("needs TracIn scores of the full and the SFT model at two or more checkpoints each")
+        return Answer("Q5", title, name, None, None, {}, reasons, gate.of(SFT), lambda v, i: "", details=details)
+    difference = {seed: {z: slopes["sft"][seed][z] - slopes["full"][seed][z] for z in slopes["sft"][seed] if z in slopes["full"][seed]}
+                  for seed in slopes["sft"] if seed in slopes["full"]}
+    statistic, estimate, n = _crossed(difference, reasons)
 
-    def say(verdict: str) -> str:
-        return (f"Q5 {verdict}: in-language reliance of the {variant} model goes from S+ {first:.3f} at epoch {epochs[0]} to "
-                f"{last:.3f} at epoch {epochs[-1]}, a change of {statistic:+.3f} ({_interval_text(interval)}; sign-flip "
-                f"p = {p:.3g}; {n['test_examples']} test examples over {n['seeds']} seed(s)).")
+    def say(verdict: str, interval: str) -> str:
+        return (f"Q5 {verdict}: S+ changes by {details['slope_sft']:+.4f} per epoch under SFT and {details['slope_full']:+.4f} under "
+                f"full fine-tuning, a difference of {statistic:+.4f} ({interval}; {n['test_examples']} test examples in each of "
+                f"{n['seeds']} seeds).")
 
-    return _finding("Q5", title, statistic=statistic, statistic_name=name, interval=interval, p_value=p,
-                    test="two-sided sign-flip permutation test over test examples (9,999 seeded flips)", n=n,
-                    reasons=reasons, claimed="either", failed=failed, say=say,
-                    details={v: {str(e): value for e, value in by_epoch.items()} for v, by_epoch in per_epoch.items()})
+    return Answer("Q5", title, name, statistic, estimate, {**n, "checkpoints": len(data.checkpoints("full")), "k": data.k}, reasons,
+                  gate.of(SFT), say, test=CROSSED_TEST, details=details)
 
 
-def p1_planted_families(data: StudyData, failed: list[str]) -> Finding:
+def p1_planted_families(data: StudyData, gate: Gates) -> Answer:
     """The toy world's families (runners.methods.toy.FAMILIES): are M+ and J higher for related pairs?"""
     from runners.methods.toy import FAMILIES
 
@@ -447,52 +501,46 @@ def p1_planted_families(data: StudyData, failed: list[str]) -> Finding:
     languages = data.languages
     related = {a: [b for b in languages if b != a and FAMILIES.get(a) is not None and FAMILIES.get(a) == FAMILIES.get(b)]
                for a in languages}
-    if "full" not in data.variants or not any(related.values()):
-        return _finding("P1", title, statistic=None, statistic_name=name, interval=None, n={},
-                        reasons=["needs the full model's TracIn scores and two toy languages of one family"], failed=failed,
-                        say=lambda v: "P1 cannot be answered: the run lacks the full model's TracIn scores or a related pair.")
-    groups: dict[int, list[float]] = {}
-    for seed, examples in data.proponents[("full", None)].items():
-        for language, counts in examples.values():
-            if not related[language]:
-                continue
-            unrelated = [b for b in languages if b != language and b not in related[language]]
-            rel = np.mean([counts.get(b, 0) / data.k for b in related[language]])
-            unrel = np.mean([counts.get(b, 0) / data.k for b in unrelated]) if unrelated else 0.0
-            groups.setdefault(seed, []).append(float(rel - unrel))
     reasons: list[str] = []
-    statistic = _mean_of_groups(groups)
-    interval = _example_interval(groups, reasons)
-    jaccard_seed: dict[int, float] = {}
+    if "full" not in data.variants or not any(related.values()):
+        reasons.append("needs the full model's TracIn scores and two toy languages of one family")
+        return Answer("P1", title, name, None, None, {}, reasons, gate.of(), lambda v, i: "", primary=False)
+    by_seed: dict[int, dict[str, float]] = {}
+    for seed, examples in data.proponents[("full", None)].items():
+        for test_id, (language, counts) in examples.items():
+            if related[language]:
+                unrelated = [b for b in languages if b != language and b not in related[language]]
+                rel = np.mean([counts.get(b, 0) / data.k for b in related[language]])
+                unrel = np.mean([counts.get(b, 0) / data.k for b in unrelated]) if unrelated else 0.0
+                by_seed.setdefault(seed, {})[test_id] = float(rel - unrel)
+    statistic, estimate, n = _crossed(by_seed, reasons)
+    jaccard_seed = []
     for seed in sorted({int(r["seed"]) for r in data.pairs}):
         rows = [r for r in data.pairs if int(r["seed"]) == seed and r["language_a"] < r["language_b"]]
         rel = [r["jaccard"] for r in rows if r["language_b"] in related[r["language_a"]]]
         unrel = [r["jaccard"] for r in rows if r["language_b"] not in related[r["language_a"]]]
         if rel and unrel:
-            jaccard_seed[seed] = float(np.mean(rel) - np.mean(unrel))
-    jaccard = float(np.mean(list(jaccard_seed.values()))) if jaccard_seed else None
-    jaccard_interval = _seed_interval(list(jaccard_seed.values()), []) if jaccard_seed else None
-    n = {"seeds": len(groups), "test_examples": sum(map(len, groups.values())),
-         "related_pairs": sum(map(len, related.values())) // 2, "k": data.k}
-
-    def say(verdict: str) -> str:
-        j = (f"; J is {jaccard:+.3f} higher for related than unrelated pairs"
-             + (f" ({_interval_text(jaccard_interval)})" if jaccard_interval else " (one seed: no interval)")) if jaccard is not None else ""
-        return (f"P1 {verdict} (a check of the toy world and TracIn): a test example's top-{data.k} proponents come "
-                f"{statistic:+.3f} more from its related language than from an unrelated one "
-                f"({_interval_text(interval)}; {n['test_examples']} test examples over {n['seeds']} seed(s)){j}.")
-
+            jaccard_seed.append(float(np.mean(rel) - np.mean(unrel)))
+    jaccard = stats.over_seeds(jaccard_seed) if len(jaccard_seed) >= MIN_SEEDS else None
+    jaccard_interval = list(jaccard.interval()) if jaccard else None
     short_of = []
     if jaccard_interval is not None and jaccard_interval[0] <= 0:
         short_of.append(f"J: related pairs' Jaccard is not above unrelated pairs' (interval [{jaccard_interval[0]:.3f}, "
-                       f"{jaccard_interval[1]:.3f}]): the masks do not show the families")
-    return _finding("P1", title, statistic=statistic, statistic_name=name, interval=interval, n=n, reasons=reasons,
-                    failed=failed, say=say, short_of=short_of,
-                    details={"jaccard_related_minus_unrelated": jaccard, "jaccard_interval": jaccard_interval,
-                             "related": {a: b for a, b in related.items() if b}})
+                        f"{jaccard_interval[1]:.3f}]): the masks do not show the families")
+
+    def say(verdict: str, interval: str) -> str:
+        j = f"; J is {jaccard.mean:+.3f} higher for related than unrelated pairs ([{jaccard_interval[0]:+.3f}, {jaccard_interval[1]:+.3f}])" if jaccard else ""
+        return (f"P1 {verdict} (a check of the toy world and TracIn): a test example's top-{data.k} proponents come "
+                f"{statistic:+.3f} more from its related language than from an unrelated one ({interval}; "
+                f"{n['test_examples']} test examples in each of {n['seeds']} seeds){j}.")
+
+    return Answer("P1", title, name, statistic, estimate, {**n, "related_pairs": sum(map(len, related.values())) // 2, "k": data.k},
+                  reasons, gate.of(), say, primary=False, test=CROSSED_TEST, short_of=short_of,
+                  details={"jaccard_related_minus_unrelated": jaccard.mean if jaccard else None, "jaccard_interval": jaccard_interval,
+                           "related": {a: b for a, b in related.items() if b}})
 
 
-def q6_tracin_predicts_removal(data: StudyData, failed: list[str]) -> Finding:
+def q6_tracin_predicts_removal(data: StudyData, gate: Gates) -> Answer:
     """Ground truth from retraining (the ablation stage): does TracIn's predicted group effect P[t, s]
     go with the measured effect E[t, s] of leaving language s out of fine-tuning?"""
     title = "TracIn predicts the effect of removing a language"
@@ -500,48 +548,37 @@ def q6_tracin_predicts_removal(data: StudyData, failed: list[str]) -> Finding:
     chosen = {(r.variant, r.predictor, r.method, r.pairs): r for r in data.validity}
     variant = "full" if any(key[0] == "full" for key in chosen) else next(iter(chosen), (None,))[0]
     main = chosen.get((variant, "tracin", "pearson", "all"))
-    if main is None:
-        return _finding("Q6", title, statistic=None, statistic_name=name, interval=None, n={},
-                        reasons=["the run has no ablation with TracIn scores (ablation.enabled: false)"], failed=failed,
-                        say=lambda v: "Q6 cannot be answered: the run has no ablation (ablation.enabled: false).")
     reasons: list[str] = []
-    interval = [main.low, main.high]
-    if main.seeds < MIN_SEEDS:
-        reasons.append(f"seeds: {main.seeds} seed(s); an interval over seeds needs at least {MIN_SEEDS}")
-        interval = None
-    short_of = [f"permutation p = {main.p:.3f} > 0.05"] if main.p > 0.05 else []
-    off = chosen.get((variant, "tracin", "pearson", "off_diagonal"))
-    others = {predictor: chosen.get((variant, predictor, "pearson", "off_diagonal")) for predictor in ("share", "jaccard")}
+    if main is None:
+        reasons.append("the run has no ablation with TracIn scores (ablation.enabled: false)")
+        return Answer("Q6", title, name, None, None, {}, reasons, gate.of(ABLATION), lambda v, i: "")
+    estimate = _over_seeds(list(main.per_seed), reasons)
     details = {f"{r.predictor}/{r.method}/{r.pairs}": {"r": _clean(r.statistic), "interval": [_clean(r.low), _clean(r.high)],
-                                                      "p_value": r.p, "pairs": r.n}
+                                                      "p_value": _clean(r.p), "p_rows_permuted": r.p_rows, "pairs": r.n}
                for r in data.validity if r.variant == variant}
     n = {"pairs_per_seed": main.n, "seeds": main.seeds}
 
-    def say(verdict: str) -> str:
-        cross = (f"; over the pairs t ≠ s alone r = {off.statistic:+.2f} [{off.low:+.2f}, {off.high:+.2f}], p = {off.p:.3f}"
-                 if off else "")
-        rivals = "; ".join(f"{'M+ share' if k == 'share' else 'Jaccard'} r = {r.statistic:+.2f} (t ≠ s)" for k, r in others.items() if r)
+    def say(verdict: str, interval: str) -> str:
         return (f"Q6 {verdict}: TracIn's predicted effect P[t, s] correlates with the measured effect of removing s from "
-                f"fine-tuning at r = {main.statistic:+.2f} ({_interval_text(interval)}, permutation p = {main.p:.3f}; "
-                f"{main.n} pairs in each of {main.seeds} seed(s), {variant} model){cross}"
-                + (f"; the other predictors: {rivals}" if rivals else "") + ".")
+                f"fine-tuning at r = {main.statistic:+.2f} ({interval}; {main.n} pairs in each of {main.seeds} seeds, {variant} "
+                f"model); exploratory: with E's rows permuted, p = {main.p_rows:.3f}; the other predictors and pair sets are in details.")
 
-    return _finding("Q6", title, statistic=main.statistic, statistic_name=name, interval=interval, p_value=main.p,
-                    test="permutation of E over the (t, s) pairs within each seed, two-sided", n=n, reasons=reasons,
-                    failed=failed, say=say, details=details, short_of=short_of)
+    return Answer("Q6", title, name, main.statistic, estimate, n, reasons, gate.of(ABLATION), say, test=SEEDS_TEST, details=details)
 
 
-# The questions in report order.
-QUESTIONS: list[Callable[[StudyData, list[str]], Finding]] = [
+# The questions in report order; P1 is a check of the toy world, outside Holm's family.
+QUESTIONS: list[Callable[[StudyData, Gates], Answer]] = [
     q1_subnetworks_exist, q2_subnetworks_rely_on_own_language, q3_sft_changes_specialisation,
     q4_similarity_predicts_influence, q5_dynamics, q6_tracin_predicts_removal, p1_planted_families,
 ]
 
 
 def findings(data: StudyData) -> list[Finding]:
-    """Every question's finding; the sanity gates apply to each."""
-    failed = gates(data)
-    return [question(data, failed) for question in QUESTIONS]
+    """Every question's finding: the gates of the models each uses, then Holm over the primary ones."""
+    gate = gates(data)
+    answers = [question(data, gate) for question in QUESTIONS]
+    adjusted = stats.holm([a.p_value if a.primary else None for a in answers])
+    return [answer.finish(p) for answer, p in zip(answers, adjusted)]
 
 
 def compute(con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: int) -> list[Finding]:

@@ -312,7 +312,7 @@ def _threshold_sweep(rows: list[dict], k: int, out: Path) -> Figure | None:
                  "their test retention and S+ per TracIn variant (the threshold_sweep analysis).")
 
 
-VERDICT_COLORS = {"supported": "#2e7d32", "not supported": "#c62828", "inconclusive": "#8d6e00"}
+VERDICT_COLORS = {"supported": "#2e7d32", "contradicted": "#c62828", "inconclusive": "#8d6e00"}
 
 
 def _influence_validity(pairs: list[dict], results: list[validity.Validity], out: Path) -> Figure | None:
@@ -354,7 +354,7 @@ def _influence_validity(pairs: list[dict], results: list[validity.Validity], out
                  "Each point is a pair (test language t, left-out language s), mean over seeds with ±1 sd over seeds as bars. "
                  "P sums TracInCP over the training examples TracIn scored (tracin.train_per_language of s), averaged over "
                  "t's TracIn test examples; E is t's mean test-loss change when s is left out of fine-tuning. r: Pearson, the "
-                 "mean over seeds of the per-seed correlation, with a 95% bootstrap interval over seeds and test examples.")
+                 "mean over seeds of the per-seed correlation, with its 95% t interval over seeds.")
 
 
 def _sd(values: list[float]) -> float:
@@ -383,8 +383,10 @@ section{{margin-top:2em}}p{{color:#444}}li{{margin-bottom:0.6em}}</style></head>
 <body>
 <h1>{html.escape(spec_name)}: run {run_id}</h1>
 <p>Top-{k} proponents and opponents per test example. Every number comes from <code>langspec analyze</code>
-and <code>{FINDINGS_FILE}</code> beside this page; intervals are 95% seeded bootstrap intervals over seeds and
-test examples, drawn only with at least two seeds.</p>
+and <code>{FINDINGS_FILE}</code> beside this page. Seeds are the replications: a statistic per seed gets a t interval
+over seeds, one per test example the crossed interval (seeds and test examples, shared by every seed, as two random
+factors); each p-value comes from the same estimate as its interval, and the primary questions' p-values are
+Holm-adjusted. With one seed there is no interval, and every verdict is inconclusive.</p>
 <h2>Findings</h2>
 <ul>
 {items}

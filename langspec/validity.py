@@ -1,7 +1,8 @@
 """Does TracIn predict the effect of removing a language? The correlation of each predictor of
 transfer (TracIn's P[t, s], the M+ share, subnetwork Jaccard) with the measured effect E[t, s] of
-leaving s out of fine-tuning, with a permutation p-value and a bootstrap interval over test
-examples and seeds.
+leaving s out of fine-tuning: per seed, then a t interval and t test over seeds (the replications),
+and an exploratory permutation p-value that permutes whole rows of E (test languages), the unit
+that is exchangeable when P and E both carry per-test-language effects.
 
 The statistics are langspec.stats'. `influence_validity` reads the store (the `validity_tests` macro and `ablation_examples`) and
 returns plain data.
@@ -9,6 +10,7 @@ returns plain data.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import duckdb
@@ -56,12 +58,12 @@ class SeedData:
 
 
 def seed_statistic(x: np.ndarray, y: np.ndarray, method: str, keep: np.ndarray, shuffle: np.random.Generator | None = None) -> float:
-    """The correlation of two (T, S) grids over the cells `keep` marks; with `shuffle`, y's cells
-    permuted first."""
-    x, y = x[keep], y[keep]
+    """The correlation of two (T, S) grids over the cells `keep` marks; with `shuffle`, y's rows
+    (its test languages, each with its cells) permuted first. Shuffling single cells would break
+    each row's own level, which P and E share under the null too (p <= 0.05 in 32% of null runs)."""
     if shuffle is not None:
-        y = shuffle.permutation(y)
-    return stats.correlation(x, y, method)
+        y = y[shuffle.permutation(len(y))]
+    return stats.correlation(x[keep], y[keep], method)
 
 
 # --- the analysis -----------------------------------------------------------------------------------
@@ -76,12 +78,14 @@ class Validity:
     predictor: str  # tracin | share | jaccard
     method: str  # pearson | spearman
     pairs: str  # all | off_diagonal
-    statistic: float
-    low: float  # bootstrap interval over seeds and test examples
+    statistic: float  # the mean over seeds of the per-seed correlations
+    low: float  # t interval over seeds (NaN with one seed)
     high: float
-    p: float  # permutation p-value (E shuffled over the pairs within each seed)
+    p: float  # two-sided t test over seeds of `mean = 0` (NaN with one seed)
+    p_rows: float  # exploratory: E's rows permuted within each seed, two-sided
     n: int  # pairs per seed
     seeds: int
+    per_seed: tuple[float, ...] = ()  # the seeds' correlations (those that are defined)
 
 
 def read_seed_data(con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: int) -> dict[tuple[str, int], SeedData]:
@@ -118,13 +122,11 @@ def read_seed_data(con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: i
 
 
 def influence_validity(
-    con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: int, *,
-    resamples: int = 1000, permutations: int = 1000, seed: int = 0,
+    con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: int, *, permutations: int = 1000, seed: int = 0,
 ) -> list[Validity]:
     """For each TracIn variant, predictor, correlation method and pair set: the mean over seeds of the
-    per-seed correlation of the predictor with E[t, s], a bootstrap interval (seeds resampled, and
-    within each seed each language's test examples, for E and for the predictor), and a permutation
-    p-value (E's cells shuffled within each seed). Empty without ablation data."""
+    per-seed correlation of the predictor with E[t, s], its t interval and t test over seeds, and a
+    permutation p-value (E's rows permuted within each seed). Empty without ablation data."""
     by_variant: dict[str, list[SeedData]] = {}
     for (variant, _), data in read_seed_data(con, run_id, point, k).items():
         by_variant.setdefault(variant, []).append(data)
@@ -135,25 +137,27 @@ def influence_validity(
                 continue
             for method in METHODS:
                 for pairs in PAIRS:
-                    results.append(_validity(variant, predictor, method, pairs, seeds, resamples, permutations, seed))
+                    results.append(_validity(variant, predictor, method, pairs, seeds, permutations, seed))
     return results
 
 
-def _validity(variant, predictor, method, pairs, seeds: list[SeedData], resamples, permutations, seed) -> Validity:
+def _validity(variant, predictor, method, pairs, seeds: list[SeedData], permutations, seed) -> Validity:
     grids = [(*data.grid(predictor), data.cells(pairs)) for data in seeds]
-    observed = float(np.nanmean([seed_statistic(x, y, method, keep) for x, y, keep in grids]))
+    per_seed = [seed_statistic(x, y, method, keep) for x, y, keep in grids]
+    observed = float(np.nanmean(per_seed))
+    finite = [r for r in per_seed if not math.isnan(r)]
+    low = high = p = math.nan
+    if len(finite) >= 2:
+        estimate = stats.over_seeds(finite)
+        (low, high), p = estimate.interval(), estimate.p_value()
 
     def shuffled(rng: np.random.Generator | None) -> float:
         return float(np.nanmean([seed_statistic(x, y, method, keep, shuffle=rng) for x, y, keep in grids]))
 
-    def resampled(rng: np.random.Generator) -> float:
-        drawn = [seeds[i] for i in rng.integers(0, len(seeds), len(seeds))]
-        return float(np.nanmean([seed_statistic(*data.grid(predictor, rng), method, data.cells(pairs)) for data in drawn]))
-
-    low, high = stats.bootstrap_interval(resampled, resamples=resamples, seed=seed)
     rngs = np.random.default_rng(seed).spawn(permutations)
-    p = stats.permutation_p(observed, shuffled, [None, *rngs], alternative="two-sided")  # None: the observed pairing
-    return Validity(variant, predictor, method, pairs, observed, low, high, p, int(grids[0][2].sum()), len(seeds))
+    p_rows = stats.permutation_p(observed, shuffled, [None, *rngs], alternative="two-sided")  # None: the observed pairing
+    return Validity(variant, predictor, method, pairs, observed, low, high, p, p_rows, int(grids[0][2].sum()), len(finite),
+                    tuple(finite))
 
 
 def as_rows(results: list[Validity]) -> list[dict]:

@@ -3,6 +3,7 @@ one run of every stage (run 1), and a second run that sweeps the prune threshold
 
 from __future__ import annotations
 
+import html
 import json
 import textwrap
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ def test_run_runs_every_stage(study):
 
 
 def test_the_run_summary_ends_with_the_verdicts(study):
-    assert "findings (langspec report" in study.first and "Q2 Subnetworks rely more on in-language data:" in study.first
+    assert "findings (langspec report" in study.first and "Q2 Subnetworks rely more on in-language data than the full model: inconclusive" in study.first
     assert study.first.rstrip().splitlines()[-1].startswith("  one seed gives no intervals")
 
 
@@ -128,7 +129,7 @@ def test_report_opens_with_the_findings_of_findings_json(study, tmp_path):
     assert [f["question"] for f in written] == ["Q1", "Q2", "Q3", "Q4", "Q5", "Q6", "P1"]
     for finding in written:  # the page's first section is findings.json's sentences
         assert finding["interval"] is None  # one seed: no interval over seeds
-        assert finding["verdict"] in ("inconclusive", "not supported") and finding["sentence"][:40] in page
+        assert finding["verdict"] == "inconclusive" and html.escape(finding["sentence"][:40]) in page
     assert page.index("<h2>Findings</h2>") < page.index("<section>")
 
 

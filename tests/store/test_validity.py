@@ -9,10 +9,11 @@ import random
 import statistics
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 
-from langspec import stats, validity
+from langspec import findings, stats, validity
 from store.db import schema_sql
 from store.influence import insert_influence
 from store.queries import run_named
@@ -149,7 +150,7 @@ def test_the_analysis_gives_p_e_shares_jaccard_and_correlations(store):
 
 def test_influence_validity_is_the_mean_over_seeds_of_each_predictors_correlation(store):
     con, truth = store
-    results = validity.influence_validity(con, 1, "", K, resamples=50, permutations=50)
+    results = validity.influence_validity(con, 1, "", K, permutations=50)
     found = {(r.predictor, r.method, r.pairs): r for r in results if r.variant == "full"}
     assert set(found) == {(p, m, s) for p in validity.PREDICTORS for m in validity.METHODS for s in validity.PAIRS}
     predictors = {"tracin": predicted, "share": share, "jaccard": jaccard}
@@ -162,7 +163,32 @@ def test_influence_validity_is_the_mean_over_seeds_of_each_predictors_correlatio
         )
         assert result.statistic == pytest.approx(expected, abs=1e-9)
         assert (result.n, result.seeds) == (len(chosen), len(SEEDS))
-        assert 1 / 51 <= result.p <= 1 and result.low <= result.high
+        assert statistics.mean(result.per_seed) == pytest.approx(expected, abs=1e-9)
+        # seeds are the replications: the t interval and test over the per-seed correlations (df = 1)
+        assert [result.low, result.high] == pytest.approx(list(stats.over_seeds(result.per_seed).interval()))
+        assert result.p == pytest.approx(stats.over_seeds(result.per_seed).p_value())
+        assert 1 / 51 <= result.p_rows <= 1
+
+
+def test_permuting_whole_rows_keeps_its_rate_where_both_grids_carry_row_effects():
+    """P and E each with its own per-test-language level and no information about s: shuffling
+    single cells rejects far too often; shuffling whole rows of E keeps about its nominal 5%."""
+    rng = np.random.default_rng(7)
+    keep = np.ones((5, 5), dtype=bool)
+    rejected = {"cells": 0, "rows": 0}
+    runs = 150
+    for _ in range(runs):
+        p = rng.normal(0, 1, (5, 1)) + rng.normal(0, 0.3, (5, 5))
+        e = rng.normal(0, 1, (5, 1)) + rng.normal(0, 0.3, (5, 5))
+        observed = validity.seed_statistic(p, e, "pearson", keep)
+        shuffles = [None, *np.random.default_rng(int(rng.integers(1 << 30))).spawn(199)]
+        rows = stats.permutation_p(observed, lambda g: validity.seed_statistic(p, e, "pearson", keep, shuffle=g), shuffles,
+                                   alternative="two-sided")
+        cells = stats.permutation_p(observed, lambda g: stats.correlation(p.ravel(), (g.permutation(e.ravel()) if g else e.ravel())),
+                                    shuffles, alternative="two-sided")
+        rejected["rows"] += rows <= 0.05
+        rejected["cells"] += cells <= 0.05
+    assert rejected["rows"] / runs <= 0.10 and rejected["cells"] / runs >= 0.2, rejected
 
 
 def test_correlation_against_the_definitions():
@@ -177,10 +203,7 @@ def test_a_statistic_that_permutation_cannot_change_has_p_one_and_a_constant_a_p
     assert stats.permutation_p(0.5, lambda shuffle: 0.5, shuffles, alternative="two-sided") == 1.0
     never = stats.permutation_p(0.9, lambda shuffle: 0.9 if shuffle is None else 0.0, shuffles, alternative="two-sided")
     assert never == 1 / 100  # never as extreme: the floor
-    assert stats.bootstrap_interval(lambda rng: 0.3, resamples=20, seed=0) == (0.3, 0.3)
-    # The percentile interval of uniform draws: about the 2.5th and 97.5th percentiles of U(0, 1).
-    low, high = stats.bootstrap_interval(lambda rng: float(rng.random()), resamples=4000, seed=1)
-    assert low == pytest.approx(0.025, abs=0.01) and high == pytest.approx(0.975, abs=0.01)
+    assert stats.over_seeds([0.3, 0.3]).interval() == (0.3, 0.3) and stats.over_seeds([0.3, 0.3]).p_value() == 0.0
 
 
 def test_the_report_shows_the_figure_and_the_numbers_when_the_run_has_ablations(store, tmp_path):
@@ -190,9 +213,13 @@ def test_the_report_shows_the_figure_and_the_numbers_when_the_run_has_ablations(
     page = write_report(con, tmp_path, run_id=1, k=K, point="").read_text()
     assert (tmp_path / "influence_validity.png").is_file() and "influence_validity.png" in page
     tracin = [r for r in validity.influence_validity(con, 1, "", K) if (r.predictor, r.method, r.pairs) == ("tracin", "pearson", "all")]
-    q6 = next(f for f in json.loads((tmp_path / "findings.json").read_text()) if f["question"] == "Q6")
-    assert q6["statistic"] == pytest.approx(tracin[0].statistic) and q6["p_value"] == pytest.approx(tracin[0].p)
-    assert q6["interval"] == pytest.approx([tracin[0].low, tracin[0].high])
+    written = next(f for f in json.loads((tmp_path / "findings.json").read_text()) if f["question"] == "Q6")
+    assert written["statistic"] == pytest.approx(tracin[0].statistic)
+    # this store has no full model's accuracy, so its gate voids Q6; with the gates passed, Q6 gives validity's numbers
+    assert written["verdict"] == "inconclusive" and written["reasons"][0].startswith("no full-model test accuracy")
+    q6 = findings.q6_tracin_predicts_removal(findings.load(con, 1, "", K), findings.Gates({})).finish(None)
+    assert q6.statistic == pytest.approx(tracin[0].statistic) and q6.p_value == pytest.approx(tracin[0].p)
+    assert q6.interval == pytest.approx([tracin[0].low, tracin[0].high])
 
 
 def test_the_ablation_effect_per_seed_and_its_mean(store):
