@@ -217,13 +217,17 @@ class Answer:
     test: str | None = None
     details: dict = field(default_factory=dict)
     short_of: list[str] = field(default_factory=list)  # reasons that keep `supported` from an interval on the claimed side
+    bounds: tuple[float, float] = (-math.inf, math.inf)  # what the statistic can be (a correlation: [-1, 1]); the interval is cut to it
 
     @cached_property  # a root search: computed once
     def p_value(self) -> float | None:
         return None if self.estimate is None or self.failed else self.estimate.p_value()
 
     def finish(self, p_adjusted: float | None) -> Finding:
-        interval = list(self.estimate.interval()) if self.estimate is not None else None
+        interval = None
+        if self.estimate is not None:  # cut to what the statistic can be: it covers no less, and says nothing impossible
+            low, high = self.estimate.interval()
+            interval = [max(low, self.bounds[0]), min(high, self.bounds[1])]
         reasons = list(self.failed) + list(self.reasons)
         verdict = INCONCLUSIVE
         if interval is not None and not self.failed:
@@ -435,7 +439,8 @@ def q4_similarity_predicts_influence(data: StudyData, gate: Gates) -> Answer:
                 f"Mantel p = {p:.3f} on the seeds' mean matrices ({permutations} relabellings of the {languages} languages), "
                 f"raw Jaccard r = {details['raw_jaccard_r']:+.2f}.")
 
-    return Answer("Q4", title, name, statistic, estimate, n, reasons, gate.of(SUBNETWORK), say, test=SEEDS_TEST, details=details)
+    return Answer("Q4", title, name, statistic, estimate, n, reasons, gate.of(SUBNETWORK), say, test=SEEDS_TEST, details=details,
+                  bounds=(-1.0, 1.0))
 
 
 def _raw_jaccard(data: StudyData, seed: int) -> np.ndarray:
@@ -563,7 +568,8 @@ def q6_tracin_predicts_removal(data: StudyData, gate: Gates) -> Answer:
                 f"fine-tuning at r = {main.statistic:+.2f} ({interval}; {main.n} pairs in each of {main.seeds} seeds, {variant} "
                 f"model); exploratory: with E's rows permuted, p = {main.p_rows:.3f}; the other predictors and pair sets are in details.")
 
-    return Answer("Q6", title, name, main.statistic, estimate, n, reasons, gate.of(ABLATION), say, test=SEEDS_TEST, details=details)
+    return Answer("Q6", title, name, main.statistic, estimate, n, reasons, gate.of(ABLATION), say, test=SEEDS_TEST, details=details,
+                  bounds=(-1.0, 1.0))
 
 
 # The questions in report order; P1 is a check of the toy world, outside Holm's family.

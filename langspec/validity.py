@@ -150,6 +150,7 @@ def _validity(variant, predictor, method, pairs, seeds: list[SeedData], permutat
     if len(finite) >= 2:
         estimate = stats.over_seeds(finite)
         (low, high), p = estimate.interval(), estimate.p_value()
+        low, high = max(low, -1.0), min(high, 1.0)  # a correlation: the interval says nothing impossible
 
     def shuffled(rng: np.random.Generator | None) -> float:
         return float(np.nanmean([seed_statistic(x, y, method, keep, shuffle=rng) for x, y, keep in grids]))

@@ -261,3 +261,14 @@ def test_mask_transfer_analysis_against_its_rows():
         assert r["own_minus_this"] == pytest.approx(sum(o - t for o, t in zip(own, this)) / len(seeds), abs=1e-12)
         assert r["seeds"] == len(seeds)
     assert len(rows) == 3 * 3 * 4  # (language, mask) x (3 seeds + mean)
+
+
+def test_an_interval_of_a_correlation_stays_within_minus_one_and_one():
+    from langspec import stats
+
+    estimate = stats.over_seeds([0.95, 0.9, 0.97])  # 3 seeds: t(0.975, 2) = 4.3 takes the upper end past 1
+    answer = findings.Answer("Q4", "t", "r", estimate.mean, estimate, {}, [], [], lambda v, i: "", bounds=(-1.0, 1.0))
+    finished = answer.finish(None)
+    assert estimate.interval()[1] > 1 > estimate.interval()[0] > -1
+    assert finished.interval == [pytest.approx(estimate.interval()[0]), 1.0]
+    assert finished.p_value == pytest.approx(estimate.p_value())
