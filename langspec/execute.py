@@ -59,11 +59,6 @@ class TaskCall:
 
 
 ORPHANED_EXIT = 70  # a worker whose run is gone ends itself with this code
-# How a task's threads wait, set before torch loads OpenMP (which reads it once): in the driver for
-# the local executor, and in the environment every worker of a Ray langspec starts inherits. Beside
-# one CPU-bound process, the demo model's training step took 424 ms with OpenMP's spinning wait,
-# 198 ms passive, 117 ms alone (DESIGN.md, Dec 2026): spinning threads, not their number, collapse.
-THREAD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
 # The priority of the tasks of a Ray langspec starts: the work the user asked for, so that of any of
 # their processes (0), not Ray's default 15, which left a task 6% of a CPU beside one busy process.
 WORKER_NICENESS = 0
@@ -346,8 +341,6 @@ def start_private_ray(root: Path) -> None:
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     os.environ["RAY_worker_niceness"] = str(WORKER_NICENESS)  # read by the raylet it starts
-    for name, value in THREAD_ENVIRONMENT.items():  # inherited by every worker
-        os.environ.setdefault(name, value)
     Config.initialize("")  # Ray read both when it was imported; as its own switch to token mode does
     AuthenticationTokenLoader.instance().reset_cache()
     cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
@@ -402,8 +395,6 @@ def execute(
     display: RunDisplay | None = None,
 ) -> RunResult:
     display = display or RunDisplay(quiet=True)
-    for name, value in THREAD_ENVIRONMENT.items():  # the local executor's tasks run here: before torch loads
-        os.environ.setdefault(name, value)
     root = Path(root).absolute()  # workers, on this node or another, find the store by this path
     pending = [task for task in graph.tasks if not artifacts.is_complete(root, task.key, stage_tables(task.stage))]
     check_hub_access(pending)  # before the store is touched: a run that cannot start writes nothing
