@@ -481,12 +481,8 @@ def write_table(table, path: Path) -> None:
 
         pq.write_table(table, path)
     elif path.suffix == ".csv":
-        import csv
-
         with open(path, "w", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(table.column_names)
-            writer.writerows(row.values() for row in table.to_pylist())
+            _write_csv(handle, table.column_names, table.to_pylist(), shown=False)
     else:
         path.write_text(json.dumps(table.to_pylist(), default=str, indent=1) + "\n")
 
@@ -510,16 +506,21 @@ def print_table(table, format: str) -> None:
     print_rows(table.column_names, table.to_pylist(), format)
 
 
+def _write_csv(handle, columns: list[str], rows: list[dict], *, shown: bool) -> None:
+    """CSV with `\n` line ends, as DuckDB's CLI and psql write (`n=$(... | tail -1)` then holds the
+    number alone); `shown`: on a terminal or a pipe, so terminal controls are written out."""
+    import csv
+
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([printable(v) if shown and isinstance(v, str) else v for v in row.values()] for row in rows)
+
+
 def print_rows(columns: list[str], rows: list[dict], format: str) -> None:
     if format == "json":
         print(json.dumps(rows, default=str, indent=1))
     elif format == "csv":
-        import csv
-
-        # `\n` line ends, as DuckDB's CLI and psql write: `n=$(... | tail -1)` then holds the number alone.
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([printable(v) if isinstance(v, str) else v for v in row.values()] for row in rows)
+        _write_csv(sys.stdout, columns, rows, shown=True)
     elif format == "table":
         from rich.table import Table
 
