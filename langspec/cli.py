@@ -548,12 +548,13 @@ def status(store: StoreOpt = DEFAULT_STORE, runs: Annotated[int, typer.Option(me
     from langspec.progress import read_progress
     from store.artifacts import pid_alive
     from store.db import connect_read_only
+    from store.queries import internal_columns_rows
 
     try:
         with connect_read_only(store) as con:  # held for a moment: the run waits while a reader has the store open
-            run_columns, listed = _internal_rows(con, "recent_runs", n=runs)
+            run_columns, listed = internal_columns_rows(con, "recent_runs", n=runs)
             last = listed[0]["run_id"] if listed else None
-            task_columns, tasks = _internal_rows(con, "run_task_outcomes", run=last)
+            task_columns, tasks = internal_columns_rows(con, "run_task_outcomes", run=last)
     except ERROR_ROOTS as error:
         _fail(error)
     here = socket.gethostname()
@@ -581,15 +582,6 @@ def status(store: StoreOpt = DEFAULT_STORE, runs: Annotated[int, typer.Option(me
              f"{counts.get('queued', 0)} queued, {counts.get('failed', 0)} failed, {counts.get('skipped', 0)} skipped")
     _say(f"tasks of run {last}:")
     print_rows(list(rows[0]) if rows else [c for c in task_columns if c != "task_key"], rows, "table")
-
-
-def _internal_rows(con, name: str, **params) -> tuple[list[str], list[dict]]:
-    """One of langspec's own queries as its column names and rows, fetched as Python values rather
-    than through Arrow, whose conversion to Python rows loads pandas: a quarter of a second."""
-    from store.queries import INTERNAL_DIR, named_queries
-
-    result = con.sql(named_queries(INTERNAL_DIR)[name].sql, params=params)
-    return result.columns, [dict(zip(result.columns, row)) for row in result.fetchall()]
 
 
 @app.command()

@@ -62,6 +62,14 @@ def internal_rows(con: duckdb.DuckDBPyConnection, name: str, **params) -> list[d
     return internal_table(con, name, **params).to_pylist()
 
 
+def internal_columns_rows(con: duckdb.DuckDBPyConnection, name: str, **params) -> tuple[list[str], list[dict]]:
+    """internal_rows() and the column names (an empty result keeps them), fetched as Python values
+    rather than through Arrow, whose conversion to Python rows loads pandas: a quarter of a second
+    for `langspec status`."""
+    result = con.sql(named_queries(INTERNAL_DIR)[name].sql, params=params or None)
+    return result.columns, [dict(zip(result.columns, row)) for row in result.fetchall()]
+
+
 def run_named(con: duckdb.DuckDBPyConnection, name: str, **params) -> pa.Table:
     query = named_queries()[name]
     return con.sql(query.sql, params=params).to_arrow_table()
