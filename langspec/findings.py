@@ -109,6 +109,20 @@ class StudyData:
     def checkpoints(self, variant: str) -> list[int]:
         return sorted(c for v, c in self.proponents if v == variant and c is not None)
 
+    @cached_property  # read by Q1 and by each seed of Q4
+    def jaccard_excess(self) -> dict[int, dict[tuple[str, str], float]]:
+        """seed -> (a, b) -> J(a, b) minus its expectation for two random masks of the same sizes: raw
+        Jaccard rises with mask size (random masks of 16 heads reach 0.34)."""
+        kept = {(int(r["seed"]), r["language_a"]): r["heads_kept_a"] for r in self.pairs}
+        excess: dict = {}
+        for r in self.pairs:
+            if r["language_a"] == r["language_b"] or r["sparsity_a"] >= 1:
+                continue
+            heads = round(r["heads_kept_a"] / (1 - r["sparsity_a"]))
+            expected = stats.random_mask_jaccard(heads, round(r["heads_kept_a"]), round(kept[(int(r["seed"]), r["language_b"])]))
+            excess.setdefault(int(r["seed"]), {})[(r["language_a"], r["language_b"])] = r["jaccard"] - expected
+        return excess
+
 
 def load(con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: int) -> StudyData:
     params = {"run_id": run_id, "point": point}
@@ -310,20 +324,6 @@ def _paired(data: StudyData, minuend: str, subtrahend: str) -> dict[int, dict[st
     return {seed: {z: a[seed][z] - b[seed][z] for z in a[seed] if z in b[seed]} for seed in sorted(a) if seed in b}
 
 
-def _random_jaccard_excess(data: StudyData) -> dict[int, dict[tuple[str, str], float]]:
-    """seed -> (a, b) -> J(a, b) minus its expectation for two random masks of the same sizes: raw
-    Jaccard rises with mask size (random masks of 16 heads reach 0.34)."""
-    kept = {(int(r["seed"]), r["language_a"]): r["heads_kept_a"] for r in data.pairs}
-    excess: dict = {}
-    for r in data.pairs:
-        if r["language_a"] == r["language_b"] or r["sparsity_a"] >= 1:
-            continue
-        heads = round(r["heads_kept_a"] / (1 - r["sparsity_a"]))
-        expected = stats.random_mask_jaccard(heads, round(r["heads_kept_a"]), round(kept[(int(r["seed"]), r["language_b"])]))
-        excess.setdefault(int(r["seed"]), {})[(r["language_a"], r["language_b"])] = r["jaccard"] - expected
-    return excess
-
-
 # --- the questions ----------------------------------------------------------------------------
 
 
@@ -344,7 +344,7 @@ def q1_subnetworks_exist(data: StudyData, gate: Gates) -> Answer:
         if r["retention"] is not None:
             retention_by_seed.setdefault(int(r["seed"]), []).append(r["retention"])
     retention = [float(np.mean(v)) for _, v in sorted(retention_by_seed.items())]
-    excess = [float(np.mean([v for (a, b), v in pairs.items() if a < b])) for _, pairs in sorted(_random_jaccard_excess(data).items())]
+    excess = [float(np.mean([v for (a, b), v in pairs.items() if a < b])) for _, pairs in sorted(data.jaccard_excess.items())]
     examples = [int(r["examples"]) for r in data.mask_transfer]
     n = {"seeds": len(by_seed), "languages": len({r["language"] for r in data.mask_transfer}),
          "test_examples_per_language": min(examples, default=0)}
@@ -401,7 +401,7 @@ def _matrices(data: StudyData, variant: str, seed: int) -> tuple[np.ndarray, np.
     languages = data.languages
     index = {language: i for i, language in enumerate(languages)}
     jaccard = np.zeros((len(languages), len(languages)))
-    for (a, b), value in _random_jaccard_excess(data).get(seed, {}).items():
+    for (a, b), value in data.jaccard_excess.get(seed, {}).items():
         jaccard[index[a], index[b]] = value
     shares = np.zeros((len(languages), len(languages)))
     counts = np.zeros(len(languages))
