@@ -24,6 +24,10 @@ SCHEMAS = {
         [("seed", pa.int32()), ("language", pa.string()), ("layer", pa.int32()), ("head", pa.int32()),
          ("kept", pa.bool_()), ("importance", pa.float64())]
     ),
+    "planted_heads": pa.schema(
+        [("seed", pa.int32()), ("language", pa.string()), ("family", pa.string()), ("layer", pa.int32()),
+         ("head", pa.int32()), ("kept", pa.bool_())]
+    ),
     "prune_steps": pa.schema(
         [("seed", pa.int32()), ("language", pa.string()), ("step", pa.int32()), ("heads_kept", pa.int32()),
          ("metric_value", pa.float64()), ("ratio_to_full", pa.float64()), ("accepted", pa.bool_())]
@@ -44,6 +48,11 @@ SCHEMAS = {
     "influence": pa.schema(
         [("seed", pa.int32()), ("variant", pa.string()), ("checkpoint", pa.int32()), ("test_no", pa.int32()),
          ("train_no", pa.int32()), ("score", pa.float32())]
+    ),
+    # The TracIn stage's: each scored example's gradient norm at each checkpoint (what `normalize: cosine` divides by).
+    "gradient_norms": pa.schema(
+        [("seed", pa.int32()), ("variant", pa.string()), ("checkpoint", pa.int32()), ("role", pa.string()),
+         ("example_id", pa.string()), ("norm", pa.float64())]
     ),
     "tracin_cp": pa.schema(
         [("seed", pa.int32()), ("variant", pa.string()), ("test_no", pa.int32()), ("train_no", pa.int32()), ("score", pa.float32())]

@@ -1,7 +1,11 @@
 """TracIn influence (stage 4): one task per (seed, variant) scores every sampled training example
 against every sampled test example at every checkpoint of the fine-tuning run:
 
-    influence(z, z', c) = lr_c * <grad L(w_c, z), grad L(w_c, z')>,  TracInCP = sum over c.
+    influence(z, z', c) = lr_c * <grad L(w_c, z), grad L(w_c, z')>,  TracInCP = sum over c,
+
+or, with `tracin.normalize: cosine`, lr_c times the cosine of the two gradients (each divided by its
+norm at that checkpoint). Every task also writes each example's gradient norm per checkpoint
+(`gradient_norms`), whichever form it scores.
 
 Variants: `full` (the fine-tuned model, no masks); `subnetwork` (the same checkpoints, the test
 gradient taken under the test language's subnetwork mask); `sft` (the sparsely fine-tuned
@@ -27,13 +31,13 @@ from runners.stage import Planned, Section, Upstream
 from runners.tables import write_arrow
 from store.influence import influence_tables
 
-VERSION = 1
+VERSION = 2  # 2: tracin.normalize, and the gradient_norms table
 READS = ("data", "model", "finetune", "tracin")
 RESUMABLE = False
 MEMORY_FIELDS = ("tracin.batch_size", "tracin.test_block_mb", "tracin.projection_dim", "finetune.max_length")  # what to lower when the task runs out of memory
 # Also written: influence_examples, tracin_cp, proponents (store/influence.py); `influence` alone is
 # required, so that a task directory written before them (text ids) stays a complete, cached result.
-TABLES = ("influence",)
+TABLES = ("influence", "gradient_norms")
 PARAM_GROUPS = {"embeddings": "embeddings", "encoder": "encoder", "classifier": None}  # under the base model, or the head
 
 
@@ -46,6 +50,12 @@ class TracinSpec(Section):
     test_per_language: int = Field(20, ge=1, description="Influence-test examples per language: the first N of its test split.")
     params: list[Literal["embeddings", "encoder", "classifier"]] = Field(
         default=["embeddings", "encoder", "classifier"], min_length=1, description="Parameter groups of the gradients."
+    )
+    normalize: Literal["none", "cosine"] = Field(
+        "none",
+        description="none: the paper's TracIn, lr x <g, g'>. cosine: lr x <g, g'> / (|g| |g'|), each example's gradient "
+        "(masked and projected as scored) divided by its norm at each checkpoint, so that examples with large "
+        "gradients do not dominate every ranking (Barshan et al. 2020, Hanawa et al. 2021).",
     )
     batch_size: int = Field(32, ge=1, description="Examples per gradient batch (bounds memory; no effect on scores).")
     test_block_mb: float | None = Field(
@@ -151,24 +161,47 @@ def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict
     test_ids, test_batches, test_masks = language_pure("test", config.test_per_language, params.variant != "full")
 
     terms = []  # (epoch, (n_test, n_train) float32 scores)
+    norms = []  # (epoch, (n_test,) and (n_train,) float64 gradient norms)
     n_test, n_train = len(test_ids), len(train_ids)
     for done, checkpoint in enumerate(checkpoints):
         ctx.report(done, len(checkpoints), f"checkpoint {checkpoint.epoch}: {n_test} x {n_train} scores")
         model = models.load_checkpoint(checkpoint.path, params.attention)[0].to(device)
-        scores = influence.checkpoint_scores(
+        result = influence.checkpoint_influence(
             model, train_batches, test_batches, train_masks=train_masks, test_masks=test_masks,
             param_names=parameter_names(model, config.params),
             projection_dim=config.projection_dim, projection_seed=config.projection_seed,  # same P at every checkpoint
             test_block_bytes=int(config.test_block_mb * 2**20) if config.test_block_mb else None,
-        )  # (n_test, n_train)
+        )
+        scores = result.cosine() if config.normalize == "cosine" else result.scores  # (n_test, n_train)
         terms.append((checkpoint.epoch, (scores.double() * checkpoint.learning_rate).float().numpy()))
+        norms.append((checkpoint.epoch, result.test_norms, result.train_norms))
     ctx.report(len(checkpoints), len(checkpoints), "ranking and writing scores")
     # The example numbers, TracInCP and the ranked proponents, computed here where the scores already
     # are: the driver's ingest then only copies the tables (store/influence.py).
     for name, table in influence_tables(params.seed, params.variant, test_ids, train_ids, terms).items():
         write_arrow(workdir, name, table)
+    write_arrow(workdir, "gradient_norms", _norms_table(params.seed, params.variant, test_ids, train_ids, norms))
     rows = n_test * n_train * len(checkpoints)
     return {"train_examples": n_train, "test_examples": n_test, "checkpoints": len(checkpoints), "scores": rows}
+
+
+def _norms_table(seed: int, variant: str, test_ids: list[str], train_ids: list[str], norms: list) -> pa.Table:
+    """One row per (checkpoint, example): the norm of the gradient the scores multiplied."""
+    import numpy as np
+    import pyarrow as pa
+
+    ids = test_ids + train_ids
+    roles = ["test"] * len(test_ids) + ["train"] * len(train_ids)
+    columns = {"seed": [], "variant": [], "checkpoint": [], "role": [], "example_id": [], "norm": []}
+    for epoch, test_norms, train_norms in norms:
+        columns["seed"] += [seed] * len(ids)
+        columns["variant"] += [variant] * len(ids)
+        columns["checkpoint"] += [epoch] * len(ids)
+        columns["role"] += roles
+        columns["example_id"] += ids
+        columns["norm"].append(np.concatenate([test_norms.numpy(), train_norms.numpy()]))
+    columns["norm"] = np.concatenate(columns["norm"]) if columns["norm"] else np.zeros(0)
+    return pa.table(columns)
 
 
 def parameter_names(model, groups: list[str]) -> list[str] | None:

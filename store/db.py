@@ -30,7 +30,7 @@ from store import artifacts
 from store.artifacts import INFLUENCE_TABLES
 from store.errors import StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # The schema, run in this order on every run: tables (CREATE IF NOT EXISTS), then the migrations of
 # an older store, then the views and macros (CREATE OR REPLACE), which DuckDB binds to the tables.
 SCHEMA_DIR = Path(__file__).with_name("schema")
@@ -88,7 +88,9 @@ def _scores_to_v5(con: duckdb.DuckDBPyConnection) -> None:
 # the ranked `proponents` stored at ingest. 3 -> 4: the tables `mask_transfer` and `ablation_examples`
 # (tables.sql creates them) and the views that read them (`subnetwork_masks` gained `model`), which
 # every writer open replaces anyway: nothing more to do. 4 -> 5: the score tables name their task by
-# number; `influence`, `tracin_cp` and `proponents` become views with the same columns.
+# number; `influence`, `tracin_cp` and `proponents` become views with the same columns. 5 -> 6: the
+# tables `gradient_norms` (TracIn) and `planted_heads` (fine-tuning with planted modules), which
+# tables.sql creates: nothing more to do.
 MIGRATIONS = {
     1: [
         "INSERT INTO points SELECT DISTINCT t.run_id, '', t.task_key FROM tasks AS t JOIN runs AS r USING (run_id) "
@@ -99,6 +101,7 @@ MIGRATIONS = {
     2: [_influence_to_v3],
     3: [],
     4: [_scores_to_v5],
+    5: [],
 }
 DB_FILE = "langspec.duckdb"
 COMPACTING_FILE = "langspec.duckdb.compacting"  # the new file a rewrite of the database fills (StoreWriter._compact)
@@ -112,7 +115,8 @@ WRITE_WAIT_S = 1800.0
 WRITE_NOTE_S = 10.0  # after this long, and every minute then, the writer says what it waits for
 # Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input. A TracIn
 # task fills the four of store/influence.py (or, written before #13, `influence` with text ids alone).
-STAGE_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "mask_transfer", "ablation_examples")
+STAGE_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "mask_transfer", "ablation_examples",
+                "gradient_norms", "planted_heads")
 TASK_TABLES = STAGE_TABLES + INFLUENCE_TABLES
 # The oldest storage format that DuckDB clients of every version since 1.1 read (the CLI, DBeaver, R), with
 # everything the schema uses. 'v1.0.0' is no older on disk (both are format 64), and 1.0 readers reject the

@@ -1,4 +1,4 @@
--- The langspec store's tables, schema version 5 (store/db.py migrates older stores; views.sql and macros.sql
+-- The langspec store's tables, schema version 6 (store/db.py migrates older stores; views.sql and macros.sql
 -- build on these). Every table a stage fills carries the key of the task that wrote the rows (task_key;
 -- the TracIn score tables its number, `influence_tasks`), so ingesting a task again replaces exactly its rows.
 
@@ -58,6 +58,12 @@ CREATE TABLE IF NOT EXISTS prune_steps (
     metric_value DOUBLE, ratio_to_full DOUBLE, accepted BOOLEAN
 );
 
+-- Fine-tuning with planted modules (the `planted` section): each language's planted head set, the
+-- heads its examples ran and updated through (family: the language family whose set it is).
+CREATE TABLE IF NOT EXISTS planted_heads (
+    task_key VARCHAR, seed INTEGER, language VARCHAR, family VARCHAR, layer INTEGER, head INTEGER, kept BOOLEAN
+);
+
 -- The mask_transfer stage: language's test set evaluated under mask_language's subnetwork mask, on the
 -- seed's fine-tuned model at its last epoch (language = mask_language: the language's own subnetwork).
 CREATE TABLE IF NOT EXISTS mask_transfer (
@@ -72,6 +78,13 @@ CREATE TABLE IF NOT EXISTS mask_transfer (
 CREATE TABLE IF NOT EXISTS influence_examples (
     task_key VARCHAR, role VARCHAR, -- test | train
     example_no INTEGER, example_id VARCHAR
+);
+
+-- Each example's gradient norm at each checkpoint of a TracIn task, of the gradient its scores multiplied
+-- (masked as the variant masks it; projected with tracin.projection_dim); `tracin.normalize: cosine` divides by it.
+CREATE TABLE IF NOT EXISTS gradient_norms (
+    task_key VARCHAR, seed INTEGER, variant VARCHAR, checkpoint INTEGER, role VARCHAR, -- test | train
+    example_id VARCHAR, norm DOUBLE
 );
 
 -- Each TracIn task whose scores are in the store, by number: the score tables below name their task

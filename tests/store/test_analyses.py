@@ -92,7 +92,15 @@ def store():
     add_scores(con, "tracin-other", 0, "full", [(1, "ka-test-0", "la-train-0", 1000.0)])
     add_task(con, 1, "tracin-swept", "tracin", {"seed": 0, "variant": "full"}, {"data": "data"}, point=SWEPT)
     add_scores(con, "tracin-swept", 0, "full", [(1, "ka-test-0", "la-train-0", 1000.0), (1, "ka-test-0", "ka-train-0", -1000.0)])
-    truth.update(train=dict(train), test=dict(test))
+    truth.update(train=dict(train), test=dict(test), norms={})
+    norm_rng = random.Random(11)  # its own draws: the rows above stay what they were
+    for seed in SEEDS:
+        for variant in VARIANTS:
+            for c in CHECKPOINTS:
+                for example, _ in train + test:
+                    norm = truth["norms"][(seed, variant, c, example)] = norm_rng.randint(1, 400) / 8
+                    con.execute("INSERT INTO gradient_norms VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                [f"tracin{seed}{variant}", seed, variant, c, "train" if "train" in example else "test", example, norm])
     return con, truth
 
 
@@ -318,10 +326,32 @@ def test_a_hand_computed_case():
     assert dynamics == {1: 0.0, 2: 1.0}  # epoch 1: la-1 (3.0) leads; epoch 2: ka-0 is the only one scored
 
 
+def test_gradient_norms_by_language(store):
+    """Each training language's mean gradient norm, over the mean of all languages' means, beside
+    the share of proponents it supplies at that checkpoint: per seed by loops, then their mean."""
+    con, truth = store
+    rows = run_all(con, "gradient_norms", run_id=1, k=K)
+    assert len(rows) == len(VARIANTS) * len(CHECKPOINTS) * len(LANGUAGES) * (len(SEEDS) + 1)
+    for row in rows:
+        seeds = SEEDS if row["seed"] == "mean" else [int(row["seed"])]
+        mean, relative, drawn = [], [], []
+        for seed in seeds:
+            by_language = {lang: statistics.mean(truth["norms"][(seed, row["variant"], row["epoch"], z)]
+                                                 for z, l in truth["train"].items() if l == lang) for lang in LANGUAGES}
+            mean.append(by_language[row["language"]])
+            relative.append(by_language[row["language"]] / statistics.mean(by_language.values()))
+            m = shares(truth, seed, row["variant"], row["epoch"])
+            drawn.append(statistics.mean(m[("proponents", t, row["language"])] for t in LANGUAGES))
+        assert row["mean_norm"] == pytest.approx(statistics.mean(mean))
+        assert row["relative_norm"] == pytest.approx(statistics.mean(relative))
+        assert row["drawn"] == pytest.approx(statistics.mean(drawn))
+        assert row["chance"] == pytest.approx(1 / len(LANGUAGES)) and row["examples"] == TRAIN
+
+
 ANALYSES = {"accuracy": {"run_id": 1}, "in_language_share": {"run_id": 1, "k": K}, "specialization": {"run_id": 1, "k": K},
             "cross_language": {"run_id": 1, "k": K}, "subnetwork_similarity": {"run_id": 1},
             "similarity_vs_influence": {"run_id": 1, "k": K}, "dynamics": {"run_id": 1, "k": K},
-            "influence_mass": {"run_id": 1}}
+            "influence_mass": {"run_id": 1}, "gradient_norms": {"run_id": 1, "k": K}}
 
 
 @pytest.mark.parametrize("name", list(ANALYSES))

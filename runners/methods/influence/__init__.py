@@ -42,7 +42,7 @@ only on (seed, parameter name, shape): train, test and every checkpoint share it
 """
 
 from runners.methods.influence.projection import Projection, random_projections
-from runners.methods.influence.scoring import checkpoint_scores
+from runners.methods.influence.scoring import CheckpointScores, checkpoint_influence, checkpoint_scores
 from runners.methods.influence.gradients import selected_parameters
 
-__all__ = ["Projection", "checkpoint_scores", "random_projections", "selected_parameters"]
+__all__ = ["CheckpointScores", "Projection", "checkpoint_influence", "checkpoint_scores", "random_projections", "selected_parameters"]

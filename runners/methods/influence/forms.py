@@ -32,6 +32,9 @@ class GradientForm(Protocol):
     def kept(self, train_tokens: int) -> KeptForm:
         """The cheaper form to keep a test batch's gradients in, given train batches of `train_tokens` tokens."""
 
+    def squared_norms(self) -> Tensor:
+        """(B,) float64: each example's <g, g>, from the form itself (never a B x B product)."""
+
 
 class KeptForm(Protocol):
     """A test batch's gradients of one parameter, kept while the train batches stream past."""
@@ -68,6 +71,9 @@ class Dense:
 
     def project(self, projection: Projection) -> Tensor:
         return projection.flat(self.flat)
+
+    def squared_norms(self) -> Tensor:
+        return self.flat.double().square().sum(1)
 
     def kept(self, train_tokens: int) -> Columns:
         return Columns(self.flat)
@@ -122,6 +128,12 @@ class LinearFactors:
     def project(self, projection: Projection) -> Tensor:  # G = sum_t g_t a_t^T, (d_out, d_in)
         return projected_outer(projection.left(self.g), projection.right(self.a))
 
+    def squared_norms(self) -> Tensor:
+        """The Gram identity on the diagonal: sum_{t,s} (a_it . a_is)(g_it . g_is)."""
+        aa = torch.bmm(self.a, self.a.transpose(1, 2))  # (B, N, N)
+        gg = torch.bmm(self.g, self.g.transpose(1, 2))
+        return (aa * gg).sum((1, 2)).double()
+
     def kept(self, train_tokens: int) -> KeptForm:
         # Per-sequence layers (the classifier head, N = 1) see one row per example in train batches too.
         tokens = 1 if self.a.shape[1] <= 1 else train_tokens
@@ -175,6 +187,14 @@ class TokenGrads:
         if self.padding_idx is not None:
             left = left * (self.ids != self.padding_idx).unsqueeze(-1).to(left.dtype)  # padding_idx rows get no gradient
         return projected_outer(left, projection.right(self.g))
+
+    def squared_norms(self) -> Tensor:
+        """sum over token pairs of one example with the same id (not padding_idx) of g_t . g_s."""
+        same = self.ids.unsqueeze(2) == self.ids.unsqueeze(1)  # (B, N, N)
+        if self.padding_idx is not None:
+            same &= (self.ids != self.padding_idx).unsqueeze(2)
+        gg = torch.bmm(self.g, self.g.transpose(1, 2))
+        return (gg * same.to(gg.dtype)).sum((1, 2)).double()
 
     def kept(self, train_tokens: int) -> KeptForm:
         return Columns(self.dense()) if self.prefer_dense() else self.rows()

@@ -14,7 +14,27 @@ from runners.methods.influence.forms import GradientForm, KeptForm, Scratch, Tra
 from runners.methods.influence.gradients import NotPerExample, batch_gradients, plan_gradients
 
 
-def checkpoint_scores(
+@dataclass(frozen=True)
+class CheckpointScores:
+    """One checkpoint's inner products and the gradient norms they are made of."""
+
+    scores: Tensor  # float32 (n_test, n_train): <grad L(w, z'), grad L(w, z)>
+    test_norms: Tensor  # float64 (n_test,): ||grad L(w, z')||, of the same (masked, projected) gradients
+    train_norms: Tensor  # float64 (n_train,)
+
+    def cosine(self) -> Tensor:
+        """The scores divided by both gradients' norms (a zero gradient scores 0): float32 (n_test, n_train)."""
+        outer = self.test_norms.unsqueeze(1) * self.train_norms.unsqueeze(0)
+        cosine = torch.where(outer > 0, self.scores.double() / outer.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
+        return cosine.float()
+
+
+def checkpoint_scores(model: nn.Module, train_batches: Iterable[Batch], test_batches: Iterable[Batch], **options) -> Tensor:
+    """The inner products of `checkpoint_influence` alone: float32 (n_test, n_train)."""
+    return checkpoint_influence(model, train_batches, test_batches, **options).scores
+
+
+def checkpoint_influence(
     model: nn.Module,
     train_batches: Iterable[Batch],
     test_batches: Iterable[Batch],
@@ -25,10 +45,11 @@ def checkpoint_scores(
     test_block_bytes: int | None = None,
     projection_dim: int | None = None,
     projection_seed: int = 0,
-) -> Tensor:
-    """Gradient inner products <grad L(w, z'), grad L(w, z)> at the model's current weights.
+) -> CheckpointScores:
+    """Gradient inner products <grad L(w, z'), grad L(w, z)> at the model's current weights, and each
+    example's gradient norm.
 
-    Returns a float32 CPU tensor (n_test, n_train), rows in the order of the test batches' examples,
+    The scores are a float32 CPU tensor (n_test, n_train), rows in the order of the test batches' examples,
     columns in the order of the train batches' examples (each iterable is read once, so do not
     shuffle). L is one example's cross-entropy; the model runs in eval mode (no dropout) in exact
     float32 (TF32 off), both restored afterwards. TracInCP for checkpoint c is lr_c times this.
@@ -51,6 +72,8 @@ def checkpoint_scores(
         tokens, d^-1/2 for vectors), and a test block of at most d numbers per tensor per example.
     projection_seed: with the parameter names, fixes P; calls with the same seed (train and test,
         every checkpoint) use the same P.
+    The norms are those of the gradients the scores multiply (masked, and projected when projected),
+    from each gradient form's own diagonal, computed while the scores are: no extra backward.
     """
     train = list(train_batches)
     test = list(test_batches)
@@ -71,7 +94,7 @@ class _TestBatch:
     grads: dict[str, KeptForm]  # name -> form kept for the inner products
 
 
-def _scores(model, plan, train, train_gates, test, test_gates, test_block_bytes) -> Tensor:
+def _scores(model, plan, train, train_gates, test, test_gates, test_block_bytes) -> CheckpointScores:
     device = device_of(model)
     train = [to_device(b, device) for b in train]
     test = [to_device(b, device) for b in test]
@@ -79,24 +102,35 @@ def _scores(model, plan, train, train_gates, test, test_gates, test_block_bytes)
     n_test = sum(b["labels"].shape[0] for b in test)
     train_tokens = max((trimmed_length(b) for b in train), default=1)
     scores = torch.zeros(n_test, n_train)
+    test_norms, train_norms = torch.zeros(n_test, dtype=torch.float64), torch.zeros(n_train, dtype=torch.float64)
     scratch = Scratch()
-    for block in _test_blocks(model, plan, test, test_gates, train_tokens, test_block_bytes, device):
+    for block in _test_blocks(model, plan, test, test_gates, train_tokens, test_block_bytes, device, test_norms):
         start = 0
+        first_block = block[0].rows.start == 0
         for batch, gates in zip(train, train_gates):
             size = batch["labels"].shape[0]
             grads = batch_gradients(model, plan, batch, gates_on(gates, device))
+            if first_block:
+                train_norms[start : start + size] = _norms(grads)
             rows = slice(block[0].rows.start, block[-1].rows.stop)
             scores[rows, start : start + size] = _block_scores(block, grads, size, scratch, device).float().cpu()
             start += size
-    return scores
+    return CheckpointScores(scores, test_norms, train_norms)
 
 
-def _test_blocks(model, plan, test, test_gates, train_tokens, budget, device) -> Iterator[list[_TestBatch]]:
-    """Test gradients, in blocks that fit `budget` bytes (one block when None)."""
+def _norms(grads: dict[str, GradientForm]) -> Tensor:
+    """Each example's gradient norm over all the selected parameters: float64 CPU (B,)."""
+    return sum(form.squared_norms() for form in grads.values()).sqrt().cpu()
+
+
+def _test_blocks(model, plan, test, test_gates, train_tokens, budget, device, norms: Tensor) -> Iterator[list[_TestBatch]]:
+    """Test gradients, in blocks that fit `budget` bytes (one block when None); their norms into `norms`."""
     block, used, row = [], 0, 0
     for batch, gates in zip(test, test_gates):
         size = batch["labels"].shape[0]
-        grads = {name: form.kept(train_tokens) for name, form in batch_gradients(model, plan, batch, gates_on(gates, device)).items()}
+        forms = batch_gradients(model, plan, batch, gates_on(gates, device))
+        norms[row : row + size] = _norms(forms)
+        grads = {name: form.kept(train_tokens) for name, form in forms.items()}
         block.append(_TestBatch(slice(row, row + size), grads))
         used += sum(form.nbytes() for form in grads.values())
         row += size

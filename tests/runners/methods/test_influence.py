@@ -469,13 +469,13 @@ def test_projected_scores_correlate_with_exact(projected_runs):
 def test_stage_passes_projection_through(study, tmp_path, monkeypatch):
     """runners.tracin hands tracin.projection_dim and projection_seed to every checkpoint's scores."""
     calls = []
-    scores = influence.checkpoint_scores
+    scores = influence.checkpoint_influence
 
     def recorded(*args, **kwargs):
         calls.append((kwargs["projection_dim"], kwargs["projection_seed"]))
         return scores(*args, **kwargs)
 
-    monkeypatch.setattr(influence, "checkpoint_scores", recorded)
+    monkeypatch.setattr(influence, "checkpoint_influence", recorded)
     spec = TracinSpec(variants=["full"], train_per_language=4, test_per_language=2, batch_size=4,
                       projection_dim=64, projection_seed=9)
     params = tracin.Params(seed=0, variant="full", languages=study.languages, attention="sdpa",
