@@ -291,7 +291,7 @@ def _over_seeds(per_seed: list[float], reasons: list[str]) -> stats.Estimate | N
     return stats.over_seeds(per_seed)
 
 
-def _crossed(by_seed: dict[int, dict[str, float]], reasons: list[str]) -> tuple[float | None, stats.Estimate | None, dict]:
+def crossed_estimate(by_seed: dict[int, dict[str, float]], reasons: list[str]) -> tuple[float | None, stats.Estimate | None, dict]:
     """The mean of per-test-example values (seed -> test_id -> value) over the test examples every
     seed has, its crossed estimate (None with one seed), and their sample sizes."""
     common = sorted(set.intersection(*(set(v) for v in by_seed.values()))) if by_seed else []
@@ -338,7 +338,7 @@ def q1_subnetworks_exist(data: StudyData, gate: Gates) -> Answer:
     reasons: list[str] = []
     if not by_seed:
         reasons.append("no mask_transfer rows: the run has no subnetworks (prune.enabled: false)")
-    statistic, estimate, _ = _crossed(by_seed, reasons) if by_seed else (None, None, {})
+    statistic, estimate, _ = crossed_estimate(by_seed, reasons) if by_seed else (None, None, {})
     retention_by_seed: dict[int, list[float]] = {}
     for r in data.accuracy:
         if r["retention"] is not None:
@@ -373,7 +373,7 @@ def _specialisation(data: StudyData, failed: list[str], question: str, title: st
     if minuend not in data.variants or subtrahend not in data.variants:
         reasons.append(f"the run lacks the TracIn variants {minuend} and {subtrahend}")
         return Answer(question, title, name, None, None, {}, reasons, failed, lambda v, i: "")
-    statistic, estimate, n = _crossed(_paired(data, minuend, subtrahend), reasons)
+    statistic, estimate, n = crossed_estimate(_paired(data, minuend, subtrahend), reasons)
     s_minuend, s_subtrahend = _mean_of(data.in_language(minuend)), _mean_of(data.in_language(subtrahend))
 
     def say(verdict: str, interval: str) -> str:
@@ -477,7 +477,7 @@ def q5_dynamics(data: StudyData, gate: Gates) -> Answer:
     reasons: list[str] = []
     details: dict = {}
     for variant, by_seed in slopes.items():
-        slope, estimate, _ = _crossed(by_seed, []) if by_seed else (None, None, {})
+        slope, estimate, _ = crossed_estimate(by_seed, []) if by_seed else (None, None, {})
         details[f"slope_{variant}"] = slope
         details[f"slope_{variant}_interval"] = list(estimate.interval()) if estimate else None
         details[f"s_plus_by_epoch_{variant}"] = {str(e): _mean_of(data.in_language(variant, e)) for e in data.checkpoints(variant)}
@@ -486,7 +486,7 @@ def q5_dynamics(data: StudyData, gate: Gates) -> Answer:
         return Answer("Q5", title, name, None, None, {}, reasons, gate.of(SFT), lambda v, i: "", details=details)
     difference = {seed: {z: slopes["sft"][seed][z] - slopes["full"][seed][z] for z in slopes["sft"][seed] if z in slopes["full"][seed]}
                   for seed in slopes["sft"] if seed in slopes["full"]}
-    statistic, estimate, n = _crossed(difference, reasons)
+    statistic, estimate, n = crossed_estimate(difference, reasons)
 
     def say(verdict: str, interval: str) -> str:
         return (f"Q5 {verdict}: S+ changes by {details['slope_sft']:+.4f} per epoch under SFT and {details['slope_full']:+.4f} under "
@@ -497,28 +497,41 @@ def q5_dynamics(data: StudyData, gate: Gates) -> Answer:
                   gate.of(SFT), say, test=CROSSED_TEST, details=details)
 
 
-def p1_planted_families(data: StudyData, gate: Gates) -> Answer:
-    """The toy world's families (runners.methods.toy.FAMILIES): are M+ and J higher for related pairs?"""
+def related_languages(languages: list[str]) -> dict[str, list[str]]:
+    """language -> the other studied languages of its toy family (runners.methods.toy.FAMILIES)."""
     from runners.methods.toy import FAMILIES
 
+    return {a: [b for b in languages if b != a and FAMILIES.get(a) is not None and FAMILIES.get(a) == FAMILIES.get(b)]
+            for a in languages}
+
+
+def related_minus_unrelated(data: StudyData, variant: str, languages: list[str] | None = None) -> dict[int, dict[str, float]]:
+    """seed -> test_id -> share of the test example's top-k proponents from a related language minus
+    that from an unrelated one (each the mean over those languages), for test examples whose language
+    has a relative (and is in `languages`, when given)."""
+    related = related_languages(data.languages)
+    by_seed: dict[int, dict[str, float]] = {}
+    for seed, examples in data.proponents.get((variant, None), {}).items():
+        for test_id, (language, counts) in examples.items():
+            if related[language] and (languages is None or language in languages):
+                unrelated = [b for b in data.languages if b != language and b not in related[language]]
+                rel = np.mean([counts.get(b, 0) / data.k for b in related[language]])
+                unrel = np.mean([counts.get(b, 0) / data.k for b in unrelated]) if unrelated else 0.0
+                by_seed.setdefault(seed, {})[test_id] = float(rel - unrel)
+    return by_seed
+
+
+def p1_planted_families(data: StudyData, gate: Gates) -> Answer:
+    """The toy world's families (runners.methods.toy.FAMILIES): are M+ and J higher for related pairs?"""
     title = "The planted language families are recovered"
     name = "M+ from the related language minus the mean M+ from unrelated languages (full model)"
-    languages = data.languages
-    related = {a: [b for b in languages if b != a and FAMILIES.get(a) is not None and FAMILIES.get(a) == FAMILIES.get(b)]
-               for a in languages}
+    related = related_languages(data.languages)
     reasons: list[str] = []
     if "full" not in data.variants or not any(related.values()):
         reasons.append("needs the full model's TracIn scores and two toy languages of one family")
         return Answer("P1", title, name, None, None, {}, reasons, gate.of(), lambda v, i: "", primary=False)
-    by_seed: dict[int, dict[str, float]] = {}
-    for seed, examples in data.proponents[("full", None)].items():
-        for test_id, (language, counts) in examples.items():
-            if related[language]:
-                unrelated = [b for b in languages if b != language and b not in related[language]]
-                rel = np.mean([counts.get(b, 0) / data.k for b in related[language]])
-                unrel = np.mean([counts.get(b, 0) / data.k for b in unrelated]) if unrelated else 0.0
-                by_seed.setdefault(seed, {})[test_id] = float(rel - unrel)
-    statistic, estimate, n = _crossed(by_seed, reasons)
+    by_seed = related_minus_unrelated(data, "full")
+    statistic, estimate, n = crossed_estimate(by_seed, reasons)
     jaccard_seed = []
     for seed in sorted({int(r["seed"]) for r in data.pairs}):
         rows = [r for r in data.pairs if int(r["seed"]) == seed and r["language_a"] < r["language_b"]]

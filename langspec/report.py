@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from langspec import findings as study_findings
+from langspec import controls, findings as study_findings
 from langspec import validity
 from store.queries import VARIANTS, internal, named_queries, resolve, run_named, run_points
 
@@ -85,6 +85,8 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None =
             _influence_validity(pairs, study.validity, out),
         ) if figure is not None
     ]
+    known = controls.write(con, run_id, k, out)  # a run with planted modules: every point's, by overlap
+    figures += [Figure(*known)] if known else []
     page = out / "index.html"
     page.write_text(_html(spec_name + (f" [{point}]" if point else ""), run_id, k, answers, figures))
     return page

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from runners.methods import toy
 from runners.context import TaskContext
@@ -72,6 +72,12 @@ class DataSpec(Section):
         0.5, ge=0.0, le=1.0, description="Toy data only: share of the lexicon that related languages have in common."
     )
     seed: int = Field(0, ge=0, description="Seed of data generation and subsampling (independent of the training seeds).")
+    shuffle_languages: bool = Field(
+        False,
+        description="A negative control: permute the language labels of the examples within each split (seeded by "
+        "`seed`), so the texts are unchanged, each language keeps its number of examples, and a language's label "
+        "says nothing about its text. Every question should then come out not supported.",
+    )
     dataset: str | None = Field(
         None,
         description="hub only: a Hugging Face dataset id with one config per language (facebook/xnli, "
@@ -129,6 +135,14 @@ class Params(BaseModel):
     data: DataSpec
     fingerprint: str  # of the source's content where it lives outside langspec (files); "" for toy
 
+    @model_serializer(mode="wrap")
+    def _leave_out_unshuffled(self, handler):
+        """Data with its own language labels keeps the task key it had before `shuffle_languages` existed."""
+        dumped = handler(self)
+        if not self.data.shuffle_languages:
+            dumped["data"].pop("shuffle_languages", None)
+        return dumped
+
 
 def check(spec) -> None:
     """No rules across sections."""
@@ -151,6 +165,8 @@ def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict
     else:
         rows = _load_hub(data.dataset, list(data.languages), sizes, data.seed)
     names = label_names(data, rows)
+    if data.shuffle_languages:
+        rows = shuffle_languages(rows, data.seed)
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     (workdir / "tables").mkdir(parents=True, exist_ok=True)
     pq.write_table(table, workdir / EXAMPLES_FILE)
@@ -160,6 +176,18 @@ def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict
     for row in rows:
         counts[f"{row['language']}/{row['split']}"] += 1
     return {"examples": table.num_rows, "num_labels": len(names), "labels": names, "counts": counts}
+
+
+def shuffle_languages(rows: list[dict], seed: int) -> list[dict]:
+    """The rows with their `language` values permuted within each split (texts, labels and ids stay)."""
+    out = [dict(row) for row in rows]
+    for split in SPLITS:
+        indices = [i for i, row in enumerate(out) if row["split"] == split]
+        languages = [out[i]["language"] for i in indices]
+        random.Random(f"shuffle-languages-{seed}-{split}").shuffle(languages)
+        for i, language in zip(indices, languages):
+            out[i]["language"] = language
+    return out
 
 
 # --- label names ------------------------------------------------------------------------------

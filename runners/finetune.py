@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from runners.context import RESUME_FILE, TaskContext
 from runners.inputs import Data, Inputs
@@ -17,7 +17,7 @@ from runners.stage import Planned, Section, Upstream
 from runners.tables import write_table
 
 VERSION = 2  # 2: the full model's predicted-label counts (metric predicted_label_<i>) next to accuracy
-READS = ("model", "finetune")
+READS = ("model", "finetune", "planted")
 RESUMABLE = True  # a fine-tuning that dies continues from its last finished epoch
 MEMORY_FIELDS = ("finetune.batch_size", "finetune.max_length", "finetune.eval_batch_size")  # what to lower when the task runs out of memory
 TABLES = ("metrics", "checkpoints")
@@ -73,9 +73,25 @@ class FinetuneSpec(Section):
         return lr
 
 
+class PlantedSpec(Section):
+    overlap: float = Field(
+        ge=0.0, le=1.0,
+        description="Share of all attention heads that every family's planted set holds: 0.0, disjoint sets (each "
+        "family its own heads); 1.0, every head in every set (ordinary fine-tuning, bit for bit).",
+    )
+
+
 SECTIONS = {
     "model": (ModelSpec, Field(description="The model to fine-tune.")),
     "finetune": (FinetuneSpec, Field(default_factory=FinetuneSpec, description="Full fine-tuning.")),
+    "planted": (PlantedSpec | None, Field(
+        None,
+        description="A known answer: fine-tune with planted language modules. Each language family (toy data: ka/kb, "
+        "la/lb, na/nb, mi; other sources: each language alone) gets a planted set of heads, and its examples run "
+        "and are trained through that set and the shared parameters only. The model is then evaluated, pruned and "
+        "scored with all its heads, like any other; the planted sets are stored (planted_heads) for the analyses "
+        "to compare with the pruned ones. None: ordinary fine-tuning.",
+    )),
 }
 
 
@@ -84,19 +100,54 @@ class Params(BaseModel):
     seed: int
     model: ModelSpec
     finetune: FinetuneSpec
+    planted: PlantedSpec | None = None
+    families: dict[str, str] | None = None  # language -> family, with planted
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unplanted(self, handler):
+        """Ordinary fine-tuning keeps the task key it had before `planted` existed."""
+        data = handler(self)
+        if self.planted is None:
+            data.pop("planted", None)
+            data.pop("families", None)
+        return data
 
 
 def check(spec) -> None:
     """No rules across sections."""
 
 
+def families(data) -> dict[str, str]:
+    """language -> family: the toy languages' families, else each language its own."""
+    from runners.methods.toy import FAMILIES
+
+    return {lang: FAMILIES[lang] if data.source == "toy" else lang for lang in data.languages}
+
+
 def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
-    params = Params(seed=seed, model=spec.model, finetune=spec.finetune)
+    planted = {"planted": spec.planted, "families": families(spec.data)} if spec.planted is not None else {}
+    params = Params(seed=seed, model=spec.model, finetune=spec.finetune, **planted)
     yield Planned({"seed": seed}, params, (("data", upstream.key("data")),))
 
 
 def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
-    return fine_tune(inputs.data, workdir, ctx, seed=params.seed, model_spec=params.model, config=params.finetune)
+    planted = (params.families, params.planted.overlap) if params.planted is not None else None
+    return fine_tune(inputs.data, workdir, ctx, seed=params.seed, model_spec=params.model, config=params.finetune, planted=planted)
+
+
+def plant(model, families: dict[str, str], overlap: float, seed: int, workdir: Path) -> dict:
+    """{language: (L, H) planted set of its family}, laid out by the training seed; written to the
+    planted_heads table."""
+    from runners.methods import heads
+
+    layers, heads_per_layer = heads.head_grid(model)
+    sets = heads.planted_sets(layers, heads_per_layer, sorted(set(families.values())), overlap, seed)
+    masks = {lang: sets[family] for lang, family in sorted(families.items())}
+    write_table(workdir, "planted_heads", [
+        {"seed": seed, "language": lang, "family": families[lang], "layer": l, "head": h, "kept": bool(mask[l, h])}
+        for lang, mask in masks.items() for l in range(layers) for h in range(heads_per_layer)
+    ])
+    return masks
 
 
 def fine_tune(
@@ -111,6 +162,7 @@ def fine_tune(
     language_sampling: str = "proportional",
     train_languages: tuple[str, ...] | None = None,
     variant: str | None = None,
+    planted: tuple[dict[str, str], float] | None = None,
 ) -> dict:
     """Fine-tune from the seed's initialisation; a checkpoint and an evaluation after every epoch.
 
@@ -124,6 +176,13 @@ def fine_tune(
     embedding matrix and every seeded weight are those of full fine-tuning) and with the same order
     rules over the remaining rows; every language is still evaluated. `variant` names the rows of
     the metrics and checkpoints tables (default: full, or sft with masks).
+
+    `planted` ((language -> family, overlap): full fine-tuning with planted modules, laid out by
+    `plant` and written to the planted_heads table): batches still mix
+    languages, and each example runs with its own language's mask (per-example gates), so a head
+    gets gradient only from the examples whose set holds it; with every head in every set this is
+    ordinary fine-tuning, bit for bit. The model is evaluated with all heads, as pruning and TracIn
+    then use it, and also under each language's planted set (metric rows of variant `planted`).
     """
     import torch  # heavy imports live here so that compiling a spec stays fast
 
@@ -140,6 +199,8 @@ def fine_tune(
     label_names = data.label_names()
     model = models.build_model(model_spec, tokenizer, label_names, config.max_length, seed).to(device)
     pad_id = tokenizer.pad_token_id
+    if planted is not None:
+        planted = plant(model, *planted, seed, workdir)
 
     if train_languages is not None:
         train_rows = [r for r in train_rows if r["language"] in train_languages]
@@ -147,6 +208,11 @@ def fine_tune(
     if masks is None:
         orders = training.shuffled_batches(len(train), config.batch_size, seed)
         step_hook = None
+        if planted is not None:
+            gates = torch.stack([planted[language] for language in train.languages]).to(device)  # (N, L, H)
+
+            def step_hook(indices: list[int], optimizer):
+                return heads.head_mask(model, gates[indices])
     else:
         masks = {language: mask.to(device) for language, mask in masks.items()}
         orders = training.language_batches(train.languages, config.batch_size, seed, language_sampling)
@@ -200,6 +266,13 @@ def fine_tune(
                  "metric": "accuracy", "value": value, "epoch": end.epoch}
                 for language, value in sorted(accuracy.items())
             ]
+            if planted is not None and None in groups:  # the model under each language's planted set
+                for language in sorted(planted):
+                    rows_of = models.encode(tokenizer, [r for r in rows if r["split"] == split and r["language"] == language], config.max_length)
+                    batches = models.batches(rows_of, config.eval_batch_size, pad_id, device)
+                    metrics.append({"seed": seed, "variant": "planted", "language": language, "split": split,
+                                    "metric": "accuracy", "value": pruning.evaluate_accuracy(model, batches, planted[language]),
+                                    "epoch": end.epoch})
             metrics += [  # the sanity gate "not collapsed" of langspec.findings reads these
                 {"seed": seed, "variant": variant, "language": language, "split": split,
                  "metric": f"{PREDICTED_PREFIX}{label}", "value": float(count), "epoch": end.epoch}

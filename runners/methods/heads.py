@@ -172,3 +172,27 @@ def only_heads(model: nn.Module, optimizer: torch.optim.Optimizer, mask: torch.T
                 # A moment created by this very step started at zero and saw a zero gradient: it is
                 # still zero there, which is what restoring "nothing" means.
                 target.index_copy_(dim, index, value if value is not None else torch.zeros_like(target.index_select(dim, index)))
+
+
+def planted_sets(layers: int, heads: int, families: list[str], overlap: float, seed: int) -> dict[str, torch.Tensor]:
+    """Each family's planted head set, (L, H) 0/1: round(overlap x L x H) heads shared by every family,
+    the other heads dealt out to the families in turn, so that at overlap 0 the sets are disjoint and
+    at overlap 1 every family has every head.
+
+    The heads are taken in a seeded order that goes round the layers (each layer's heads in a random
+    order: one head of every layer, then a second of every layer, ...), so the shared heads and each
+    family's own heads are spread over the layers rather than stacked in the first ones.
+    """
+    if not 0.0 <= overlap <= 1.0:
+        raise ValueError(f"overlap must be between 0 and 1, got {overlap}")
+    generator = torch.Generator().manual_seed(seed)
+    orders = [torch.randperm(heads, generator=generator).tolist() for _ in range(layers)]
+    walk = [(layer, orders[layer][i]) for i in range(heads) for layer in range(layers)]
+    shared = round(overlap * layers * heads)
+    sets = {family: torch.zeros(layers, heads) for family in families}
+    for layer, head in walk[:shared]:
+        for family in families:
+            sets[family][layer, head] = 1.0
+    for turn, (layer, head) in enumerate(walk[shared:]):
+        sets[families[turn % len(families)]][layer, head] = 1.0
+    return sets

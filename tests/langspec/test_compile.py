@@ -140,9 +140,11 @@ def test_adding_a_tracin_variant_keeps_the_others_cached(small_spec):
 
 # data, then per seed: finetune, a prune per language, mask_transfer, sparse_finetune, 3 TracIn variants;
 # study.yaml sweeps 3 prune thresholds, which share the fine-tuning and the full model's TracIn; ablation.yaml
-# has 5 ablations per seed and no sparse fine-tuning, so 2 TracIn variants.
+# has 5 ablations per seed and no sparse fine-tuning, so 2 TracIn variants; controls.yaml sweeps 3 planted
+# overlaps (each its own fine-tuning) with no sparse fine-tuning; negative_control.yaml is the demo with 3 seeds.
 SHIPPED = {"demo": 1 + 1 + 5 + 1 + 1 + 3, "xnli": 1 + 3 * (1 + 5 + 1 + 1 + 3), "pawsx": 34, "marc": 34,
-           "study": 1 + 3 * (1 + 1 + 3 * (5 + 1 + 1 + 2)), "ablation": 1 + 3 * (1 + 5 + 5 + 1 + 2)}
+           "study": 1 + 3 * (1 + 1 + 3 * (5 + 1 + 1 + 2)), "ablation": 1 + 3 * (1 + 5 + 5 + 1 + 2),
+           "controls": 1 + 3 * 3 * (1 + 5 + 1 + 2), "negative_control": 1 + 3 * (1 + 5 + 1 + 1 + 3)}
 
 
 def test_every_shipped_spec_compiles_to_its_study():
@@ -155,7 +157,8 @@ def test_every_shipped_spec_compiles_to_its_study():
         assert len(graph.tasks) == count, name
         stages = {t.stage for t in graph.tasks}
         expected = {"data", "finetune", "prune", "mask_transfer", "sparse_finetune", "tracin"}
-        assert stages == (expected - {"sparse_finetune"} | {"ablation"} if name == "ablation" else expected)
-        if name not in ("demo", "study", "ablation"):  # the paper's setups put every model stage on a GPU, and read the hub
+        without_sft = expected - {"sparse_finetune"}
+        assert stages == {"ablation": without_sft | {"ablation"}, "controls": without_sft}.get(name, expected)
+        if name not in ("demo", "study", "ablation", "controls", "negative_control"):  # the paper's setups put every model stage on a GPU, and read the hub
             assert all(t.resources.num_gpus == 1 for t in graph.tasks if t.stage != "data")
             assert graph.tasks[0].params.data.source == "hub" and graph.tasks[0].params.data.languages == ["en", "de", "es", "fr", "zh"]

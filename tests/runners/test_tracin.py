@@ -101,12 +101,12 @@ def test_cosine_scores_and_gradient_norms_equal_the_naive_reference(study, tmp_p
     assert got.keys() == expected.keys()
     assert max(abs(got[k] - expected[k]) for k in expected) <= 1e-5 * max(abs(v) for v in expected.values())
     rates = {c["epoch"]: c["learning_rate"] for c in pq.read_table(study.sft / "tables" / "checkpoints.parquet").to_pylist()}
-    assert all(abs(v) <= rates[epoch] * (1 + 1e-6) for (epoch, _, _), v in got.items())
+    assert all(abs(v) <= rates[epoch] * (1 + 1e-5) for (epoch, _, _), v in got.items())
     assert max(abs(v) for v in naive_tracin(study, "sft").values()) > 10 * max(rates.values())  # raw products are not bounded so
     table = pq.read_table(tmp_path / "tables" / "gradient_norms.parquet").to_pylist()
     got_norms = {(r["checkpoint"], r["example_id"]): r["norm"] for r in table}
     assert len(table) == len(got_norms) == len(norms) == study.epochs * 2 * (TEST + TRAIN)
-    assert max(abs(got_norms[k] / norms[k] - 1) for k in norms) <= 1e-6
+    assert max(abs(got_norms[k] / norms[k] - 1) for k in norms) <= 1e-4  # float32 sums against float64
     assert {r["role"] for r in table if r["example_id"].split("-")[1] == "test"} == {"test"}
 
 

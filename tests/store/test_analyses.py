@@ -101,6 +101,10 @@ def store():
                     norm = truth["norms"][(seed, variant, c, example)] = norm_rng.randint(1, 400) / 8
                     con.execute("INSERT INTO gradient_norms VALUES (?, ?, ?, ?, ?, ?, ?)",
                                 [f"tracin{seed}{variant}", seed, variant, c, "train" if "train" in example else "test", example, norm])
+        for lang in LANGUAGES:  # planted sets, written by the seed's fine-tuning
+            planted = truth.setdefault("planted", {})[(seed, lang)] = {(l, h): norm_rng.random() < 0.5 for l in range(LAYERS) for h in range(HEADS)}
+            con.executemany("INSERT INTO planted_heads VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [[f"ft{seed}", seed, lang, lang[0], l, h, kept] for (l, h), kept in planted.items()])
     return con, truth
 
 
@@ -348,10 +352,25 @@ def test_gradient_norms_by_language(store):
         assert row["chance"] == pytest.approx(1 / len(LANGUAGES)) and row["examples"] == TRAIN
 
 
+def test_planted_recovery_compares_each_pruned_mask_with_its_planted_set(store):
+    con, truth = store
+    rows = [r for r in run_all(con, "planted_recovery", run_id=1) if r["seed"] != "mean"]
+    assert len(rows) == len(SEEDS) * len(LANGUAGES)
+    for row in rows:
+        key = (int(row["seed"]), row["language"])
+        planted = {h for h, kept in truth["planted"][key].items() if kept}
+        pruned = {h for h, kept in truth["masks"][key].items() if kept}
+        assert (row["planted"], row["kept"], row["both_sets"], row["either_set"], row["heads"]) == (
+            len(planted), len(pruned), len(planted & pruned), len(planted | pruned), LAYERS * HEADS)
+        assert row["jaccard"] == pytest.approx(len(planted & pruned) / len(planted | pruned))
+        assert row["family"] == row["language"][0]
+
+
 ANALYSES = {"accuracy": {"run_id": 1}, "in_language_share": {"run_id": 1, "k": K}, "specialization": {"run_id": 1, "k": K},
             "cross_language": {"run_id": 1, "k": K}, "subnetwork_similarity": {"run_id": 1},
             "similarity_vs_influence": {"run_id": 1, "k": K}, "dynamics": {"run_id": 1, "k": K},
-            "influence_mass": {"run_id": 1}, "gradient_norms": {"run_id": 1, "k": K}}
+            "influence_mass": {"run_id": 1}, "gradient_norms": {"run_id": 1, "k": K},
+            "planted_recovery": {"run_id": 1}}
 
 
 @pytest.mark.parametrize("name", list(ANALYSES))

@@ -1,0 +1,112 @@
+"""Fine-tuning with planted language modules (`planted.overlap`): the head sets are laid out as
+documented, a language's examples train only its family's heads (checked on the weights themselves),
+overlap 1 is ordinary fine-tuning bit for bit, and ordinary fine-tuning keeps its task key."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from runners import data, finetune
+from runners.context import TaskContext
+from runners.data import DataSpec
+from runners.finetune import FinetuneSpec, ModelSpec, PlantedSpec
+from runners.methods import models
+from runners.methods.heads import planted_sets
+from runners.inputs import Data, Inputs
+
+TINY = ModelSpec(tiny={"layers": 2, "heads": 4, "hidden": 16, "intermediate": 32, "vocab_size": 200})
+HEAD_DIM = 4
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5, 0.75, 1.0])
+def test_planted_sets_share_the_overlap_and_split_the_rest(overlap):
+    layers, heads, families = 4, 4, ["k", "l", "m"]
+    sets = planted_sets(layers, heads, families, overlap, seed=3)
+    shared = sum(1 for l in range(layers) for h in range(heads) if all(sets[f][l, h] for f in families))
+    owned = [sum(1 for f in families if sets[f][l, h]) for l in range(layers) for h in range(heads)]
+    assert shared == round(overlap * 16)
+    assert all(count in (1, 3) for count in owned)  # every head: shared by all, or one family's own
+    sizes = sorted(int(sets[f].sum()) - shared for f in families)
+    assert sum(sizes) == 16 - shared and sizes[-1] - sizes[0] <= 1  # the rest dealt out evenly
+    if overlap == 0.0:
+        assert all(int(sets[f].sum(1).min()) >= 1 for f in families)  # each family has a head in every layer
+    again, other = planted_sets(layers, heads, families, overlap, seed=3), planted_sets(layers, heads, families, overlap, seed=4)
+    assert all(torch.equal(sets[f], again[f]) for f in families)  # the seed fixes the layout...
+    assert overlap == 1.0 or any(not torch.equal(sets[f], other[f]) for f in families)  # ...and another seed moves it
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data")
+    spec = DataSpec(languages=["ka", "kb", "la"], train_per_language=24, validation_per_language=8, test_per_language=8)
+    data.run(data.Params(data=spec, fingerprint=""), Inputs({}), path, TaskContext())
+    return path
+
+
+def fine_tune(data_dir, workdir, overlap, **config):
+    families = {"ka": "k", "kb": "k", "la": "l"}
+    params = finetune.Params(
+        seed=1, model=TINY, finetune=FinetuneSpec(epochs=2, lr=1e-2, batch_size=8, max_length=24, **config),
+        **({"planted": PlantedSpec(overlap=overlap), "families": families} if overlap is not None else {}),
+    )
+    workdir.mkdir()
+    torch.manual_seed(0)
+    finetune.run(params, Inputs({"data": data_dir}), workdir, TaskContext())
+    return load_file(workdir / "checkpoints/epoch-2/model.safetensors"), pq.read_table(workdir / "tables/metrics.parquet").to_pylist()
+
+
+def head_slices(weights, layer: int, head: int) -> list[torch.Tensor]:
+    rows = slice(head * HEAD_DIM, (head + 1) * HEAD_DIM)
+    prefix = f"roberta.encoder.layer.{layer}.attention"
+    return [weights[f"{prefix}.self.{m}.weight"][rows] for m in ("query", "key", "value")] + [
+        weights[f"{prefix}.self.{m}.bias"][rows] for m in ("query", "key", "value")] + [
+        weights[f"{prefix}.output.dense.weight"][:, rows]]
+
+
+def test_a_family_trains_only_its_planted_heads(data_dir, tmp_path):
+    """With one family's languages only and no weight decay, the heads outside that family's set
+    leave training exactly as initialised, and every head of the set moves."""
+    trained, _ = fine_tune(data_dir, tmp_path / "planted", 0.0, weight_decay=0.0)
+    initial = models.build_model(TINY, models.load_checkpoint(tmp_path / "planted/checkpoints/epoch-2")[1], ["a", "b", "c"], 24, 1).state_dict()
+    planted = pq.read_table(tmp_path / "planted/tables/planted_heads.parquet").to_pylist()
+    k_heads = {(r["layer"], r["head"]) for r in planted if r["language"] == "ka" and r["kept"]}
+    l_heads = {(r["layer"], r["head"]) for r in planted if r["language"] == "la" and r["kept"]}
+    assert k_heads and l_heads and not k_heads & l_heads and len(k_heads | l_heads) == 8
+    assert {(r["layer"], r["head"]) for r in planted if r["language"] == "kb" and r["kept"]} == k_heads
+    for layer, head in k_heads | l_heads:
+        moved = [not torch.equal(a, b) for a, b in zip(head_slices(trained, layer, head), head_slices(initial, layer, head))]
+        assert all(moved), (layer, head)  # both families trained here: every set's heads move
+    # Now the k family alone (its languages' examples only): the l family's heads stay put.
+    workdir = tmp_path / "k-only"
+    workdir.mkdir()
+    finetune.fine_tune(Data(data_dir), workdir, TaskContext(), seed=1, model_spec=TINY,
+           config=FinetuneSpec(epochs=1, lr=1e-2, batch_size=8, max_length=24, weight_decay=0.0),
+           train_languages=("ka", "kb"), planted=({"ka": "k", "kb": "k", "la": "l"}, 0.0))
+    k_trained = load_file(workdir / "checkpoints/epoch-1/model.safetensors")
+    for layer, head in l_heads:
+        assert all(torch.equal(a, b) for a, b in zip(head_slices(k_trained, layer, head), head_slices(initial, layer, head)))
+    for layer, head in k_heads:
+        assert not all(torch.equal(a, b) for a, b in zip(head_slices(k_trained, layer, head), head_slices(initial, layer, head)))
+
+
+def test_overlap_one_is_ordinary_fine_tuning_bit_for_bit(data_dir, tmp_path):
+    planted, planted_metrics = fine_tune(data_dir, tmp_path / "planted", 1.0)
+    ordinary, ordinary_metrics = fine_tune(data_dir, tmp_path / "ordinary", None)
+    assert planted.keys() == ordinary.keys() and all(torch.equal(planted[n], ordinary[n]) for n in planted)
+    assert [m for m in planted_metrics if m["variant"] == "full"] == ordinary_metrics
+    # Under its planted set (every head) each language scores what the full model scores.
+    full = {(m["language"], m["split"], m["epoch"]): m["value"] for m in ordinary_metrics if m["metric"] == "accuracy"}
+    under_set = {(m["language"], m["split"], m["epoch"]): m["value"] for m in planted_metrics if m["variant"] == "planted"}
+    assert under_set == full
+
+
+def test_ordinary_fine_tuning_keeps_its_task_key():
+    """`planted` and `families` are left out of an unplanted task's params, so its key is the one
+    it had before they existed; planting changes the key."""
+    params = finetune.Params(seed=0, model=TINY, finetune=FinetuneSpec())
+    assert set(params.model_dump(mode="json")) == {"seed", "model", "finetune"}
+    planted = params.model_copy(update={"planted": PlantedSpec(overlap=0.0), "families": {"ka": "k"}})
+    assert planted.model_dump(mode="json")["planted"] == {"overlap": 0.0}
