@@ -114,7 +114,9 @@ class Params(BaseModel):
 
 
 def check(spec) -> None:
-    """No rules across sections."""
+    if spec.planted is not None and spec.ablation.enabled:
+        raise ValueError("planted and ablation cannot run together: the ablation's models would be fine-tuned without "
+                         "the planted modules; disable ablation or remove planted")
 
 
 def families(data) -> dict[str, str]:
@@ -199,8 +201,7 @@ def fine_tune(
     label_names = data.label_names()
     model = models.build_model(model_spec, tokenizer, label_names, config.max_length, seed).to(device)
     pad_id = tokenizer.pad_token_id
-    if planted is not None:
-        planted = plant(model, *planted, seed, workdir)
+    planted_masks = plant(model, *planted, seed, workdir) if planted is not None else None  # {language: (L, H)}
 
     if train_languages is not None:
         train_rows = [r for r in train_rows if r["language"] in train_languages]
@@ -208,8 +209,8 @@ def fine_tune(
     if masks is None:
         orders = training.shuffled_batches(len(train), config.batch_size, seed)
         step_hook = None
-        if planted is not None:
-            gates = torch.stack([planted[language] for language in train.languages]).to(device)  # (N, L, H)
+        if planted_masks is not None:
+            gates = torch.stack([planted_masks[language] for language in train.languages]).to(device)  # (N, L, H)
 
             def step_hook(indices: list[int], optimizer):
                 return heads.head_mask(model, gates[indices])
@@ -266,12 +267,12 @@ def fine_tune(
                  "metric": "accuracy", "value": value, "epoch": end.epoch}
                 for language, value in sorted(accuracy.items())
             ]
-            if planted is not None and None in groups:  # the model under each language's planted set
-                for language in sorted(planted):
+            if planted_masks is not None and None in groups:  # the model under each language's planted set
+                for language in sorted(planted_masks):
                     rows_of = models.encode(tokenizer, [r for r in rows if r["split"] == split and r["language"] == language], config.max_length)
                     batches = models.batches(rows_of, config.eval_batch_size, pad_id, device)
                     metrics.append({"seed": seed, "variant": "planted", "language": language, "split": split,
-                                    "metric": "accuracy", "value": pruning.evaluate_accuracy(model, batches, planted[language]),
+                                    "metric": "accuracy", "value": pruning.evaluate_accuracy(model, batches, planted_masks[language]),
                                     "epoch": end.epoch})
             metrics += [  # the sanity gate "not collapsed" of langspec.findings reads these
                 {"seed": seed, "variant": variant, "language": language, "split": split,

@@ -110,3 +110,16 @@ def test_ordinary_fine_tuning_keeps_its_task_key():
     assert set(params.model_dump(mode="json")) == {"seed", "model", "finetune"}
     planted = params.model_copy(update={"planted": PlantedSpec(overlap=0.0), "families": {"ka": "k"}})
     assert planted.model_dump(mode="json")["planted"] == {"overlap": 0.0}
+
+
+def test_planted_and_ablation_together_is_a_spec_error(tmp_path):
+    """The ablation fine-tunes its own models, without the planted modules: refused, with the fix."""
+    from langspec.errors import SpecError
+    from langspec.load import load_spec
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: t\nmodel: {tiny: {layers: 2}}\nplanted: {overlap: 0.0}\nablation: {enabled: true}\n")
+    with pytest.raises(SpecError, match="planted and ablation cannot run together"):
+        load_spec(spec)
+    spec.write_text("name: t\nmodel: {tiny: {layers: 2}}\nplanted: {overlap: 0.0}\n")
+    assert load_spec(spec).spec.planted == PlantedSpec(overlap=0.0)
