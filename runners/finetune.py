@@ -228,6 +228,12 @@ def fine_tune(
         split_rows = [r for r in rows if r["split"] == split]
         groups = {None: split_rows} if masks is None else {lang: [r for r in split_rows if r["language"] == lang] for lang in masks}
         evaluation[split] = {lang: models.encode(tokenizer, group, config.max_length) for lang, group in groups.items()}
+    # With planted modules, also each language alone, to run under its planted set (variant `planted`).
+    planted_evaluation = {
+        split: {lang: models.encode(tokenizer, [r for r in rows if r["split"] == split and r["language"] == lang], config.max_length)
+                for lang in sorted(planted_masks)}
+        for split in EVAL_SPLITS
+    } if planted_masks is not None else {}
 
     # An attempt that died (a killed worker or driver) left its last finished epoch: go on from there.
     resume_path = workdir / RESUME_FILE
@@ -267,13 +273,11 @@ def fine_tune(
                  "metric": "accuracy", "value": value, "epoch": end.epoch}
                 for language, value in sorted(accuracy.items())
             ]
-            if planted_masks is not None and None in groups:  # the model under each language's planted set
-                for language in sorted(planted_masks):
-                    rows_of = models.encode(tokenizer, [r for r in rows if r["split"] == split and r["language"] == language], config.max_length)
-                    batches = models.batches(rows_of, config.eval_batch_size, pad_id, device)
-                    metrics.append({"seed": seed, "variant": "planted", "language": language, "split": split,
-                                    "metric": "accuracy", "value": pruning.evaluate_accuracy(model, batches, planted_masks[language]),
-                                    "epoch": end.epoch})
+            for language, encoded in planted_evaluation.get(split, {}).items():  # the model under each planted set
+                batches = models.batches(encoded, config.eval_batch_size, pad_id, device)
+                metrics.append({"seed": seed, "variant": "planted", "language": language, "split": split,
+                                "metric": "accuracy", "value": pruning.evaluate_accuracy(model, batches, planted_masks[language]),
+                                "epoch": end.epoch})
             metrics += [  # the sanity gate "not collapsed" of langspec.findings reads these
                 {"seed": seed, "variant": variant, "language": language, "split": split,
                  "metric": f"{PREDICTED_PREFIX}{label}", "value": float(count), "epoch": end.epoch}
