@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test clean
+.PHONY: demo test reference clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
+
+# docs/reference/*.md, generated from the code (tests/langspec/test_reference_pages.py checks them)
+reference: $(BIN)/.installed
+	$(BIN)/python -m langspec.reference
 
 clean:
 	rm -rf results .pytest_cache

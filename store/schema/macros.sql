@@ -18,18 +18,23 @@ SELECT DISTINCT task_key FROM tasks WHERE run_id = run AND outcome IN ('ran', 'c
 CREATE OR REPLACE MACRO run_metrics(run) AS TABLE
 SELECT * FROM metrics WHERE task_key IN (SELECT task_key FROM run_tasks(run));
 
+-- One run's rows of final_metrics.
 CREATE OR REPLACE MACRO run_final_metrics(run) AS TABLE
 SELECT * FROM final_metrics WHERE task_key IN (SELECT task_key FROM run_tasks(run));
 
+-- One run's rows of subnetwork_masks.
 CREATE OR REPLACE MACRO run_subnetwork_masks(run) AS TABLE
 SELECT * FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM run_tasks(run));
 
+-- One run's rows of subnetwork_pairs.
 CREATE OR REPLACE MACRO run_subnetwork_pairs(run) AS TABLE
 SELECT * FROM subnetwork_pairs WHERE task_key IN (SELECT task_key FROM run_tasks(run));
 
+-- One run's rows of influence_by_language.
 CREATE OR REPLACE MACRO run_scores(run) AS TABLE
 SELECT * FROM influence_by_language WHERE task_key IN (SELECT task_key FROM run_tasks(run));
 
+-- One run's rows of tracin_cp_by_language.
 CREATE OR REPLACE MACRO run_tracin_cp(run) AS TABLE
 SELECT * FROM tracin_cp_by_language WHERE task_key IN (SELECT task_key FROM run_tasks(run));
 

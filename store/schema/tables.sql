@@ -2,6 +2,8 @@
 -- build on these). Every table a stage fills carries the key of the task that wrote the rows (task_key;
 -- the TracIn score tables its number, `influence_tasks`), so ingesting a task again replaces exactly its rows.
 
+-- Facts about the store itself: schema_version, langspec_version and duckdb_version (of the langspec that
+-- created it), and compact while a rewrite after a migration is pending.
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 
 -- One row per `langspec run`.
@@ -17,9 +19,11 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS tasks (
     run_id INTEGER, task_key VARCHAR, name VARCHAR, stage VARCHAR, params JSON,
     inputs JSON, -- {role: upstream task_key}, e.g. {"data": ..., "finetune": ...}
-    outcome VARCHAR, -- cached | ran | failed | skipped
+    outcome VARCHAR, -- cached | ran | failed | skipped; queued while its run goes (not run, if the run ended first)
     reason VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP, seconds DOUBLE,
-    device VARCHAR, error VARCHAR, summary JSON
+    device VARCHAR,
+    error VARCHAR, -- the traceback of a failed task
+    summary JSON
 );
 
 -- The tasks of each sweep point of a run. point names the swept values as task names do
@@ -30,19 +34,30 @@ CREATE TABLE IF NOT EXISTS points (run_id INTEGER, point VARCHAR, task_key VARCH
 -- Tasks whose results are in the tables below (a cached task already here is not ingested again).
 CREATE TABLE IF NOT EXISTS results (task_key VARCHAR PRIMARY KEY, stage VARCHAR, name VARCHAR, ingested_at TIMESTAMP);
 
+-- The data stage: every example of every language and split (example_id is unique within a data task).
 CREATE TABLE IF NOT EXISTS examples (
-    task_key VARCHAR, example_id VARCHAR, language VARCHAR, split VARCHAR, label INTEGER,
+    task_key VARCHAR, example_id VARCHAR, language VARCHAR,
+    split VARCHAR, -- train | validation | test
+    label INTEGER, -- 0, 1, ...: the checkpoints' id2label names them (toy and XNLI: entailment, neutral, contradiction)
     text_a VARCHAR, text_b VARCHAR
 );
 
+-- Evaluation of each fine-tuned model after each epoch, per language and split.
 CREATE TABLE IF NOT EXISTS metrics (
-    task_key VARCHAR, seed INTEGER, variant VARCHAR, language VARCHAR, split VARCHAR,
-    metric VARCHAR, value DOUBLE, epoch INTEGER
+    task_key VARCHAR, seed INTEGER,
+    variant VARCHAR, -- full; subnetwork: the full model, a language under its own mask; sft: the SFT model, a language under its own mask; without, only: an ablation's model (the ablated language in its task's params); only_subnetwork: a monolingual model under its language's mask; planted: a planted model under its language's planted set
+    language VARCHAR, split VARCHAR,
+    metric VARCHAR, -- accuracy; for the full model also predicted_label_<i>, how many examples it predicted as label i
+    value DOUBLE, epoch INTEGER
 );
 
+-- The checkpoint saved after each epoch of a fine-tuning task, with the learning rate TracIn weighs it by.
 CREATE TABLE IF NOT EXISTS checkpoints (
-    task_key VARCHAR, seed INTEGER, variant VARCHAR, epoch INTEGER, step BIGINT,
-    learning_rate DOUBLE, path VARCHAR -- relative to the store's root
+    task_key VARCHAR, seed INTEGER,
+    variant VARCHAR, -- full | sft | without | only
+    epoch INTEGER, step BIGINT,
+    learning_rate DOUBLE, -- the mean learning rate of that epoch's steps: TracIn's weight
+    path VARCHAR -- a save_pretrained directory (model and tokenizer), relative to the store's root
 );
 
 -- The prune stage: each language's final head mask with the importance it was chosen by, and the
@@ -50,12 +65,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 -- below the threshold, unless pruning ran out of heads).
 CREATE TABLE IF NOT EXISTS subnetworks (
     task_key VARCHAR, seed INTEGER, language VARCHAR, layer INTEGER, head INTEGER,
-    kept BOOLEAN, importance DOUBLE
+    kept BOOLEAN,
+    importance DOUBLE -- the normalised head importance the final mask was chosen by
 );
 
+-- Each pruning step of each language: heads kept, the metric and its ratio to the full model's, and
+-- whether the step was accepted (its ratio stayed at or above prune.threshold).
 CREATE TABLE IF NOT EXISTS prune_steps (
-    task_key VARCHAR, seed INTEGER, language VARCHAR, step INTEGER, heads_kept INTEGER,
-    metric_value DOUBLE, ratio_to_full DOUBLE, accepted BOOLEAN
+    task_key VARCHAR, seed INTEGER, language VARCHAR,
+    step INTEGER, -- 0: the full model
+    heads_kept INTEGER,
+    metric_value DOUBLE, -- accuracy on prune.split
+    ratio_to_full DOUBLE, accepted BOOLEAN
 );
 
 -- Fine-tuning with planted modules (the `planted` section): each language's planted head set, the

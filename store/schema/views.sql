@@ -47,10 +47,12 @@ CREATE OR REPLACE VIEW influence AS
 SELECT t.task_key, t.seed, t.variant, s.checkpoint, s.test_no, s.train_no, s.score
 FROM influence_numbered AS s JOIN influence_tasks AS t USING (task_no);
 
+-- TracInCP (the sum over checkpoints) with the task each row belongs to.
 CREATE OR REPLACE VIEW tracin_cp AS
 SELECT t.task_key, t.seed, t.variant, s.test_no, s.train_no, s.score
 FROM tracin_cp_numbered AS s JOIN influence_tasks AS t USING (task_no);
 
+-- Each test example's proponents and opponents with the task each row belongs to.
 CREATE OR REPLACE VIEW proponents AS
 SELECT t.task_key, t.seed, t.variant, s.checkpoint, s.test_no, s.side, s.rank, s.train_no
 FROM proponents_numbered AS s JOIN influence_tasks AS t USING (task_no);
