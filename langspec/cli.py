@@ -331,7 +331,13 @@ def analyze(
         except ERROR_ROOTS as error:
             _fail(error)
         return
-    _run_sql(store, format, lambda con: con.sql(chosen.sql, params=bound(con) or None), out_file)
+    from store.queries import why_empty
+
+    def run(con):
+        params = bound(con)
+        return con.sql(chosen.sql, params=params or None), lambda: why_empty(con, chosen, params)
+
+    _run_sql(store, format, run, out_file)
 
 
 # Parameters whose values the store lists (store/sql/internal/param_values_NAME.sql): a value it
@@ -428,7 +434,8 @@ def export(
 
 
 def _run_sql(store: Path, format: str, run, out_file: Path | None = None) -> None:
-    """Open the store read-only (the parameterless analyses as views), run, print (or write `out_file`)."""
+    """Open the store read-only (the parameterless analyses as views), run, print (or write `out_file`).
+    `run(con)` gives a result, or a result and a function that says why it has no rows."""
     import duckdb
 
     from store.db import connect_read_only
@@ -439,8 +446,11 @@ def _run_sql(store: Path, format: str, run, out_file: Path | None = None) -> Non
     try:
         with connect_read_only(store) as con:
             register_views(con)
-            result = run(con)
+            result, why_empty = run(con), None
+            if isinstance(result, tuple):
+                result, why_empty = result
             table = result.to_arrow_table() if result is not None else None
+            reason = why_empty() if why_empty is not None and table is not None and table.num_rows == 0 else None
     except ERROR_ROOTS as error:
         _fail(error)
     except duckdb.Error as error:
@@ -458,9 +468,11 @@ def _run_sql(store: Path, format: str, run, out_file: Path | None = None) -> Non
         return
     if out_file is None:
         print_table(table, format)
-        return
-    write_table(table, out_file)
-    _say(f"wrote {table.num_rows} row{'s' if table.num_rows != 1 else ''} to {out_file}")
+    else:
+        write_table(table, out_file)
+        _say(f"wrote {table.num_rows} row{'s' if table.num_rows != 1 else ''} to {out_file}")
+    if reason:  # on stderr: csv and json on stdout stay parseable
+        err.print(escape(printable(reason)), highlight=False, soft_wrap=True)
 
 
 OUT_FORMATS = (".csv", ".parquet", ".json")

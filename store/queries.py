@@ -1,4 +1,5 @@
-"""Named SQL: each `store/sql/*.sql` file holds one query, a `-- name:` line and a one-line doc.
+"""Named SQL: each `store/sql/*.sql` file holds one query, a `-- name:` line, a one-line doc and, for an
+analysis of one run, a `-- needs:` line naming the stages (or `planted`) whose tasks it reads.
 
 Parameters are DuckDB's `$name` placeholders, bound by value: no SQL is ever assembled from input."""
 
@@ -28,6 +29,7 @@ class NamedQuery:
     name: str
     doc: str
     sql: str
+    needs: tuple[str, ...] = ()  # stages (or "planted") without whose tasks in the run it has no rows
 
     @property
     def params(self) -> list[str]:
@@ -43,7 +45,8 @@ def named_queries(directory: Path = SQL_DIR) -> dict[str, NamedQuery]:
         lines = path.read_text().splitlines()
         name = lines[0].removeprefix("-- name:").strip()
         doc = lines[1].removeprefix("--").strip() if len(lines) > 1 and lines[1].startswith("--") else ""
-        queries[name] = NamedQuery(name, doc, path.read_text())
+        needs = lines[2].removeprefix("-- needs:") if len(lines) > 2 and lines[2].startswith("-- needs:") else ""
+        queries[name] = NamedQuery(name, doc, path.read_text(), tuple(n.strip() for n in needs.split(",") if n.strip()))
     return queries
 
 
@@ -73,6 +76,31 @@ def internal_columns_rows(con: duckdb.DuckDBPyConnection, name: str, **params) -
 def run_named(con: duckdb.DuckDBPyConnection, name: str, **params) -> pa.Table:
     query = named_queries()[name]
     return con.sql(query.sql, params=params).to_arrow_table()
+
+
+# What makes a run have a stage's tasks (or planted modules): said when an analysis finds none.
+SWITCHES = {
+    "finetune": "every run fine-tunes: did it fail? (langspec status)",
+    "ablation": "ablation.enabled is false",
+    "prune": "prune.enabled is false",
+    "mask_transfer": "it runs with prune, and prune.enabled is false",
+    "sparse_finetune": "sparse_finetune.enabled is false",
+    "tracin": "tracin.enabled is false",
+    "planted": "its spec has no `planted:` section",
+}
+
+
+def why_empty(con: duckdb.DuckDBPyConnection, query: NamedQuery, params: dict[str, object]) -> str | None:
+    """Why `query` gave no rows for these params, when the run lacks what it `needs`; else None."""
+    if "run_id" not in params or not query.needs:
+        return None
+    present = {row[0] for row in internal(con, "run_stages", run_id=params["run_id"], point=params.get("point"))}
+    missing = [need for need in query.needs if need not in present]
+    if not missing:
+        return None
+    where = f"run {params['run_id']}" + (f" (point {params['point']})" if params.get("point") else "")
+    said = "; ".join(f"no {'planted modules' if m == 'planted' else m + ' tasks'}: {SWITCHES[m]}" for m in missing)
+    return f"no rows: {where} has {said}"
 
 
 def register_views(con: duckdb.DuckDBPyConnection) -> None:

@@ -1,5 +1,6 @@
 -- name: ablation_effect
 -- The measured effect of leaving language s out of fine-tuning (mode without) or training on s alone (only): per test language t, the test loss and accuracy minus the full model's; per seed, and their mean and sd (seed = 'mean').
+-- needs: ablation
 WITH per_seed AS (
     SELECT mode, ablated, language, seed, avg(loss_effect) AS loss_effect, avg(accuracy_effect) AS accuracy_effect,
            avg(loss) AS loss, avg(full_loss) AS full_loss

@@ -1,5 +1,6 @@
 -- name: accuracy
 -- Test accuracy per language at the last epoch for full, subnetwork and sft, and retention = subnetwork / full; per seed, and their mean and sd (seed = 'mean').
+-- needs: finetune
 WITH per_seed AS (
     SELECT seed, language,
            avg(value) FILTER (WHERE variant = 'full') AS "full",

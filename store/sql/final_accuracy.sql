@@ -1,5 +1,6 @@
 -- name: final_accuracy
 -- Accuracy per variant and language at each task's last epoch on one split, mean and spread over the tasks of a run (seeds).
+-- needs: finetune
 SELECT variant, language, avg(value) AS accuracy, stddev_samp(value) AS sd, count(*) AS n
 FROM final_metrics
 WHERE metric = 'accuracy'

@@ -1,5 +1,6 @@
 -- name: gradient_norms
 -- Each training language's TracIn gradient norms per variant and checkpoint (epoch) (mean, and relative: over the mean of all languages' means) beside the share of every test language's top-k proponents it supplies at that checkpoint (drawn) and that share by chance: is a language's lean in TracIn the size of its gradients? Per seed, and their mean (seed = 'mean').
+-- needs: tracin
 WITH per_seed AS ( -- each example's language from the data task its TracIn task read
     SELECT g.seed, g.variant, g.checkpoint, e.language, avg(g.norm) AS mean_norm, count(*) AS examples
     FROM gradient_norms AS g

@@ -1,5 +1,6 @@
 -- name: in_language_share
 -- S+(t), S-(t): share of each test language's top-k proponents (opponents) from its own language, per variant, next to chance; per seed, and their mean and sd (seed = 'mean').
+-- needs: tracin
 WITH per_seed AS (
     SELECT variant, test_language AS language, seed,
            avg(share) FILTER (WHERE side = 'proponents') AS s_plus,

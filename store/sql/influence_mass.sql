@@ -1,5 +1,6 @@
 -- name: influence_mass
 -- Share of each test language's total positive (and negative) TracInCP mass that comes from each training language, per variant; per seed, and their mean and sd (seed = 'mean').
+-- needs: tracin
 WITH examples AS MATERIALIZED (
     SELECT task_key, role, example_no, language FROM influence_example_languages
     WHERE task_key IN (SELECT task_key FROM point_tasks($run_id, $point))

@@ -1,5 +1,6 @@
 -- name: influence_validity
 -- Does TracIn predict the effect of removing a language? Per variant, seed and (t, s): P, the mean over t's TracIn test examples of the summed TracInCP of s's scored training examples (only the tracin.train_per_language TracIn scored); E, t's mean test loss without s minus with every language (and accuracy); M+ share and Jaccard; Pearson and Spearman of P with E over the seed's pairs.
+-- needs: ablation, tracin
 WITH point AS (SELECT task_key FROM point_tasks($run_id, $point)),
 per_test AS (
     SELECT * FROM validity_tests($run_id, $point, $k)

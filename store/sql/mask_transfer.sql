@@ -1,5 +1,6 @@
 -- name: mask_transfer
 -- Accuracy of language's test set under mask_language's subnetwork (the fine-tuned model, last epoch), next to the accuracy under its own mask; per seed, and their mean and sd (seed = 'mean').
+-- needs: mask_transfer
 WITH transfer AS (
     SELECT * FROM mask_transfer WHERE task_key IN (SELECT task_key FROM point_tasks($run_id, $point))
 ),

@@ -1,5 +1,6 @@
 -- name: planted_recovery
 -- Each language's pruned subnetwork against its family's planted head set (a run with `planted:`): heads in the planted set, kept by pruning, in both, in either, and their Jaccard; per seed, and their mean (seed = 'mean'). langspec report sets the Jaccard against random masks of the same sizes (controls.json).
+-- needs: planted, prune
 WITH planted AS (
     SELECT seed, language, family, layer, head, kept FROM planted_heads
     WHERE task_key IN (SELECT task_key FROM point_tasks($run_id, $point))

@@ -1,5 +1,6 @@
 -- name: similarity_vs_influence
 -- Do languages with similar subnetworks rely on each other? Pearson and Spearman correlation of J(a, b) with M+[a, b] over pairs a != b, per variant; per seed, and their mean and sd (seed = 'mean').
+-- needs: prune, tracin
 WITH jaccard AS (
     SELECT * FROM subnetwork_pairs
     WHERE task_key IN (SELECT task_key FROM point_tasks($run_id, $point)) AND language_a <> language_b AND model = 'multilingual'

@@ -1,5 +1,6 @@
 -- name: specialization
 -- Does the subnetwork rely more on in-language data than the full model (S+ subnetwork - full), and does SFT add to that (S+ sft - subnetwork)? Per seed, and their mean and sd (seed = 'mean').
+-- needs: tracin
 WITH per_seed AS (
     SELECT seed, test_language AS language,
            avg(share) FILTER (WHERE variant = 'full') AS "full",

@@ -1,5 +1,6 @@
 -- name: subnetwork_similarity
 -- Jaccard of kept heads for every pair of languages (of the multilingual model, or of the monolingual models: model = only), each language's heads kept and sparsity, and the heads no language keeps; per seed, and their mean and sd (seed = 'mean').
+-- needs: prune
 WITH masks AS (
     SELECT * FROM subnetwork_masks WHERE task_key IN (SELECT task_key FROM point_tasks($run_id, $point))
 ),

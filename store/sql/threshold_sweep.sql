@@ -1,5 +1,6 @@
 -- name: threshold_sweep
 -- Across a run's sweep points: each point's prune threshold, the subnetworks' heads kept and sparsity, their test retention (subnetwork / full) and S+ per variant (k <= 100); per seed, and their mean and sd (seed = 'mean').
+-- needs: prune
 WITH point_keys AS (SELECT point, task_key FROM points WHERE run_id = $run_id),
 masks AS (
     SELECT p.point, m.seed, m.language, any_value(m.threshold) AS threshold,

@@ -225,3 +225,16 @@ def test_an_exported_subnetwork_reproduces_the_stored_accuracy(study, tmp_path):
     tokenizer.save_pretrained(tmp_path / "la-sft")
     saved, _ = pipeline_accuracy(pipeline("text-classification", model=str(tmp_path / "la-sft")), examples)
     assert saved == pytest.approx(stored_accuracy(store, "sft", "la"), abs=1e-12)
+
+
+def test_an_empty_answer_says_which_stage_its_run_lacks(study):
+    store = study["store"]
+    for name, said in (("ablation_effect", "no rows: run 1 has no ablation tasks: ablation.enabled is false"),
+                       ("influence_validity", "no rows: run 1 has no ablation tasks: ablation.enabled is false"),
+                       ("planted_recovery", "no rows: run 1 has no planted modules: its spec has no `planted:` section")):
+        result = runner.invoke(app, ["analyze", name, "--store", str(store), "--format", "json", "--param", "run_id=1"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout) == [] and said in result.stderr  # stdout stays JSON
+    for name in ("accuracy", "in_language_share", "mask_transfer"):  # their stages ran: rows, and nothing said
+        result = runner.invoke(app, ["analyze", name, "--store", str(store), "--format", "json", "--param", "run_id=1"])
+        assert json.loads(result.stdout) and "no rows" not in result.stderr

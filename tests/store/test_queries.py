@@ -89,3 +89,16 @@ def test_the_python_variant_order_is_the_sql_macros():
     positions = [con.sql("SELECT variant_position($v)", params={"v": v}).fetchall()[0][0] for v in VARIANTS]
     assert positions == [1, 2, 3]
     assert con.sql("SELECT variant_position('no such variant')").fetchall()[0][0] in (None, 0)
+
+
+def test_every_analysis_of_one_run_names_what_it_needs():
+    """`-- needs:` is what lets an empty answer say why (langspec analyze): every analysis that takes
+    run_id declares it, with stages that exist (or `planted`), each with what turns it on."""
+    from runners.stage import STAGES
+    from store.queries import SWITCHES, named_queries
+
+    for query in named_queries().values():
+        if "run_id" in query.params:
+            assert query.needs, query.name
+        assert set(query.needs) <= set(STAGES) | {"planted"}, query.name
+        assert set(query.needs) <= set(SWITCHES), query.name
