@@ -31,6 +31,40 @@ def ray_session(tmp_path_factory):
     ray.shutdown()
 
 
+# The whole study on two toy languages, every stage and TracIn variant, ~10 s in-process; trained
+# enough that pruning masks most heads and a masked model predicts differently.
+EVERYDAY_STUDY = """\
+    name: everyday
+    data: {source: toy, languages: [ka, la], train_per_language: 300, validation_per_language: 40,
+           test_per_language: 40, seed: 0}
+    model: {tiny: {layers: 2, heads: 4, hidden: 32, intermediate: 64, vocab_size: 300}}
+    seeds: [0]
+    finetune: {epochs: 4, lr: 2.0e-3, batch_size: 16, max_length: 32}
+    prune: {enabled: true, batch_size: 5}
+    sparse_finetune: {enabled: true}
+    tracin: {enabled: true, train_per_language: 10, test_per_language: 3}
+    analysis: {top_k: 5}
+    resources: {default: {num_cpus: 1}}
+"""
+
+
+@pytest.fixture(scope="session")
+def everyday_study(tmp_path_factory) -> dict:
+    """{"spec": path, "store": path} of a store that one real run of the whole study made (local
+    executor): what the CLI tests and the documentation's snippets read."""
+    from typer.testing import CliRunner
+
+    from langspec.cli import app
+
+    root = tmp_path_factory.mktemp("everyday")
+    spec = root / "everyday.yaml"
+    spec.write_text(textwrap.dedent(EVERYDAY_STUDY))
+    store = root / "results"
+    result = CliRunner().invoke(app, ["run", str(spec), "--store", str(store), "--executor", "local"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return {"spec": spec, "store": store}
+
+
 SMALL_SPEC = """\
     name: small
     data: {{source: toy, languages: [ka, la], train_per_language: 60, validation_per_language: 20,

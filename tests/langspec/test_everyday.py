@@ -7,7 +7,6 @@ import json
 import math
 import subprocess
 import sys
-import textwrap
 from importlib import metadata
 from pathlib import Path
 
@@ -17,21 +16,6 @@ from typer.testing import CliRunner
 from langspec.cli import app
 
 runner = CliRunner()
-# The whole study on two toy languages, every stage and TracIn variant, ~10 s in-process; trained
-# enough that pruning masks most heads and a masked model predicts differently.
-STUDY = """\
-    name: everyday
-    data: {source: toy, languages: [ka, la], train_per_language: 300, validation_per_language: 40,
-           test_per_language: 40, seed: 0}
-    model: {tiny: {layers: 2, heads: 4, hidden: 32, intermediate: 64, vocab_size: 300}}
-    seeds: [0]
-    finetune: {epochs: 4, lr: 2.0e-3, batch_size: 16, max_length: 32}
-    prune: {enabled: true, batch_size: 5}
-    sparse_finetune: {enabled: true}
-    tracin: {enabled: true, train_per_language: 10, test_per_language: 3}
-    analysis: {top_k: 5}
-    resources: {default: {num_cpus: 1}}
-"""
 
 
 def invoke(*args):
@@ -39,15 +23,9 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> dict:
-    """{"spec": path, "store": path} of a store that one real run of the whole study made."""
-    root = tmp_path_factory.mktemp("everyday")
-    spec = root / "everyday.yaml"
-    spec.write_text(textwrap.dedent(STUDY))
-    store = root / "results"
-    result = invoke("run", spec, "--store", store, "--executor", "local")
-    assert result.exit_code == 0, result.output
-    return {"spec": spec, "store": store}
+def study(everyday_study) -> dict:
+    """{"spec": path, "store": path} of a store that one real run of the whole study made (conftest.py)."""
+    return everyday_study
 
 
 def analysis(store: Path, *args) -> list[dict]:
