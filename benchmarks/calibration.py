@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from langspec import findings, validity  # noqa: E402
+from langspec import findings, tracin_vs_ablation  # noqa: E402
 from runners.methods.toy import FAMILIES  # noqa: E402
 
 LANGUAGES = ("ka", "kb", "la", "lb", "mi")
@@ -138,7 +138,7 @@ def _mask_transfer(world: World, seeds: int, rng: np.random.Generator) -> list[d
     return rows
 
 
-def _validity(world: World, seeds: int, rng: np.random.Generator) -> validity.Validity:
+def _validity(world: World, seeds: int, rng: np.random.Generator) -> tracin_vs_ablation.Validity:
     """Q6: per seed, TracIn's P[t, s] and the measured E[t, s] per test example, each with its own
     per-test-language level (row effects), E's example noise shared by every seed; P follows E by
     `effect`."""
@@ -152,8 +152,8 @@ def _validity(world: World, seeds: int, rng: np.random.Generator) -> validity.Va
         for i, t in enumerate(LANGUAGES):
             effects[t] = truth[i] + e_rows[i] + shared[i] + rng.normal(0, 0.5, (examples, len(LANGUAGES)))
             predicted[t] = 10 * world.effect * truth[i] + p_rows[i] + rng.normal(0, 1, (examples, len(LANGUAGES)))
-        data.append(validity.SeedData(list(LANGUAGES), list(LANGUAGES), effects, {"tracin": predicted, "share": predicted}, None))
-    return validity._validity("full", "tracin", "pearson", "all", data, 19, 0)
+        data.append(tracin_vs_ablation.SeedData(list(LANGUAGES), list(LANGUAGES), effects, {"tracin": predicted, "share": predicted}, None))
+    return tracin_vs_ablation._validity("full", "tracin", "pearson", "all", data, 19, 0)
 
 
 def calibrate(studies: int, seed: int = 0) -> dict:

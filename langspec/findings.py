@@ -28,8 +28,8 @@ from functools import cached_property
 import duckdb
 import numpy as np
 
-from langspec import stats, validity
-from store.queries import VARIANTS, internal, run_named
+from langspec import stats, tracin_vs_ablation
+from store.queries import VARIANTS, internal, k_fits, run_named
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 ALPHA = 0.05  # of every interval (95%) and of Holm's family of primary questions
@@ -76,7 +76,7 @@ class StudyData:
     proponents: dict  # (variant, checkpoint) -> seed -> test_id -> (test_language, {train_language: count})
     train_examples: dict  # (seed, variant) -> {language: training examples scored}
     threshold: float | None = None
-    validity: list = field(default_factory=list)  # langspec.validity.Validity of the point's ablation, if any
+    validity: list = field(default_factory=list)  # langspec.tracin_vs_ablation.Validity of the point's ablation, if any
     ablation_models: list = field(default_factory=list)  # findings_ablation_models rows
 
     @property
@@ -147,7 +147,7 @@ def load(con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: int) -> Stu
         pairs=[r for r in per_seed("subnetwork_similarity") if r["model"] == MULTILINGUAL],  # `only`'s masks answer no question here
         proponents=proponents, train_examples=train_examples,
         threshold=next(iter(thresholds)) if len(thresholds) == 1 else None,
-        validity=validity.influence_validity(con, run_id, point, k) if has_ablation else [],
+        validity=tracin_vs_ablation.influence_validity(con, run_id, point, k) if has_ablation else [],
         ablation_models=[dict(zip(("seed", "ablated", "language", "accuracy", "examples"), row))
                          for row in internal(con, "findings_ablation_models", **params)] if has_ablation else [],
     )
@@ -196,7 +196,7 @@ def gates(data: StudyData) -> Gates:
             failed[ABLATION] += _chance(f"the model of seed {r['seed']} fine-tuned without {r['ablated']}, on {r['language']}",
                                         r["accuracy"], r["examples"], base["majority_rate"])
     scored = data.scored_training_examples()
-    if scored is not None and not 0 < data.k < scored:
+    if scored is not None and not k_fits(data.k, scored):
         failed[FULL].append(f"k: k = {data.k} must be between 1 and {scored - 1} (TracIn scored {scored} training examples)")
     return Gates(failed)
 

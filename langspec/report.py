@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 
 from langspec import controls, findings as study_findings
-from langspec import validity
+from langspec import tracin_vs_ablation
 from store.queries import VARIANTS, internal, named_queries, resolve, run_named, run_points
 
 FINDINGS_FILE = "findings.json"  # its schema: docs/findings.schema.json
@@ -317,7 +317,7 @@ def _threshold_sweep(rows: list[dict], k: int, out: Path) -> Figure | None:
 VERDICT_COLORS = {"supported": "#2e7d32", "contradicted": "#c62828", "inconclusive": "#8d6e00"}
 
 
-def _influence_validity(pairs: list[dict], results: list[validity.Validity], out: Path) -> Figure | None:
+def _influence_validity(pairs: list[dict], results: list[tracin_vs_ablation.Validity], out: Path) -> Figure | None:
     import matplotlib.pyplot as plt
 
     if not pairs:

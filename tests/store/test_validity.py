@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from langspec import findings, stats, validity
+from langspec import findings, stats, tracin_vs_ablation
 from store.db import schema_sql
 from store.influence import insert_influence
 from store.queries import run_named
@@ -150,9 +150,9 @@ def test_the_analysis_gives_p_e_shares_jaccard_and_correlations(store):
 
 def test_influence_validity_is_the_mean_over_seeds_of_each_predictors_correlation(store):
     con, truth = store
-    results = validity.influence_validity(con, 1, "", K, permutations=50)
+    results = tracin_vs_ablation.influence_validity(con, 1, "", K, permutations=50)
     found = {(r.predictor, r.method, r.pairs): r for r in results if r.variant == "full"}
-    assert set(found) == {(p, m, s) for p in validity.PREDICTORS for m in validity.METHODS for s in validity.PAIRS}
+    assert set(found) == {(p, m, s) for p in tracin_vs_ablation.PREDICTORS for m in tracin_vs_ablation.METHODS for s in tracin_vs_ablation.PAIRS}
     predictors = {"tracin": predicted, "share": share, "jaccard": jaccard}
     for (predictor, method, pairs), result in found.items():
         chosen = [(t, s) for t, s in PAIRS if pairs == "all" or t != s]
@@ -181,9 +181,9 @@ def test_permuting_whole_rows_keeps_its_rate_where_both_grids_carry_row_effects(
     for _ in range(runs):
         p = rng.normal(0, 1, (5, 1)) + rng.normal(0, 0.3, (5, 5))
         e = rng.normal(0, 1, (5, 1)) + rng.normal(0, 0.3, (5, 5))
-        observed = validity.seed_statistic(p, e, "pearson", keep)
+        observed = tracin_vs_ablation.seed_statistic(p, e, "pearson", keep)
         shuffles = [None, *np.random.default_rng(int(rng.integers(1 << 30))).spawn(199)]
-        rows = stats.permutation_p(observed, lambda g: validity.seed_statistic(p, e, "pearson", keep, shuffle=g), shuffles,
+        rows = stats.permutation_p(observed, lambda g: tracin_vs_ablation.seed_statistic(p, e, "pearson", keep, shuffle=g), shuffles,
                                    alternative="two-sided")
         cells = stats.permutation_p(observed, lambda g: stats.correlation(p.ravel(), (g.permutation(e.ravel()) if g else e.ravel())),
                                     shuffles, alternative="two-sided")
@@ -213,7 +213,7 @@ def test_the_report_shows_the_figure_and_the_numbers_when_the_run_has_ablations(
     con, truth = store
     page = write_report(con, tmp_path, run_id=1, k=K, point="").read_text()
     assert (tmp_path / "influence_validity.png").is_file() and "influence_validity.png" in page
-    tracin = [r for r in validity.influence_validity(con, 1, "", K) if (r.predictor, r.method, r.pairs) == ("tracin", "pearson", "all")]
+    tracin = [r for r in tracin_vs_ablation.influence_validity(con, 1, "", K) if (r.predictor, r.method, r.pairs) == ("tracin", "pearson", "all")]
     written = next(f for f in json.loads((tmp_path / "findings.json").read_text()) if f["question"] == "Q6")
     assert written["statistic"] == pytest.approx(tracin[0].statistic)
     # this store has no full model's accuracy, so its gate voids Q6; with the gates passed, Q6 gives validity's numbers
