@@ -356,14 +356,12 @@ def _check_param_values(con, given: dict[str, object]) -> None:
 
 
 def check_k(con, run_id: object, k: object) -> None:
-    """k, the proponents per test example, must be a whole number with 0 < k < the training
-    examples the run's TracIn scored: k = 0 has no proponents, and with k >= that every training
-    example is a proponent of every test example."""
-    from store.queries import internal
+    """A QueryError unless k fits the run (store.queries.k_fits)."""
+    from store.queries import internal, k_fits
 
     scored = internal(con, "run_scored_training_examples", run_id=run_id)[0][0]
     upper = f" and below {scored}, the training examples run {run_id}'s TracIn scored" if scored is not None else ""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or (scored is not None and k >= scored):
+    if not k_fits(k, scored):
         raise QueryError(f"k = {k!r}: k (proponents per test example) must be a whole number of at least 1{upper}; e.g. k=20")
 
 

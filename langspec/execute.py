@@ -471,7 +471,7 @@ def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backe
                 state[task.key] = "skipped"
                 display.finish(task, "skipped")
             elif all(state.get(key) in ("cached", "ran") for _, key in task.inputs):
-                backend.submit(_call(task, root, token), max_retries=task.resources.max_retries)
+                backend.submit(task_call(task, root, token), max_retries=task.resources.max_retries)
                 state[task.key] = "submitted"
                 display.begin(task)
         if "submitted" in state.values():
@@ -496,7 +496,9 @@ def _start_backend(pending: list[Task], root: Path, executor: str, address: str 
     return backend
 
 
-def _call(task: Task, root: Path, token: str) -> TaskCall:
+def task_call(task: Task, root: Path, token: str) -> TaskCall:
+    """What a worker needs to run `task` into the store at `root` for the run holding `token`, as from
+    this process (the driver): run_task(task_call(...)) runs one task by hand."""
     return TaskCall(
         key=task.key, name=task.name, stage=task.stage, params=task.params, inputs=dict(task.inputs),
         store_root=str(root), num_cpus=task.resources.num_cpus, num_gpus=task.resources.num_gpus,

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from runners.context import TaskContext
 from runners.finetune import FinetuneSpec, ModelSpec, fine_tune
 from runners.inputs import Inputs, Trained
-from runners.stage import Planned, Section, Upstream
+from runners.stage import Planned, Section, StageParams, Upstream
 from runners.tables import write_table
 
 VERSION = 1
@@ -51,8 +51,7 @@ SECTIONS = {
 }
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Params(StageParams):
     seed: int
     mode: Literal["without", "only"]
     language: str  # s: left out (without) or trained alone (only)

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from runners.methods import toy
 from runners.context import TaskContext
 from runners.errors import DataSourceError
-from runners.stage import Planned, Section, Upstream
+from runners.stage import Planned, Section, StageParams, Upstream
 
 if TYPE_CHECKING:  # runners.inputs reads what this stage writes
     from runners.inputs import Inputs
@@ -130,8 +130,7 @@ class DataSpec(Section):
 SECTIONS = {"data": (DataSpec, Field(default_factory=DataSpec, description="Where the examples come from."))}
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Params(StageParams):
     data: DataSpec
     fingerprint: str  # of the source's content where it lives outside langspec (files); "" for toy
 
@@ -157,13 +156,7 @@ def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
 def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
     data = params.data
     ctx.report(0, 1, f"loading {data.source} data")
-    sizes = {"train": data.train_per_language, "validation": data.validation_per_language, "test": data.test_per_language}
-    if data.source == "toy":
-        rows = toy.generate(list(data.languages), sizes, parallel=data.parallel, lexicon_overlap=data.lexicon_overlap, seed=data.seed)
-    elif data.source == "files":
-        rows = _load_files(Path(data.path), list(data.languages), sizes, data.seed)
-    else:
-        rows = _load_hub(data.dataset, list(data.languages), sizes, data.seed)
+    rows = load_examples(data)
     names = label_names(data, rows)
     if data.shuffle_languages:
         rows = shuffle_languages(rows, data.seed)
@@ -176,6 +169,17 @@ def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict
     for row in rows:
         counts[f"{row['language']}/{row['split']}"] += 1
     return {"examples": table.num_rows, "num_labels": len(names), "labels": names, "counts": counts}
+
+
+def load_examples(data: DataSpec) -> list[dict]:
+    """The examples of a data section from its source (toy, files or hub), each split subsampled to
+    its size with `data.seed`, before `shuffle_languages`: the rows the data stage writes."""
+    sizes = {"train": data.train_per_language, "validation": data.validation_per_language, "test": data.test_per_language}
+    if data.source == "toy":
+        return toy.generate(list(data.languages), sizes, parallel=data.parallel, lexicon_overlap=data.lexicon_overlap, seed=data.seed)
+    if data.source == "files":
+        return _load_files(Path(data.path), list(data.languages), sizes, data.seed)
+    return _load_hub(data.dataset, list(data.languages), sizes, data.seed)
 
 
 def shuffle_languages(rows: list[dict], seed: int) -> list[dict]:

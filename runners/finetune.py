@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from runners.context import RESUME_FILE, TaskContext
 from runners.inputs import Data, Inputs
-from runners.stage import Planned, Section, Upstream
+from runners.stage import Planned, Section, StageParams, Upstream
 from runners.tables import write_table
 
 VERSION = 2  # 2: the full model's predicted-label counts (metric predicted_label_<i>) next to accuracy
@@ -95,8 +95,7 @@ SECTIONS = {
 }
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Params(StageParams):
     seed: int
     model: ModelSpec
     finetune: FinetuneSpec

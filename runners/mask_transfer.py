@@ -10,12 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from runners.context import TaskContext
 from runners.inputs import Inputs
 from runners.prune import mask_inputs
-from runners.stage import Planned, Upstream
+from runners.stage import Planned, StageParams, Upstream
 from runners.tables import write_table
 
 VERSION = 1
@@ -27,8 +25,7 @@ SPLIT = "test"
 SECTIONS: dict = {}  # no section of its own: it runs whenever prune does
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Params(StageParams):
     seed: int
     languages: tuple[str, ...]
     attention: Literal["sdpa", "eager"]

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from runners.context import TaskContext
 from runners.inputs import Inputs, mask_role
-from runners.stage import Planned, Section, Upstream
+from runners.stage import Planned, Section, StageParams, Upstream
 from runners.tables import write_table
 
 VERSION = 1
@@ -53,8 +53,7 @@ class PruneSpec(Section):
 SECTIONS = {"prune": (PruneSpec, Field(default_factory=PruneSpec, description="Language subnetworks by head pruning."))}
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Params(StageParams):
     seed: int
     language: str
     prune: PruneSpec

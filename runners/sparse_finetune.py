@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from runners.context import TaskContext
 from runners.finetune import FinetuneSpec, ModelSpec, fine_tune
 from runners.inputs import Inputs
 from runners.prune import mask_inputs
-from runners.stage import Planned, Section, Upstream
+from runners.stage import Planned, Section, StageParams, Upstream
 
 VERSION = 1
 READS = ("data", "model", "finetune", "sparse_finetune")
@@ -44,8 +44,7 @@ SECTIONS = {
 }
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Params(StageParams):
     seed: int
     languages: tuple[str, ...]
     model: ModelSpec

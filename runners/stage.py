@@ -12,7 +12,7 @@ A stage is one module, `runners/<stage>.py`, listed once in STAGES below. It def
                    to continue from (context.RESUME_FILE); False: the executor starts afresh.
     MEMORY_FIELDS  the spec fields (dotted paths) to lower when one of its tasks runs out of memory.
     TABLES         the tables it writes under tables/ for the store to ingest.
-    Params         a frozen Pydantic model of everything that affects its results; its JSON is hashed
+    Params         a StageParams model of everything that affects its results; its JSON is hashed
                    into the task key, so a field added to it changes every key of the stage.
     check(spec)    its rules across sections (e.g. "sparse_finetune needs prune"); raises ValueError
                    saying how to fix the spec. Runs when the spec is validated.
@@ -50,6 +50,13 @@ STAGES = ("data", "finetune", "ablation", "prune", "mask_transfer", "sparse_fine
 
 class Section(BaseModel):
     """Base of every spec section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageParams(BaseModel):
+    """Base of every stage's Params: everything that affects its results, whose JSON is hashed into
+    its task key; unknown fields are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

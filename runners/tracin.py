@@ -22,14 +22,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from runners.context import TaskContext
 from runners.inputs import Inputs
 from runners.prune import mask_inputs
-from runners.stage import Planned, Section, Upstream
+from runners.stage import Planned, Section, StageParams, Upstream
 from runners.tables import write_arrow
 from store.influence import influence_tables
+from store.queries import k_fits
 
 VERSION = 2  # 2: tracin.normalize, and the gradient_norms table
 READS = ("data", "model", "finetune", "tracin")
@@ -84,8 +85,7 @@ class TracinSpec(Section):
 SECTIONS = {"tracin": (TracinSpec, Field(default_factory=TracinSpec, description="TracIn influence scores."))}
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Params(StageParams):
     seed: int
     variant: Literal["full", "subnetwork", "sft"]
     languages: tuple[str, ...]
@@ -104,7 +104,7 @@ def check(spec) -> None:
     if "sft" in tracin.variants and not spec.sparse_finetune.enabled:
         raise ValueError("tracin variant sft needs sparse_finetune enabled")
     scored = min(tracin.train_per_language, spec.data.train_per_language) * len(spec.data.languages)
-    if spec.analysis.top_k >= scored:
+    if not k_fits(spec.analysis.top_k, scored):
         raise ValueError(
             f"analysis.top_k ({spec.analysis.top_k}) must be smaller than the {scored} training examples TracIn "
             "scores, or every one of them is a proponent; lower analysis.top_k or raise tracin.train_per_language"

@@ -78,6 +78,13 @@ def run_named(con: duckdb.DuckDBPyConnection, name: str, **params) -> pa.Table:
     return con.sql(query.sql, params=params).to_arrow_table()
 
 
+def k_fits(k: object, scored: int | None) -> bool:
+    """The rule for k, the proponents (and opponents) per test example, written once: a whole number,
+    at least 1 (k = 0 has no proponents) and below the number of training examples TracIn scored (with
+    k >= that, every training example is a proponent of every test example). `scored` None: unknown."""
+    return isinstance(k, int) and not isinstance(k, bool) and k >= 1 and (scored is None or k < scored)
+
+
 # What makes a run have a stage's tasks (or planted modules): said when an analysis finds none.
 SWITCHES = {
     "finetune": "every run fine-tunes: did it fail? (langspec status)",

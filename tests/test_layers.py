@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md, langspec -> runners -> store, checked by import-linter: a package
+"""The layers, langspec -> runners -> store, checked by import-linter: a package
 imports only the packages below it, so an upward import fails the test suite."""
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import pytest
 from contents import duplicate_rows, store_contents
 from waiting import wait_for
 from langspec.compile import compile_spec
-from langspec.execute import ORPHANED_EXIT, _call, execute, run_task
+from langspec.execute import ORPHANED_EXIT, execute, run_task, task_call
 from langspec.load import load_spec
 from store import artifacts
 
@@ -176,8 +176,8 @@ def orphaned_worker(tmp_path: Path, spec: Path, driver_pid: int, name: str = "fi
     target = next(task for task in graph.tasks if task.name == name)
     for task in graph.tasks[:graph.tasks.index(target)]:
         if any(key == task.key for _, key in target.inputs):
-            assert run_task(_call(task, store, token))["ok"]
-    call = replace(_call(target, store, token), driver_pid=driver_pid)
+            assert run_task(task_call(task, store, token))["ok"]
+    call = replace(task_call(target, store, token), driver_pid=driver_pid)
     (tmp_path / "call.pkl").write_bytes(pickle.dumps(call))
     worker = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "call.pkl")], start_new_session=True,
                               stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT)

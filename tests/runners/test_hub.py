@@ -17,7 +17,13 @@ from runners.finetune import FinetuneSpec, ModelSpec
 from runners.methods import models
 from runners.inputs import Data, Inputs
 
-SIZES = {"train": 6, "validation": 3, "test": 3}
+
+def hub(dataset, languages: list[str], seed: int = 0) -> DataSpec:
+    """A hub data section of 6 train, 3 validation and 3 test examples per language."""
+    return DataSpec(source="hub", dataset=str(dataset), languages=languages, train_per_language=6,
+                    validation_per_language=3, test_per_language=3, seed=seed)
+
+
 LAYOUTS = {
     "xnli": lambda i: {"premise": f"p{i}", "hypothesis": f"h{i}", "label": i % 3},
     "pawsx": lambda i: {"id": i, "sentence1": f"s{i}", "sentence2": f"t{i}", "label": i % 2},
@@ -52,9 +58,9 @@ def test_each_layout_maps_to_the_common_schema(layout, tmp_path):
         }[layout]
         assert (row["text_a"], row["text_b"], row["label"]) == expected
     # The subsample is deterministic and depends on data.seed.
-    again = data._load_hub(str(source), ["en", "de"], SIZES, 0)
+    again = data.load_examples(hub(source, ["en", "de"], 0))
     assert [r["example_id"] for r in again] == [r["example_id"] for r in rows]
-    other = data._load_hub(str(source), ["en", "de"], SIZES, 1)
+    other = data.load_examples(hub(source, ["en", "de"], 1))
     assert [r["example_id"] for r in other] != [r["example_id"] for r in rows]
 
 
@@ -64,19 +70,19 @@ def test_unlabelled_rows_are_dropped_and_bad_layouts_explained(tmp_path):
         splits = {split: datasets.Dataset.from_list(
             [{"premise": "a", "hypothesis": "b", "label": -1 if split == "test" else 0}] * 4) for split in data.SPLITS}
         datasets.DatasetDict(splits).save_to_disk(str(root / language))
-    rows = data._load_hub(str(root), ["en"], SIZES, 0)
+    rows = data.load_examples(hub(root, ["en"], 0))
     assert {r["split"] for r in rows} == {"train", "validation"}
     odd = tmp_path / "odd"
     datasets.DatasetDict({s: datasets.Dataset.from_list([{"question": "q", "answer": 1}]) for s in data.SPLITS}).save_to_disk(str(odd / "en"))
     with pytest.raises(data.DataSourceError, match="has columns question, answer.*source: files"):
-        data._load_hub(str(odd), ["en"], SIZES, 0)
+        data.load_examples(hub(odd, ["en"], 0))
     with pytest.raises(data.DataSourceError, match="has no fr/"):
-        data._load_hub(str(root), ["fr"], SIZES, 0)
+        data.load_examples(hub(root, ["fr"], 0))
 
 
 def test_a_hub_id_offline_says_what_to_do():
     with pytest.raises(data.DataSourceError, match="could not load 'facebook/xnli' \\(en\\).*save_to_disk"):
-        data._load_hub("facebook/xnli", ["en"], SIZES, 0)
+        data.load_examples(hub("facebook/xnli", ["en"], 0))
     with pytest.raises(models.ModelSourceError, match="could not load model 'xlm-roberta-base'.*model.pretrained: DIR"):
         models.build_tokenizer(ModelSpec(pretrained="xlm-roberta-base"), [])
 
@@ -95,7 +101,7 @@ def test_fine_tuning_a_pretrained_checkpoint_from_a_local_copy(tmp_path):
     from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
     source = save_hub_copy(tmp_path / "xnli", "xnli")
-    rows = data._load_hub(str(source), ["en", "de"], SIZES, 0)
+    rows = data.load_examples(hub(source, ["en", "de"], 0))
     tokenizer = models.train_tokenizer([t for r in rows for t in (r["text_a"], r["text_b"])], 100)
     config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                               intermediate_size=32, max_position_embeddings=40, pad_token_id=1, type_vocab_size=1)
