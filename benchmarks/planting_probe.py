@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
-from langspec.stats import random_mask_jaccard
-from runners.finetune import ModelSpec, TinyModelSpec
+from langspec.science.stats import random_mask_jaccard
+from runners.methods.sections import ModelSpec, TinyModelSpec
 from runners.methods import heads, models, pruning, toy
 from runners.methods.models import collate
 

@@ -4,7 +4,7 @@ fine-tuning, with the same hyperparameters and order rules, on every language bu
 `without`) or on s alone (mode `only`, the monolingual control), and scores every test example
 with the ablated model and with the seed's fully fine-tuned one.
 
-The loop is `runners.finetune.fine_tune` with `train_languages`; its metrics and checkpoints carry
+The loop is `runners.methods.fine_tuning.fine_tune` with `train_languages`; its metrics and checkpoints carry
 variant `without` or `only`. The measured effect E[t, s] = loss of t's test examples without s -
 their loss with every language is the store's `ablation_effects` view over `ablation_examples`.
 """
@@ -18,8 +18,9 @@ from typing import Literal
 from pydantic import Field
 
 from runners.context import TaskContext
-from runners.finetune import FinetuneSpec, ModelSpec, fine_tune
 from runners.inputs import Inputs, Trained
+from runners.methods.fine_tuning import fine_tune
+from runners.methods.sections import FinetuneSpec, ModelSpec
 from runners.stage import Planned, Section, StageParams, Upstream
 from runners.tables import write_table
 

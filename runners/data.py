@@ -9,19 +9,17 @@ import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator, model_serializer, model_validator
 
 from runners.methods import toy
 from runners.context import TaskContext
 from runners.errors import DataSourceError
+from runners.inputs import Inputs
 from runners.stage import Planned, Section, StageParams, Upstream
-
-if TYPE_CHECKING:  # runners.inputs reads what this stage writes
-    from runners.inputs import Inputs
+from runners.tables import LABELS_FILE, write_table
 
 VERSION = 2  # 2: writes labels.json, the names of the labels that every checkpoint's id2label carries
 READS = ("data",)
@@ -29,18 +27,6 @@ RESUMABLE = False
 MEMORY_FIELDS = ()  # loading examples needs little memory
 TABLES = ("examples",)
 SPLITS = ("train", "validation", "test")
-EXAMPLES_FILE = "tables/examples.parquet"
-LABELS_FILE = "labels.json"  # {"names": [name of label 0, name of label 1, ...]}
-SCHEMA = pa.schema(
-    [
-        ("example_id", pa.string()),
-        ("language", pa.string()),
-        ("split", pa.string()),
-        ("text_a", pa.string()),
-        ("text_b", pa.string()),
-        ("label", pa.int32()),
-    ]
-)
 
 
 TOY_LANGUAGES = ("ka", "kb", "la", "lb", "mi", "na", "nb")
@@ -160,15 +146,13 @@ def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict
     names = label_names(data, rows)
     if data.shuffle_languages:
         rows = shuffle_languages(rows, data.seed)
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    (workdir / "tables").mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, workdir / EXAMPLES_FILE)
+    write_table(workdir, "examples", rows)
     (workdir / LABELS_FILE).write_text(json.dumps({"names": names}))
-    ctx.report(1, 1, f"{table.num_rows} examples")
+    ctx.report(1, 1, f"{len(rows)} examples")
     counts = {f"{lang}/{split}": 0 for lang in data.languages for split in SPLITS}
     for row in rows:
         counts[f"{row['language']}/{row['split']}"] += 1
-    return {"examples": table.num_rows, "num_labels": len(names), "labels": names, "counts": counts}
+    return {"examples": len(rows), "num_labels": len(names), "labels": names, "counts": counts}
 
 
 def load_examples(data: DataSpec) -> list[dict]:

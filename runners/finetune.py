@@ -2,75 +2,22 @@
 
 from __future__ import annotations
 
-import math
-import os
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, model_serializer
 
-from runners.context import RESUME_FILE, TaskContext
-from runners.inputs import Data, Inputs
+from runners.context import TaskContext
+from runners.inputs import Inputs
+from runners.methods.fine_tuning import fine_tune
+from runners.methods.sections import FinetuneSpec, ModelSpec
 from runners.stage import Planned, Section, StageParams, Upstream
-from runners.tables import write_table
 
 VERSION = 2  # 2: the full model's predicted-label counts (metric predicted_label_<i>) next to accuracy
 READS = ("model", "finetune", "planted")
 RESUMABLE = True  # a fine-tuning that dies continues from its last finished epoch
 MEMORY_FIELDS = ("finetune.batch_size", "finetune.max_length", "finetune.eval_batch_size")  # what to lower when the task runs out of memory
-TABLES = ("metrics", "checkpoints")
-EVAL_SPLITS = ("validation", "test")
-PREDICTED_PREFIX = "predicted_label_"  # metric predicted_label_<i>: examples predicted as label i (the full model)
-
-
-class TinyModelSpec(Section):
-    layers: int = Field(4, ge=1, le=48, description="Transformer layers.")
-    heads: int = Field(4, ge=1, le=64, description="Attention heads per layer.")
-    hidden: int = Field(64, ge=8, description="Hidden size; must be divisible by heads.")
-    intermediate: int = Field(128, ge=8, description="Feed-forward inner size.")
-    vocab_size: int = Field(2000, ge=64, description="Upper bound of the tokenizer's vocabulary trained on the data.")
-
-    @model_validator(mode="after")
-    def check_hidden_divisible(self) -> TinyModelSpec:
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        return self
-
-
-class ModelSpec(Section):
-    pretrained: str | None = Field(
-        None, description="A Hugging Face model id or local directory (e.g. xlm-roberta-base); exclusive with `tiny`."
-    )
-    tiny: TinyModelSpec | None = Field(
-        None, description="A small random-init XLM-R with a tokenizer trained on the data (the demo, the tests)."
-    )
-    attention: Literal["sdpa", "eager"] = Field("sdpa", description="Attention kernel; both give the same results.")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Hidden and attention dropout during training.")
-
-    @model_validator(mode="after")
-    def check_one_model(self) -> ModelSpec:
-        if (self.pretrained is None) == (self.tiny is None):
-            raise ValueError("give exactly one of `pretrained` (a model id) or `tiny` (a small config)")
-        return self
-
-
-class FinetuneSpec(Section):
-    epochs: int = Field(3, ge=1, description="Epochs; a checkpoint is saved after each.")
-    lr: float = Field(2e-5, gt=0.0, description="Peak learning rate of AdamW (linear warm-up and decay).")
-    batch_size: int = Field(32, ge=1, description="Training batch size.")
-    eval_batch_size: int = Field(128, ge=1, description="Evaluation batch size (no effect on results).")
-    max_length: int = Field(128, ge=8, description="Maximum tokens per example pair; longer ones are truncated.")
-    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
-    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Share of steps with linear warm-up.")
-
-    @field_validator("lr")
-    @classmethod
-    def check_lr_finite(cls, lr: float) -> float:
-        if not math.isfinite(lr):
-            raise ValueError("lr must be a finite number, e.g. 2.0e-5")
-        return lr
+TABLES = ("metrics", "checkpoints")  # and planted_heads, with planted: a table TABLES cannot require
 
 
 class PlantedSpec(Section):
@@ -134,162 +81,3 @@ def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
 def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
     planted = (params.families, params.planted.overlap) if params.planted is not None else None
     return fine_tune(inputs.data, workdir, ctx, seed=params.seed, model_spec=params.model, config=params.finetune, planted=planted)
-
-
-def plant(model, families: dict[str, str], overlap: float, seed: int, workdir: Path) -> dict:
-    """{language: (L, H) planted set of its family}, laid out by the training seed; written to the
-    planted_heads table."""
-    from runners.methods import heads
-
-    layers, heads_per_layer = heads.head_grid(model)
-    sets = heads.planted_sets(layers, heads_per_layer, sorted(set(families.values())), overlap, seed)
-    masks = {lang: sets[family] for lang, family in sorted(families.items())}
-    write_table(workdir, "planted_heads", [
-        {"seed": seed, "language": lang, "family": families[lang], "layer": l, "head": h, "kept": bool(mask[l, h])}
-        for lang, mask in masks.items() for l in range(layers) for h in range(heads_per_layer)
-    ])
-    return masks
-
-
-def fine_tune(
-    data: Data,
-    workdir: Path,
-    ctx: TaskContext,
-    *,
-    seed: int,
-    model_spec: ModelSpec,
-    config: FinetuneSpec,
-    masks: dict | None = None,
-    language_sampling: str = "proportional",
-    train_languages: tuple[str, ...] | None = None,
-    variant: str | None = None,
-    planted: tuple[dict[str, str], float] | None = None,
-) -> dict:
-    """Fine-tune from the seed's initialisation; a checkpoint and an evaluation after every epoch.
-
-    Without `masks` (full fine-tuning) batches mix languages. With masks ({language: (L, H) 0/1
-    tensor}, sparse fine-tuning) batches are language-pure, a batch of language l runs with mask
-    l and updates only l's heads and the shared parameters, and each language is evaluated with
-    its own mask.
-
-    `train_languages` (the ablation) trains on those languages' examples only, from the same
-    initialisation (the tokenizer is still built on every language's training text, so the
-    embedding matrix and every seeded weight are those of full fine-tuning) and with the same order
-    rules over the remaining rows; every language is still evaluated. `variant` names the rows of
-    the metrics and checkpoints tables (default: full, or sft with masks).
-
-    `planted` ((language -> family, overlap): full fine-tuning with planted modules, laid out by
-    `plant` and written to the planted_heads table): batches still mix
-    languages, and each example runs with its own language's mask (per-example gates), so a head
-    gets gradient only from the examples whose set holds it; with every head in every set this is
-    ordinary fine-tuning, bit for bit. The model is evaluated with all heads, as pruning and TracIn
-    then use it, and also under each language's planted set (metric rows of variant `planted`).
-    """
-    import torch  # heavy imports live here so that compiling a spec stays fast
-
-    from runners.methods import heads, models, pruning, training
-
-    variant = variant or ("full" if masks is None else "sft")
-    device = torch.device(ctx.device)
-    rows = data.examples()
-    train_rows = [r for r in rows if r["split"] == "train"]
-    tokenizer = models.build_tokenizer(model_spec, [t for r in train_rows for t in (r["text_a"], r["text_b"]) if t])
-    # Saved with every checkpoint: inputs longer than the model was trained on are cut there
-    # (pipeline(..., truncation=True)) instead of running past its position embeddings.
-    tokenizer.model_max_length = config.max_length
-    label_names = data.label_names()
-    model = models.build_model(model_spec, tokenizer, label_names, config.max_length, seed).to(device)
-    pad_id = tokenizer.pad_token_id
-    planted_masks = plant(model, *planted, seed, workdir) if planted is not None else None  # {language: (L, H)}
-
-    if train_languages is not None:
-        train_rows = [r for r in train_rows if r["language"] in train_languages]
-    train = models.encode(tokenizer, train_rows, config.max_length)
-    if masks is None:
-        orders = training.shuffled_batches(len(train), config.batch_size, seed)
-        step_hook = None
-        if planted_masks is not None:
-            gates = torch.stack([planted_masks[language] for language in train.languages]).to(device)  # (N, L, H)
-
-            def step_hook(indices: list[int], optimizer):
-                return heads.head_mask(model, gates[indices])
-    else:
-        masks = {language: mask.to(device) for language, mask in masks.items()}
-        orders = training.language_batches(train.languages, config.batch_size, seed, language_sampling)
-
-        def step_hook(indices: list[int], optimizer):
-            mask = masks[train.languages[indices[0]]]
-            return heads.only_heads(model, optimizer, mask)
-
-    # Evaluation sets: all languages at once, or each language alone (to run under its own mask).
-    evaluation = {}
-    for split in EVAL_SPLITS:
-        split_rows = [r for r in rows if r["split"] == split]
-        groups = {None: split_rows} if masks is None else {lang: [r for r in split_rows if r["language"] == lang] for lang in masks}
-        evaluation[split] = {lang: models.encode(tokenizer, group, config.max_length) for lang, group in groups.items()}
-    # With planted modules, also each language alone, to run under its planted set (variant `planted`).
-    planted_evaluation = {
-        split: {lang: models.encode(tokenizer, [r for r in rows if r["split"] == split and r["language"] == lang], config.max_length)
-                for lang in sorted(planted_masks)}
-        for split in EVAL_SPLITS
-    } if planted_masks is not None else {}
-
-    # An attempt that died (a killed worker or driver) left its last finished epoch: go on from there.
-    resume_path = workdir / RESUME_FILE
-    resume = torch.load(resume_path, weights_only=True) if resume_path.is_file() else None
-    metrics, checkpoints, loss = [], [], float("nan")
-    if resume is not None:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(workdir / f"checkpoints/epoch-{resume['epoch']}" / "model.safetensors", device=str(device)))
-        metrics, checkpoints, loss = resume["metrics"], resume["checkpoints"], resume["loss"]
-    epochs = training.train(
-        model, train, orders, epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio, pad_id=pad_id, device=device, report=ctx.report, step_hook=step_hook,
-        resume=resume,
-    )
-    for end in epochs:
-        loss = end.loss
-        path = f"checkpoints/epoch-{end.epoch}"
-        model.save_pretrained(workdir / path)
-        tokenizer.save_pretrained(workdir / path)
-        checkpoints.append(
-            {"seed": seed, "variant": variant, "epoch": end.epoch, "step": end.step,
-             "learning_rate": end.learning_rate, "path": path}
-        )
-        for split, groups in evaluation.items():
-            accuracy, label_counts = {}, {}
-            for language, encoded in groups.items():
-                if language is None:
-                    predicted = models.predict(model, encoded, config.eval_batch_size, pad_id, device)
-                    accuracy.update(models.accuracy_of(encoded, predicted))
-                    label_counts.update(models.predicted_label_counts(encoded, predicted, len(label_names)))
-                else:
-                    batches = models.batches(encoded, config.eval_batch_size, pad_id, device)
-                    accuracy[language] = pruning.evaluate_accuracy(model, batches, masks[language])
-            metrics += [
-                {"seed": seed, "variant": variant, "language": language, "split": split,
-                 "metric": "accuracy", "value": value, "epoch": end.epoch}
-                for language, value in sorted(accuracy.items())
-            ]
-            for language, encoded in planted_evaluation.get(split, {}).items():  # the model under each planted set
-                batches = models.batches(encoded, config.eval_batch_size, pad_id, device)
-                metrics.append({"seed": seed, "variant": "planted", "language": language, "split": split,
-                                "metric": "accuracy", "value": pruning.evaluate_accuracy(model, batches, planted_masks[language]),
-                                "epoch": end.epoch})
-            metrics += [  # the sanity gate "not collapsed" of langspec.findings reads these
-                {"seed": seed, "variant": variant, "language": language, "split": split,
-                 "metric": f"{PREDICTED_PREFIX}{label}", "value": float(count), "epoch": end.epoch}
-                for language, counts in sorted(label_counts.items()) for label, count in enumerate(counts)
-            ]
-        # Written last, atomically: a resume finds this epoch's checkpoint and metrics complete.
-        torch.save({**end.state, "metrics": metrics, "checkpoints": checkpoints, "loss": loss}, resume_path.with_suffix(".tmp"))
-        os.replace(resume_path.with_suffix(".tmp"), resume_path)
-    resume_path.unlink(missing_ok=True)  # the task is complete: nothing to resume, and it is big
-    write_table(workdir, "metrics", metrics)
-    write_table(workdir, "checkpoints", checkpoints)
-    final = {m["language"]: m["value"] for m in metrics
-             if m["metric"] == "accuracy" and m["split"] == "test" and m["epoch"] == config.epochs}
-    return {"epochs": config.epochs, "final_loss": loss, "test_accuracy": final, "device": str(device),
-            "resumed_from_epoch": resume["epoch"] if resume else 0,
-            "train_examples": dict(sorted(Counter(train.languages).items()))}  # per language: what it trained on

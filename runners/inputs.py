@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
-from runners.data import EXAMPLES_FILE, LABELS_FILE
+from runners.tables import LABELS_FILE
 from store.artifacts import table_path
+
+if TYPE_CHECKING:
+    from runners.stage import Upstream
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,7 @@ class Data:
 
     def examples(self, split: str | None = None, language: str | None = None) -> list[dict]:
         """Its examples, optionally of one split and language, in stored order."""
-        rows = pq.read_table(self.path / EXAMPLES_FILE).to_pylist()
+        rows = pq.read_table(table_path(self.path, "examples")).to_pylist()
         return [r for r in rows if (split is None or r["split"] == split) and (language is None or r["language"] == language)]
 
     def label_names(self) -> list[str]:
@@ -73,6 +77,12 @@ class Subnetwork:
 def mask_role(language: str) -> str:
     """The input role under which a downstream task receives a language's prune task."""
     return f"prune.{language}"
+
+
+def mask_inputs(upstream: Upstream, seed: int) -> tuple[tuple[str, str], ...]:
+    """The inputs that give a downstream task every language's subnetwork of the seed's multilingual
+    model: (mask_role, key); `inputs.masks(languages)` then reads them."""
+    return tuple((mask_role(labels["language"]), key) for labels, key in upstream.keys("prune", seed=seed) if "model" not in labels)
 
 
 class Inputs:

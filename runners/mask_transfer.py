@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from runners.context import TaskContext
-from runners.inputs import Inputs
-from runners.prune import mask_inputs
+from runners.inputs import Inputs, mask_inputs
 from runners.stage import Planned, StageParams, Upstream
 from runners.tables import write_table
 

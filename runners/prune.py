@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field
 
 from runners.context import TaskContext
-from runners.inputs import Inputs, mask_role
+from runners.inputs import Inputs
 from runners.stage import Planned, Section, StageParams, Upstream
 from runners.tables import write_table
 
@@ -85,12 +85,6 @@ def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
 
 def _params(spec, seed: int, language: str) -> Params:
     return Params(seed=seed, language=language, prune=spec.prune, attention=spec.model.attention, max_length=spec.finetune.max_length)
-
-
-def mask_inputs(upstream: Upstream, seed: int) -> tuple[tuple[str, str], ...]:
-    """The inputs that give a downstream task every language's subnetwork of the seed's multilingual
-    model: (mask_role, key)."""
-    return tuple((mask_role(labels["language"]), key) for labels, key in upstream.keys("prune", seed=seed) if "model" not in labels)
 
 
 def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:

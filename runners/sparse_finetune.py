@@ -1,7 +1,7 @@
 """Sparse fine-tuning (stage 3): fine-tune again from the same initialisation as full fine-tuning,
 with language-pure batches, each updating only its language's subnetwork and the shared parameters.
 
-The loop is `runners.finetune.fine_tune` with masks; the confinement of each step to the batch
+The loop is `runners.methods.fine_tuning.fine_tune` with masks; the confinement of each step to the batch
 language's heads is `runners.methods.heads.only_heads`. Metrics and checkpoints have variant `sft`.
 """
 
@@ -14,9 +14,9 @@ from typing import Literal
 from pydantic import Field
 
 from runners.context import TaskContext
-from runners.finetune import FinetuneSpec, ModelSpec, fine_tune
-from runners.inputs import Inputs
-from runners.prune import mask_inputs
+from runners.inputs import Inputs, mask_inputs
+from runners.methods.fine_tuning import fine_tune
+from runners.methods.sections import FinetuneSpec, ModelSpec
 from runners.stage import Planned, Section, StageParams, Upstream
 
 VERSION = 1

@@ -41,7 +41,7 @@ from pydantic.fields import FieldInfo
 
 from runners.context import TaskContext
 
-if TYPE_CHECKING:  # runners.inputs reads the data stage's files, and every stage imports this module
+if TYPE_CHECKING:  # runners.inputs loads pyarrow, which compiling a spec does not need
     from runners.inputs import Inputs
 
 # The stages in the order a seed's study plans them; a new stage is its module and a name here.

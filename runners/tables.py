@@ -1,4 +1,7 @@
-"""Tables a stage hands to the store: Parquet files under `<task dir>/tables/<table>.parquet`.
+"""Tables a stage hands to the store: Parquet files under `<task dir>/tables/<table>.parquet`, each
+declared once here (the store's DDL, store/schema/tables.sql, is checked against these schemas by
+tests/store/test_table_declarations.py). No stage owns this module: a stage writes its tables through
+it, and runners.inputs reads them back for the stages downstream.
 
 A column named `path` holds a path relative to the task directory; the store rebases it."""
 
@@ -11,7 +14,14 @@ import pyarrow.parquet as pq
 
 from store.artifacts import table_path
 
+LABELS_FILE = "labels.json"  # the data stage's label names, {"names": [name of label 0, name of label 1, ...]}
+
 SCHEMAS = {
+    # The data stage's: every example of every language and split, in the common schema.
+    "examples": pa.schema(
+        [("example_id", pa.string()), ("language", pa.string()), ("split", pa.string()), ("text_a", pa.string()),
+         ("text_b", pa.string()), ("label", pa.int32())]
+    ),
     "metrics": pa.schema(
         [("seed", pa.int32()), ("variant", pa.string()), ("language", pa.string()), ("split", pa.string()),
          ("metric", pa.string()), ("value", pa.float64()), ("epoch", pa.int32())]

@@ -25,8 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from runners.context import TaskContext
-from runners.inputs import Inputs
-from runners.prune import mask_inputs
+from runners.inputs import Inputs, mask_inputs
 from runners.stage import Planned, Section, StageParams, Upstream
 from runners.tables import write_arrow
 from store.influence import influence_tables

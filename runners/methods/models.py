@@ -23,7 +23,7 @@ from transformers import (  # noqa: E402
 )
 
 from runners.errors import ModelSourceError  # noqa: E402
-from runners.finetune import ModelSpec  # noqa: E402
+from runners.methods.sections import ModelSpec  # noqa: E402
 
 # XLM-R's special tokens and ids, so a tiny model is laid out like the real one (pad id 1 is
 # also the position embeddings' padding_idx).

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from langspec.load import load_spec
 from langspec.spec import Spec, json_schema
 from runners.data import DataSpec
-from runners.finetune import FinetuneSpec, ModelSpec, TinyModelSpec
+from runners.methods.sections import FinetuneSpec, ModelSpec, TinyModelSpec
 
 SPECS = sorted((Path(__file__).parents[2] / "specs").glob("*.yaml"))
 TINY = {"tiny": {"layers": 2}}

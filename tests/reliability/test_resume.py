@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from runners import data, finetune
 from runners.context import RESUME_FILE, TaskContext
 from runners.data import DataSpec
-from runners.finetune import FinetuneSpec, ModelSpec
+from runners.methods.sections import FinetuneSpec, ModelSpec
 from runners.inputs import Inputs
 
 MODEL = ModelSpec(tiny={"layers": 2, "heads": 2, "hidden": 16, "intermediate": 32, "vocab_size": 200})

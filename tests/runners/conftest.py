@@ -12,7 +12,7 @@ import pytest
 from runners import data, finetune, prune, sparse_finetune
 from runners.context import TaskContext
 from runners.data import DataSpec
-from runners.finetune import FinetuneSpec, ModelSpec
+from runners.methods.sections import FinetuneSpec, ModelSpec
 from runners.prune import PruneSpec
 from runners.inputs import Inputs, mask_role
 

@@ -9,16 +9,16 @@ import json
 import math
 import random
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from runners import ablation, data, finetune
+from runners import ablation, finetune, tables
 from runners.context import TaskContext
 from runners.inputs import Data, Inputs
-from runners.finetune import FinetuneSpec, ModelSpec
+from runners.methods import fine_tuning
+from runners.methods.sections import FinetuneSpec, ModelSpec
 from runners.methods import models
 from store.artifacts import table_path
 
@@ -44,8 +44,8 @@ def copy_world(data_dir):
                              "text_a": " ".join(words), "text_b": None, "label": label})
     rows += [{**r, "language": "kc", "example_id": "kc" + r["example_id"][2:]} for r in rows if r["language"] == "ka"]
     (data_dir / "tables").mkdir()
-    pq.write_table(pa.Table.from_pylist(rows, schema=data.SCHEMA), data_dir / data.EXAMPLES_FILE)
-    (data_dir / data.LABELS_FILE).write_text(json.dumps({"names": ["first", "second", "third"]}))
+    tables.write_table(data_dir, "examples", rows)
+    (data_dir / tables.LABELS_FILE).write_text(json.dumps({"names": ["first", "second", "third"]}))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -108,7 +108,7 @@ def test_the_ablation_starts_from_full_fine_tunings_initialisation(world, tmp_pa
         ablated = dirs[f"without-{left_out}"] / "checkpoints/epoch-1/tokenizer.json"
         assert ablated.read_bytes() == (dirs["finetune"] / "checkpoints/epoch-1/tokenizer.json").read_bytes()
     # Keeping every language is full fine-tuning, bit for bit: same initialisation, same order rule.
-    finetune.fine_tune(Data(dirs["data"]), tmp_path, TaskContext(), seed=0, model_spec=MODEL, config=FINETUNE,
+    fine_tuning.fine_tune(Data(dirs["data"]), tmp_path, TaskContext(), seed=0, model_spec=MODEL, config=FINETUNE,
                        train_languages=LANGUAGES, variant="every")
     ours = load_file(tmp_path / f"checkpoints/epoch-{EPOCHS}/model.safetensors")
     theirs = load_file(dirs["finetune"] / f"checkpoints/epoch-{EPOCHS}/model.safetensors")

@@ -9,11 +9,12 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from runners.data import EXAMPLES_FILE, DataSpec, Params, run, shuffle_languages
+from runners.data import DataSpec, Params, run, shuffle_languages
 from runners import data
 from runners.methods import toy
 from runners.context import TaskContext
 from runners.inputs import Data, Inputs
+from store.artifacts import table_path
 
 
 def run_data(spec: DataSpec, workdir) -> list[str]:
@@ -66,5 +67,5 @@ def test_shuffled_languages_keep_texts_and_counts_and_lose_their_language(tmp_pa
     control = Params(data=spec.model_copy(update={"shuffle_languages": True}), fingerprint="").model_dump(mode="json")
     assert control["data"]["shuffle_languages"] is True
     run(Params(data=spec.model_copy(update={"shuffle_languages": True}), fingerprint=""), Inputs({}), tmp_path, TaskContext())
-    stored = pq.read_table(tmp_path / EXAMPLES_FILE).to_pylist()
+    stored = pq.read_table(table_path(tmp_path, "examples")).to_pylist()
     assert sorted((r["example_id"], r["language"]) for r in stored) == sorted((r["example_id"], r["language"]) for r in shuffled)

@@ -11,7 +11,7 @@ import torch
 from runners import data, finetune
 from runners.context import TaskContext
 from runners.data import DataSpec
-from runners.finetune import FinetuneSpec, ModelSpec
+from runners.methods.sections import FinetuneSpec, ModelSpec
 from runners.methods import models, toy
 from runners.inputs import Data, Inputs
 

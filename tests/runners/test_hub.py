@@ -13,9 +13,10 @@ import pytest
 from runners import data, finetune
 from runners.context import TaskContext
 from runners.data import DataSpec
-from runners.finetune import FinetuneSpec, ModelSpec
+from runners.methods.sections import FinetuneSpec, ModelSpec
 from runners.methods import models
 from runners.inputs import Data, Inputs
+from store.artifacts import table_path
 
 
 def hub(dataset, languages: list[str], seed: int = 0) -> DataSpec:
@@ -45,7 +46,7 @@ def test_each_layout_maps_to_the_common_schema(layout, tmp_path):
     spec = DataSpec(source="hub", dataset=str(source), languages=["en", "de"], train_per_language=6,
                     validation_per_language=3, test_per_language=3)
     data.run(data.Params(data=spec, fingerprint=data.fingerprint(spec)), Inputs({}), tmp_path / "task", TaskContext())
-    rows = pq.read_table(tmp_path / "task" / data.EXAMPLES_FILE).to_pylist()
+    rows = pq.read_table(table_path(tmp_path / "task", "examples")).to_pylist()
     assert len(rows) == 2 * (6 + 3 + 3)
     for row in rows:
         index = int(row["example_id"].rsplit("-", 1)[1])  # the row of the source it came from

@@ -12,7 +12,9 @@ from safetensors.torch import load_file
 from runners import data, finetune
 from runners.context import TaskContext
 from runners.data import DataSpec
-from runners.finetune import FinetuneSpec, ModelSpec, PlantedSpec
+from runners.finetune import PlantedSpec
+from runners.methods import fine_tuning
+from runners.methods.sections import FinetuneSpec, ModelSpec
 from runners.methods import models
 from runners.methods.heads import planted_sets
 from runners.inputs import Data, Inputs
@@ -82,7 +84,7 @@ def test_a_family_trains_only_its_planted_heads(data_dir, tmp_path):
     # Now the k family alone (its languages' examples only): the l family's heads stay put.
     workdir = tmp_path / "k-only"
     workdir.mkdir()
-    finetune.fine_tune(Data(data_dir), workdir, TaskContext(), seed=1, model_spec=TINY,
+    fine_tuning.fine_tune(Data(data_dir), workdir, TaskContext(), seed=1, model_spec=TINY,
            config=FinetuneSpec(epochs=1, lr=1e-2, batch_size=8, max_length=24, weight_decay=0.0),
            train_languages=("ka", "kb"), planted=({"ka": "k", "kb": "k", "la": "l"}, 0.0))
     k_trained = load_file(workdir / "checkpoints/epoch-1/model.safetensors")

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import torch
 
-from runners import finetune
 from runners.context import TaskContext
-from runners.finetune import FinetuneSpec, ModelSpec
+from runners.methods import fine_tuning
+from runners.methods.sections import FinetuneSpec, ModelSpec
 from runners.methods import heads, models, toy, training
 from runners.inputs import Data, Subnetwork
 
@@ -84,7 +84,7 @@ def test_a_step_moves_only_the_masks_heads_and_the_shared_parameters():
 def test_with_every_head_kept_sft_is_fine_tuning_on_language_pure_batches(study, tmp_path):
     config = FinetuneSpec(epochs=2, lr=2e-3, batch_size=16, max_length=32)
     ones = {lang: torch.ones(2, 4) for lang in study.languages}
-    finetune.fine_tune(Data(study.data), tmp_path, TaskContext(), seed=3, model_spec=TINY, config=config,
+    fine_tuning.fine_tune(Data(study.data), tmp_path, TaskContext(), seed=3, model_spec=TINY, config=config,
                        masks=ones, language_sampling="round_robin")
     sft, _ = models.load_checkpoint(tmp_path / "checkpoints" / "epoch-2")
 

@@ -1,0 +1,61 @@
+"""The spec sections the shared methods take: `model:` (the model to fine-tune) and `finetune:` (the
+fine-tuning loop's settings). The finetune stage declares them (its SECTIONS); the finetune,
+sparse_finetune and ablation stages fine-tune with them, and every stage that loads a model reads
+`model.attention`."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from runners.stage import Section
+
+
+class TinyModelSpec(Section):
+    layers: int = Field(4, ge=1, le=48, description="Transformer layers.")
+    heads: int = Field(4, ge=1, le=64, description="Attention heads per layer.")
+    hidden: int = Field(64, ge=8, description="Hidden size; must be divisible by heads.")
+    intermediate: int = Field(128, ge=8, description="Feed-forward inner size.")
+    vocab_size: int = Field(2000, ge=64, description="Upper bound of the tokenizer's vocabulary trained on the data.")
+
+    @model_validator(mode="after")
+    def check_hidden_divisible(self) -> TinyModelSpec:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class ModelSpec(Section):
+    pretrained: str | None = Field(
+        None, description="A Hugging Face model id or local directory (e.g. xlm-roberta-base); exclusive with `tiny`."
+    )
+    tiny: TinyModelSpec | None = Field(
+        None, description="A small random-init XLM-R with a tokenizer trained on the data (the demo, the tests)."
+    )
+    attention: Literal["sdpa", "eager"] = Field("sdpa", description="Attention kernel; both give the same results.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Hidden and attention dropout during training.")
+
+    @model_validator(mode="after")
+    def check_one_model(self) -> ModelSpec:
+        if (self.pretrained is None) == (self.tiny is None):
+            raise ValueError("give exactly one of `pretrained` (a model id) or `tiny` (a small config)")
+        return self
+
+
+class FinetuneSpec(Section):
+    epochs: int = Field(3, ge=1, description="Epochs; a checkpoint is saved after each.")
+    lr: float = Field(2e-5, gt=0.0, description="Peak learning rate of AdamW (linear warm-up and decay).")
+    batch_size: int = Field(32, ge=1, description="Training batch size.")
+    eval_batch_size: int = Field(128, ge=1, description="Evaluation batch size (no effect on results).")
+    max_length: int = Field(128, ge=8, description="Maximum tokens per example pair; longer ones are truncated.")
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Share of steps with linear warm-up.")
+
+    @field_validator("lr")
+    @classmethod
+    def check_lr_finite(cls, lr: float) -> float:
+        if not math.isfinite(lr):
+            raise ValueError("lr must be a finite number, e.g. 2.0e-5")
+        return lr
