@@ -1,5 +1,5 @@
 """Do the findings keep their nominal rates? Synthetic studies whose truth is planted, run through the
-real findings code (`langspec.findings.findings` on a `StudyData`, the same function the report calls),
+real findings code (`langspec.science.findings.findings` on a `StudyData`, the same function the report calls),
 at 2, 3 and 5 seeds.
 
 Each study has the structure the toy study shows: per-seed effects (each seed's training moves every
@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from langspec import findings, tracin_vs_ablation  # noqa: E402
+from langspec.science import findings, tracin_vs_ablation  # noqa: E402
 from runners.methods.toy import FAMILIES  # noqa: E402
 
 LANGUAGES = ("ka", "kb", "la", "lb", "mi")
@@ -112,7 +112,7 @@ def _masks(rng: np.random.Generator, families: bool) -> dict[str, set[int]]:
 
 
 def _jaccard_excess(masks: dict[str, set[int]]) -> dict[tuple[str, str], float]:
-    from langspec import stats
+    from langspec.science import stats
 
     return {(a, b): len(masks[a] & masks[b]) / len(masks[a] | masks[b]) - stats.random_mask_jaccard(HEADS, len(masks[a]), len(masks[b]))
             for a in LANGUAGES for b in LANGUAGES if a != b}

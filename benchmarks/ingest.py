@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 
 from runners.tables import write_arrow
 from store.artifacts import seal, table_path, task_dir
-from store.db import DB_FILE, StoreWriter
+from store.connections import DB_FILE
+from store.db import StoreWriter
 from store.influence import INFLUENCE_TABLES, influence_tables
 
 KEY = "0" * 64

@@ -9,7 +9,7 @@ def connect(store: str = "results"):
 
     Safe while a run writes the store: it waits for the run's current transaction (seconds) and
     then sees whole tasks only, as of its opening. The run waits while it is open: close it when done."""
-    from store.db import connect_read_only
+    from store.connections import connect_read_only
     from store.queries import register_views
 
     con = connect_read_only(store)

@@ -10,7 +10,7 @@ from rich.tree import Tree
 
 from langspec.compile import Task, TaskGraph, stage_tables
 from store import artifacts
-from store.db import connect_read_only
+from store.connections import connect_read_only
 from store.queries import internal
 from store.errors import StoreError
 

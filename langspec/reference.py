@@ -127,7 +127,7 @@ def _cell(text: str) -> str:
 def store_page() -> str:
     import duckdb
 
-    from store.db import SCHEMA_FILES, SCHEMA_VERSION, schema_sql
+    from store.migrations import SCHEMA_FILES, SCHEMA_VERSION, schema_sql
 
     con = duckdb.connect()
     con.execute(schema_sql())

@@ -20,7 +20,8 @@ from langspec.compile import stage_tables
 from store import artifacts
 from store.errors import StoreError
 from store.queries import internal
-from store.db import DB_FILE, StoreWriter, connect_read_only, damaged_database, is_damage, read_every_block
+from store.connections import DB_FILE, connect_read_only, damaged_database, is_damage, read_every_block
+from store.db import StoreWriter
 
 
 @dataclass(frozen=True)

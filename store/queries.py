@@ -167,3 +167,84 @@ def resolve(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str, 
     if missing:
         raise QueryError(f"the analysis {query.name} needs " + " ".join(f"--param {p}=..." for p in missing))
     return {p: params[p] for p in query.params}
+
+
+# Parameters whose values the store lists (store/sql/internal/param_values_NAME.sql): a value it
+# lacks would give zero rows, not an error.
+CHECKED_PARAMS = ("split", "language")
+
+
+def check_param_values(con, given: dict[str, object]) -> None:
+    for name in CHECKED_PARAMS:
+        if name in given:
+            allowed = [row[0] for row in internal(con, f"param_values_{name}")]
+            if given[name] not in allowed:
+                raise QueryError(f"--param {name}={given[name]}: the store has no {name} {given[name]!r}; it has {', '.join(map(str, allowed))}")
+
+
+def check_k(con, run_id: object, k: object) -> None:
+    """A QueryError unless k fits the run (k_fits)."""
+    scored = internal(con, "run_scored_training_examples", run_id=run_id)[0][0]
+    upper = f" and below {scored}, the training examples run {run_id}'s TracIn scored" if scored is not None else ""
+    if not k_fits(k, scored):
+        raise QueryError(f"k = {k!r}: k (proponents per test example) must be a whole number of at least 1{upper}; e.g. k=20")
+
+
+def bind_sql(sql: str, params: dict[str, object]) -> str:
+    """`sql` with each `$name` replaced by its value as an SQL literal: for reading and pasting
+    into another client, never for running here (langspec binds parameters by value)."""
+    return re.sub(r"\$([A-Za-z_]\w*)", lambda match: sql_literal(params[match[1]]), sql)
+
+
+def sql_literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def parse_params(pairs: list[str]) -> dict[str, object]:
+    """--param name=value pairs; values are read as YAML scalars (0 is a number, ka a string, an
+    empty value the empty string: --param point= is a run's one unswept point)."""
+    import yaml
+
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise QueryError(f"--param {pair!r}: write it as name=value, e.g. --param language=ka")
+        params[name.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return params
+
+def lookup(name: str) -> NamedQuery:
+    """The analysis `name`, or a QueryError that lists them (and names the closest)."""
+    queries = named_queries()
+    if name not in queries:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, list(queries), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise QueryError(f"no analysis named {name!r}; {hint}the analyses: {', '.join(queries)}")
+    return queries[name]
+
+
+def check_names(query: NamedQuery, given: dict[str, object]) -> None:
+    """A QueryError unless every given parameter is one of the analysis' own."""
+    unknown = sorted(set(given) - set(query.params))
+    if unknown:
+        takes = f"takes --param {', '.join(query.params)}" if query.params else "takes no --param"
+        raise QueryError(f"the analysis {query.name} {takes}, not {', '.join(unknown)}")
+
+
+def bind(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str, object]) -> dict[str, object]:
+    """Every parameter of `query`: the given ones, checked against the store (a split or language it
+    lacks, a k that does not fit the run), and the defaults `resolve` fills in."""
+    check_names(query, given)
+    check_param_values(con, given)
+    params = resolve(con, query, given)
+    if "k" in given:
+        check_k(con, params["run_id"], params["k"])
+    return params

@@ -12,7 +12,7 @@ from langspec.compile import compile_spec
 from langspec.execute import execute
 from langspec.load import load_spec
 from store.artifacts import table_path, task_dir
-from store.db import connect_read_only
+from store.connections import connect_read_only
 from store.queries import run_named
 
 SPEC = """\

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from langspec import findings
+from langspec.science import findings
 
 spec = importlib.util.spec_from_file_location("calibration", Path(__file__).parents[2] / "benchmarks" / "calibration.py")
 calibration = importlib.util.module_from_spec(spec)

@@ -126,7 +126,7 @@ def test_report_keeps_one_report_per_run(study):
     second = invoke("report", "--store", store)
     assert f"report of run 2: {store / 'report' / 'run-2' / 'index.html'}" in second.output
     assert page.is_file() and "run 1</h1>" in page.read_text()  # run 1's report is still there
-    from langspec.report import report_dir
+    from langspec.science.report import report_dir
 
     assert report_dir(store, 4, "prune.threshold=0.9") == store / "report" / "run-4" / "prune.threshold=0.9"
 
@@ -175,7 +175,7 @@ def test_a_checkpoint_classifies_in_a_plain_pipeline(study):
 def test_an_exported_subnetwork_reproduces_the_stored_accuracy(study, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-    from langspec.subnetwork import apply_head_mask
+    from langspec.science.subnetwork import apply_head_mask
 
     store = study["store"]
     exported = invoke("export", tmp_path / "subnetworks", "--store", store)

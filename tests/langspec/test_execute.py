@@ -12,7 +12,7 @@ from langspec.execute import execute
 from langspec.load import load_spec
 from runners.methods import toy
 from store.artifacts import is_complete
-from store.db import connect_read_only
+from store.connections import connect_read_only
 
 FILES_SPEC = """\
     name: branches

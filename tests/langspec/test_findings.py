@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from langspec import findings
-from store.db import schema_sql
+from langspec.science import findings
+from store.migrations import schema_sql
 from store.influence import insert_influence
 
 LANGUAGES = ["ka", "kb", "la"]  # ka/kb one toy family, la another
@@ -144,7 +144,7 @@ def test_no_bonus_gives_no_verdict_either_way():
 
 
 def test_the_interval_is_the_crossed_estimate_of_the_seeds_by_examples_table():
-    from langspec import stats
+    from langspec.science import stats
 
     con = build()
     table = []
@@ -195,7 +195,7 @@ def test_one_seed_draws_no_interval_over_seeds():
 
 
 def test_holm_adjusts_the_primary_questions_only():
-    from langspec import stats
+    from langspec.science import stats
 
     answers = list(by_question(build(sft_accuracy=8 / 9)).values())
     primary = [f for f in answers if f.primary]
@@ -227,7 +227,7 @@ def test_bad_k_is_a_failed_gate():
 
 
 def test_report_of_a_collapsed_model_claims_nothing(tmp_path):
-    from langspec.report import write_report
+    from langspec.science.report import write_report
 
     page = write_report(build(collapsed=True), tmp_path).read_text()
     written = json.loads((tmp_path / "findings.json").read_text())
@@ -264,7 +264,7 @@ def test_mask_transfer_analysis_against_its_rows():
 
 
 def test_an_interval_of_a_correlation_stays_within_minus_one_and_one():
-    from langspec import stats
+    from langspec.science import stats
 
     estimate = stats.over_seeds([0.95, 0.9, 0.97])  # 3 seeds: t(0.975, 2) = 4.3 takes the upper end past 1
     answer = findings.Answer("Q4", "t", "r", estimate.mean, estimate, {}, [], [], lambda v, i: "", bounds=(-1.0, 1.0))

@@ -37,7 +37,7 @@ def test_spec_page_lists_every_field_with_a_description():
 def test_store_page_describes_every_table_view_and_macro_with_its_columns():
     import duckdb
 
-    from store.db import schema_sql
+    from store.migrations import schema_sql
 
     con = duckdb.connect()
     con.execute(schema_sql())

@@ -25,7 +25,8 @@ import pytest
 
 from langspec import verify
 from store import artifacts
-from store.db import DB_FILE, GATE_FILE, LOCK_FILE, StoreWriter, connect_read_only
+from store.connections import DB_FILE, GATE_FILE, LOCK_FILE, connect_read_only
+from store.db import StoreWriter
 from store.errors import StoreError
 
 LOOPBACK = ("127.0.0.1", "::ffff:127.0.0.1", "::1")
@@ -38,7 +39,7 @@ PRIVATE_RAY = textwrap.dedent("""
     from pathlib import Path
     import ray
     import psutil  # Ray's own copy, on the path once Ray is imported
-    from langspec.execute import start_private_ray
+    from langspec.backends import start_private_ray
 
     store = Path(sys.argv[1])
     start_private_ray(store)
@@ -82,7 +83,7 @@ def test_a_ray_langspec_starts_listens_on_loopback_and_refuses_drivers_without_i
 
 
 def test_joining_a_cluster_leaves_the_users_authentication_settings_alone(ray_session, tmp_path, monkeypatch):
-    from langspec.execute import RayBackend
+    from langspec.backends import RayBackend
     from langspec.progress import RunDisplay
 
     monkeypatch.delenv("RAY_AUTH_MODE")
@@ -209,7 +210,7 @@ def as_nobody(action) -> str:
 
 
 def test_rays_own_temp_dir_is_private_and_passes_over_one_made_by_someone_else(tmp_path, monkeypatch):
-    from langspec.execute import _ray_temp_dir
+    from langspec.backends import _ray_temp_dir
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     long_store = tmp_path / ("a-store-whose-path-is-too-long-for-unix-sockets" * 2)
@@ -279,7 +280,7 @@ def test_query_writes_a_result_to_a_file_outside_the_store_only(store_with_rows,
 def test_a_traceback_hint_pastes_as_one_command_whatever_the_task_is_called(tmp_path):
     import shlex
 
-    from langspec.cli import traceback_command
+    from langspec.run_summary import traceback_command
 
     name = "finetune[seed=0,data.dataset=it's $(touch pwned)]"
     store = tmp_path / "my store; rm -rf ~"

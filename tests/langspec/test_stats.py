@@ -1,4 +1,4 @@
-"""langspec.stats against plain-Python loops and hand-computed cases: seeded and deterministic."""
+"""langspec.science.stats against plain-Python loops and hand-computed cases: seeded and deterministic."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import statistics
 import numpy as np
 import pytest
 
-from langspec import stats
+from langspec.science import stats
 
 
 def pearson_by_hand(x, y):

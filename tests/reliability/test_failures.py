@@ -12,7 +12,8 @@ import duckdb
 from typer.testing import CliRunner
 
 from langspec.cli import app
-from store.db import SCHEMA_VERSION, StoreWriter
+from store.db import StoreWriter
+from store.migrations import SCHEMA_VERSION
 
 SPEC = """\
 name: f

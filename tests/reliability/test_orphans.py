@@ -25,7 +25,8 @@ import pytest
 from contents import duplicate_rows, store_contents
 from waiting import wait_for
 from langspec.compile import compile_spec
-from langspec.execute import ORPHANED_EXIT, execute, run_task, task_call
+from langspec.execute import execute, task_call
+from langspec.worker import ORPHANED_EXIT, run_task
 from langspec.load import load_spec
 from store import artifacts
 
@@ -159,7 +160,7 @@ def test_an_orphan_still_writing_when_the_next_run_starts_never_commits(spec_fil
 
 WORKER = """
 import pickle, sys
-from langspec.execute import run_task
+from langspec.worker import run_task
 call = pickle.load(open(sys.argv[1], "rb"))
 print(run_task(call))
 """

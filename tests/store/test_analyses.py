@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from store.db import schema_sql
+from store.migrations import schema_sql
 from store.errors import QueryError
 from store.influence import insert_influence
 from store.queries import defaults, named_queries, resolve, run_named

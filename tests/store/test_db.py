@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from store.artifacts import seal, task_dir
-from store.db import COMPACTING_FILE, DB_FILE, SCHEMA_VERSION, StoreWriter, TaskRecord, connect_read_only
+from store.connections import DB_FILE, connect_read_only
+from store.db import COMPACTING_FILE, StoreWriter
+from store.migrations import SCHEMA_VERSION
 from store.errors import StoreError
 
 KEY = "a" * 64  # a task key: 64 hexadecimal digits

@@ -8,7 +8,7 @@ import random
 import duckdb
 import pytest
 
-from store.db import schema_sql
+from store.migrations import schema_sql
 from store.queries import VARIANTS, named_queries, register_views, run_named
 
 LANGUAGES = ["ka", "kb", "la"]

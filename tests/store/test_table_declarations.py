@@ -6,8 +6,9 @@ BY NAME."""
 import duckdb
 import pyarrow as pa
 
-from runners import data, tables
-from store.db import INFLUENCE_TABLES, STAGE_TABLES, schema_sql
+from runners import tables
+from store.db import INFLUENCE_TABLES, STAGE_TABLES
+from store.migrations import schema_sql
 
 DUCKDB_TYPES = {pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.string(): "VARCHAR", pa.float64(): "DOUBLE",
                 pa.float32(): "FLOAT", pa.bool_(): "BOOLEAN"}
@@ -16,7 +17,7 @@ DUCKDB_TYPES = {pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.string(): "VARCH
 def test_every_stage_table_is_its_arrow_schema_plus_the_task_key():
     con = duckdb.connect()
     con.execute(schema_sql())
-    declared = {**tables.SCHEMAS, "examples": data.SCHEMA}
+    declared = tables.SCHEMAS
     assert set(STAGE_TABLES) <= set(declared)
     for name in STAGE_TABLES:
         described = dict((row[0], row[1]) for row in con.execute(f'DESCRIBE "{name}"').fetchall())  # names from our own list
@@ -35,3 +36,12 @@ def test_the_influence_tables_keep_every_arrow_column_but_seed_and_variant_which
         assert described == {"task_no": "INTEGER"} | kept, name
     described = dict((row[0], row[1]) for row in con.execute('DESCRIBE "influence_examples"').fetchall())
     assert described == {"task_key": "VARCHAR"} | {f.name: DUCKDB_TYPES[f.type] for f in tables.SCHEMAS["influence_examples"]}
+
+
+def test_every_table_a_stage_writes_is_declared_and_created_and_every_declared_table_is_written():
+    from runners.stage import STAGES, stage
+
+    written = {table for name in STAGES for table in stage(name).TABLES} | {"planted_heads"}  # finetune's, with planted
+    written |= {"influence_examples", "tracin_cp", "proponents"}  # TracIn's influence, split by store.influence
+    assert written == set(tables.SCHEMAS)
+    assert written == set(STAGE_TABLES) | set(INFLUENCE_TABLES)

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from langspec import findings, stats, tracin_vs_ablation
-from store.db import schema_sql
+from langspec.science import findings, stats, tracin_vs_ablation
+from store.migrations import schema_sql
 from store.influence import insert_influence
 from store.queries import run_named
 
@@ -208,7 +208,7 @@ def test_a_statistic_that_permutation_cannot_change_has_p_one_and_a_constant_a_p
 
 
 def test_the_report_shows_the_figure_and_the_numbers_when_the_run_has_ablations(store, tmp_path):
-    from langspec.report import write_report
+    from langspec.science.report import write_report
 
     con, truth = store
     page = write_report(con, tmp_path, run_id=1, k=K, point="").read_text()

@@ -2,7 +2,7 @@
 statistic, a 95% interval, the p-value that agrees with that interval, Holm's adjustment over the
 primary questions, the sample sizes, a verdict and the reasons for it; computed from the store's
 analyses (store/sql/) and per-test-example rows (store/sql/internal/findings_*.sql) with
-langspec.stats.
+langspec.science.stats.
 
 Seeds are the replications; TracIn's test examples are the same in every seed (crossed with the
 seeds, not nested in them). A statistic measured per seed gets a t interval over seeds
@@ -28,7 +28,7 @@ from functools import cached_property
 import duckdb
 import numpy as np
 
-from langspec import stats, tracin_vs_ablation
+from langspec.science import stats, tracin_vs_ablation
 from store.queries import VARIANTS, internal, k_fits, run_named
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
@@ -76,7 +76,7 @@ class StudyData:
     proponents: dict  # (variant, checkpoint) -> seed -> test_id -> (test_language, {train_language: count})
     train_examples: dict  # (seed, variant) -> {language: training examples scored}
     threshold: float | None = None
-    validity: list = field(default_factory=list)  # langspec.tracin_vs_ablation.Validity of the point's ablation, if any
+    validity: list = field(default_factory=list)  # langspec.science.tracin_vs_ablation.Validity of the point's ablation, if any
     ablation_models: list = field(default_factory=list)  # findings_ablation_models rows
 
     @property

@@ -1,4 +1,4 @@
-"""`langspec report`: the study's findings (langspec.findings: findings.json and the page's first
+"""`langspec report`: the study's findings (langspec.science.findings: findings.json and the page's first
 section), its figures (PNG, matplotlib) and an HTML page, for one run and sweep point of a store,
 from the named analyses in store/sql/."""
 
@@ -11,8 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from langspec import controls, findings as study_findings
-from langspec import tracin_vs_ablation
+from langspec.science import controls, findings as study_findings, tracin_vs_ablation
 from store.queries import VARIANTS, internal, named_queries, resolve, run_named, run_points
 
 FINDINGS_FILE = "findings.json"  # its schema: docs/findings.schema.json

@@ -4,7 +4,7 @@ leaving s out of fine-tuning: per seed, then a t interval and t test over seeds 
 and an exploratory permutation p-value that permutes whole rows of E (test languages), the unit
 that is exchangeable when P and E both carry per-test-language effects.
 
-The statistics are langspec.stats'. `influence_validity` reads the store (the `validity_tests` macro and `ablation_examples`) and
+The statistics are langspec.science.stats'. `influence_validity` reads the store (the `validity_tests` macro and `ablation_examples`) and
 returns plain data.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import duckdb
 import numpy as np
 
-from langspec import stats
+from langspec.science import stats
 from store.queries import internal_table
 
 PREDICTORS = ("tracin", "share", "jaccard")  # P[t, s]; M+[t, s]; J(t, s) of the multilingual subnetworks

@@ -2,7 +2,7 @@
 (specs/controls.yaml), for `langspec report` (controls.json and the dose-response figure).
 
 At every sweep point whose fine-tuning planted modules, with the findings' own statistics
-(`langspec.findings`): recovery, the Jaccard of each language's pruned mask with its family's
+(`langspec.science.findings`): recovery, the Jaccard of each language's pruned mask with its family's
 planted set against its exact expectation for random masks of the same sizes, over seeds; Q1's
 own-mask advantage and verdict; S+ of the full model and of the subnetworks (crossed over seeds and
 test examples); and P1's related-minus-unrelated M+, over all families and per family.
@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from langspec import findings, stats
+from langspec.science import findings, stats
 from store.queries import internal_rows, run_named
 
 CONTROLS_FILE = "controls.json"

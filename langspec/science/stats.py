@@ -1,4 +1,4 @@
-"""The statistics behind the study's findings (langspec.findings): intervals and tests whose unit is
+"""The statistics behind the study's findings (langspec.science.findings): intervals and tests whose unit is
 the seed, with test examples crossed with seeds; permutation p-values (the Mantel test among them),
 Holm's adjustment, binomial intervals and correlations.
 

@@ -1,0 +1,205 @@
+"""Where tasks run: in this process (LocalBackend, for debugging) or as Ray tasks (RayBackend) on a
+private local Ray that only this run can use (start_private_ray) or on a cluster (--address)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import stat
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+from langspec.compile import Task
+from langspec.errors import PlanError
+from langspec.progress import RunDisplay
+from store import artifacts
+
+
+from langspec.worker import TaskCall, WORKER_NICENESS, run_task
+class LocalBackend:
+    """Runs each task in this process, in submission order; the same semantics as Ray, no Ray."""
+
+    name = "local"
+
+    def __init__(self, display: RunDisplay):
+        self._queue: list[TaskCall] = []
+        self._display = display
+
+    def check_fits(self, pending: list[Task]) -> None:
+        import torch
+
+        _check_gpus(pending, torch.cuda.device_count(), "this machine")
+
+    def submit(self, call: TaskCall, max_retries: int = 0) -> None:
+        self._queue.append(call)  # nothing to retry: a crash here ends the driver too
+
+    def wait(self) -> list[tuple[str, dict]]:
+        call = self._queue.pop(0)
+        return [(call.key, run_task(call, report=self._display.reporter(call.key)))]
+
+    def close(self, interrupted: bool = False) -> None:
+        pass
+
+
+class RayBackend:
+    """Plain `ray.remote` tasks with the spec's resources; a local Ray unless `address` is given."""
+
+    name = "ray"
+
+    def __init__(self, root: Path, display: RunDisplay, address: str | None = None, queued_report_s: float = 60.0):
+        import ray
+
+        self._ray = ray
+        self._root = root
+        self._display = display
+        self._owned = False
+        if not ray.is_initialized():
+            term = signal.getsignal(signal.SIGTERM)
+            if address:  # the cluster's authentication is its administrator's: the user's settings stand
+                ray.init(address=address, log_to_driver=False)
+            else:
+                start_private_ray(root)
+            self._owned = True
+            if callable(term) and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, term)  # Ray's own handler exits on the spot, leaving the run "running"
+        self._remote = ray.remote(run_task)
+        self._pending: dict = {}  # ObjectRef -> (task call, submitted at)
+        self._reported: set[str] = set()
+        self._queued_report_s = queued_report_s
+
+    def check_fits(self, pending: list[Task]) -> None:
+        """Every task's request fits on at least one live node; otherwise Ray would queue it forever."""
+        nodes = [node["Resources"] for node in self._ray.nodes() if node.get("Alive")]
+        _check_gpus(pending, max((node.get("GPU", 0) for node in nodes), default=0), "the largest node of the Ray cluster")
+        for task in pending:
+            request = _request(task)
+            if not any(all(node.get(name, 0) >= amount for name, amount in request.items()) for node in nodes):
+                largest = max(nodes, key=lambda node: (node.get("CPU", 0), node.get("GPU", 0)), default={})
+                raise PlanError(
+                    f"stage {task.stage} asks for {_describe(request)} per task, but no node of the Ray cluster has that: "
+                    f"the largest of its {len(nodes)} node(s) has {_describe({k: largest.get(k, 0) for k in request})}; "
+                    f"lower resources.{task.stage}.num_cpus (or num_gpus; or resources.default) in the spec, or add a bigger node"
+                )
+
+    def submit(self, call: TaskCall, max_retries: int = 1) -> None:
+        options = {"num_cpus": call.num_cpus, "num_gpus": call.num_gpus, "max_retries": max_retries}
+        self._pending[self._remote.options(**options).remote(call)] = (call, time.monotonic())
+
+    def wait(self) -> list[tuple[str, dict]]:
+        while True:
+            ready, _ = self._ray.wait(list(self._pending), num_returns=1, timeout=0.25)
+            self._display.poll_files(self._root)
+            if ready:
+                break
+            self._report_queued()
+        results = []
+        for ref in ready:
+            call, _ = self._pending.pop(ref)
+            try:
+                results.append((call.key, self._ray.get(ref)))
+            except self._ray.exceptions.RayError as err:  # the worker died, retries used up
+                error = f"{type(err).__name__}: {err}".rstrip() + f"\nRay's logs: {self._logs()}"
+                results.append((call.key, {"ok": False, "error": error, "traceback": ""}))
+        return results
+
+    def _report_queued(self) -> None:
+        """While none of the run's tasks is running, say what a task that has not started after
+        resources.queued_report_s waits for: never a silent wait."""
+        now = time.monotonic()
+        # Begun: its worker made its attempt directory (a task may load a model for a while before its
+        # first progress report).
+        started = {call.key for call, _ in self._pending.values() if artifacts.attempt_started(self._root, call.key, call.token)}
+        if started:  # the run's own tasks hold the nodes: an ordinary queue, not a stall
+            return
+        for call, submitted in self._pending.values():
+            if call.key in self._reported or now - submitted < self._queued_report_s:
+                continue
+            self._reported.add(call.key)
+            free = self._ray.available_resources()
+            self._display.note(
+                f"{call.name} has waited {now - submitted:.0f} s for a node with {call.num_cpus:g} CPU(s) and "
+                f"{call.num_gpus:g} GPU(s); free in the cluster now: {free.get('CPU', 0):g} CPU(s), {free.get('GPU', 0):g} GPU(s)"
+            )
+
+    def _logs(self) -> str:
+        try:
+            session = self._ray._private.worker._global_node.get_session_dir_path()
+            return f"{Path(session).resolve() / 'logs'} (raylet.out, worker-*.err)"
+        except Exception:  # a client connection has no local session
+            return "session_latest/logs/raylet.out under the head node's Ray temp dir"
+
+    def close(self, interrupted: bool = False) -> None:
+        if interrupted:  # tasks already running on a cluster that stays up must stop too
+            for ref in self._pending:
+                self._ray.cancel(ref, force=True)
+        if self._owned:
+            self._ray.shutdown()
+
+
+def _request(task: Task) -> dict[str, float]:
+    request = {"CPU": task.resources.num_cpus}
+    if task.resources.num_gpus:
+        request["GPU"] = task.resources.num_gpus
+    return request
+
+
+def _describe(resources: dict[str, float]) -> str:
+    return ", ".join(f"{amount:g} {name}" + ("s" if name in ("CPU", "GPU") and amount != 1 else "") for name, amount in resources.items())
+
+
+def _check_gpus(pending: list[Task], available: float, where: str) -> None:
+    needed = max((task.resources.num_gpus for task in pending), default=0)
+    if needed > available:
+        stages = sorted({task.stage for task in pending if task.resources.num_gpus > available})
+        raise PlanError(
+            f"stage(s) {', '.join(stages)} ask for {needed:g} GPU(s) per task, but {where} has {available:g}; "
+            "set resources.<stage>.num_gpus: 0 to run on CPU, or join a cluster with GPUs via --address"
+        )
+
+
+def start_private_ray(root: Path) -> None:
+    """Start a local Ray that only this run can use: every port on loopback, and token authentication
+    with a fresh token that lives only in the environment of this process and the Ray processes it
+    starts (never on disk). Ray 2.60 binds its servers to the node's address on every interface
+    unless that address is loopback, and resolves a `_node_ip_address` of 127.0.0.1 back to the
+    network's: `ENABLE_RAY_CLUSTER`, the switch its laptop mode reads, makes loopback the node's
+    address, and is put back once Ray has started (a later `--address` in this process joins as usual)."""
+    import ray
+    from ray._private import ray_constants
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ["RAY_worker_niceness"] = str(WORKER_NICENESS)  # read by the raylet it starts
+    Config.initialize("")  # Ray read both when it was imported; as its own switch to token mode does
+    AuthenticationTokenLoader.instance().reset_cache()
+    cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=128 * 1024**2,
+                 _temp_dir=_ray_temp_dir(root), log_to_driver=False)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+
+
+def _ray_temp_dir(root: Path) -> str:
+    """Ray's temp dir under the store (private with it), unless that path is too long for Ray's unix
+    sockets: then the user's own directory in the system's temp dir, 0700. Its name can be guessed,
+    so one that someone else made first (or a link) is passed over for a fresh private one."""
+    preferred = (root / "ray").resolve()
+    if len(str(preferred)) <= 40:
+        return str(preferred)
+    own = Path(tempfile.gettempdir()) / f"langspec-ray-{os.getuid()}"
+    try:
+        own.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    found = own.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
+        return tempfile.mkdtemp(prefix="langspec-ray-")
+    own.chmod(0o700)  # earlier langspec versions left it open to every user
+    return str(own)

@@ -1,0 +1,151 @@
+"""Connections to a store's database: the read-only one every reader uses (it reaches no file but
+the database), the wait for a file another process holds, the gate that keeps a stream of readers
+from starving the writer, and what a damaged file looks like.
+
+DuckDB locks its file per process: while one process has it open read-write, no other can open it,
+even read-only, and the other way round. `<root>/.writing` is the gate: the writer holds it
+exclusively while it opens, writes and closes the database, a reader holds it shared only while it
+opens its connection."""
+
+from __future__ import annotations
+
+import fcntl
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from store import artifacts
+from store.errors import StoreError
+from store.migrations import SCHEMA_VERSION, migratable, schema_version
+
+DB_FILE = "langspec.duckdb"
+LOCK_FILE = ".lock"
+GATE_FILE = ".writing"
+# How long a reader waits for the writer's transaction (ingesting a paper-size TracIn task takes
+# seconds) before it says who holds the store.
+READ_WAIT_S = 120.0
+
+
+def first_row(con: duckdb.DuckDBPyConnection, sql: str, **params) -> tuple | None:
+    """The first row of a query (DuckDB 2.0 relations have no fetchone())."""
+    rows = con.sql(sql, params=params or None).limit(1).fetchall()
+    return rows[0] if rows else None
+
+
+def lock_holder(root: Path) -> str:
+    try:
+        return (Path(root) / LOCK_FILE).read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+# A read-only connection protects the database, not the disk: DuckDB's `read_only` alone still runs
+# `COPY ... TO` any file (the database itself included), `read_csv` of any file, and INSTALL/LOAD of
+# extensions from the network. These close that, and `lock_configuration` keeps a query from reopening it.
+READ_ONLY_CONFIG = {"enable_external_access": False, "autoinstall_known_extensions": False,
+                    "autoload_known_extensions": False, "allow_community_extensions": False, "lock_configuration": True}
+
+
+def connect_read_only(root: str | Path, wait_s: float = READ_WAIT_S) -> duckdb.DuckDBPyConnection:
+    """A read-only connection for queries and analyses: writes through it fail, and it reaches no file
+    but the database (no COPY TO, no read_csv, no extensions). While a run writes
+    the store, waits for its transaction (up to `wait_s`). The connection sees the store as of its
+    opening, whole tasks only, for as long as it stays open; and the run waits while it is open, so
+    close it when done (`with connect_read_only(root) as con:`)."""
+    path = Path(root) / DB_FILE
+    if not path.is_file():
+        raise StoreError(f"no store at {root}: run `langspec run SPEC --store {root}` first")
+    deadline = time.monotonic() + wait_s
+
+    def waiting(holder: str) -> bool:
+        if time.monotonic() < deadline:
+            return True
+        raise StoreError(f"the store {root} is busy: {holder} has been writing it for over {wait_s:.0f} s; "
+                         "retry later (a langspec run writes it only while it ingests a task)")
+
+    with gate(Path(root), fcntl.LOCK_SH, lambda: waiting(f"a langspec run (pid {lock_holder(Path(root))})")):
+        con = connect_waiting(Path(root), waiting, read_only=True, config=READ_ONLY_CONFIG)
+    found = schema_version(con)
+    if found is not None and found != SCHEMA_VERSION:
+        con.close()
+        how = (f"`langspec run SPEC --store {root}` upgrades it (a cached run takes seconds)" if migratable(found)
+               else "read it with the langspec version that wrote it, or use a new --store DIR")
+        raise StoreError(f"the store {root} has schema version {found}, this langspec reads version {SCHEMA_VERSION}: {how}")
+    return con
+
+
+# DuckDB's words (1.1 to 2.0) when another process has the file open: "Could not set lock on file ...:
+# Conflicting lock is held in /usr/bin/python3 (PID 1234) ..."
+LOCK_CONFLICT = re.compile(r"could not set lock on file", re.IGNORECASE)
+LOCK_HOLDER = re.compile(r"Conflicting lock is held in (\S+) \(PID (\d+)\)")
+
+
+def connect_waiting(root: Path, keep_waiting, **options) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, retried with backoff while another process holds the file; keep_waiting(holder)
+    says whether to go on (or raises). A damaged file is reported as such."""
+    pause = 0.01
+    while True:
+        try:
+            return duckdb.connect(str(root / DB_FILE), **options)
+        except duckdb.Error as err:
+            if is_damage(err):
+                raise damaged_database(root, err) from None
+            if not LOCK_CONFLICT.search(str(err)):
+                raise StoreError(f"cannot open the store {root}: {err}") from None
+            found = LOCK_HOLDER.search(str(err))
+            keep_waiting(f"process {found[2]} ({Path(found[1]).name})" if found else "another process")
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.5)
+
+
+@contextmanager
+def gate(root: Path, mode: int, keep_waiting, create: bool = False):
+    """Hold `<root>/.writing` in `mode` (LOCK_EX: the writer, LOCK_SH: a reader), polling with
+    backoff; keep_waiting() says whether to go on. A reader of a store it cannot write, or one that no
+    langspec of this version wrote yet, goes without: DuckDB's own lock still keeps it safe."""
+    try:
+        handle = artifacts.open_private(root / GATE_FILE) if create else open(root / GATE_FILE)
+    except OSError:
+        if create:
+            raise
+        yield
+        return
+    with handle:
+        pause = 0.005
+        while True:
+            try:
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                keep_waiting()
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.25)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# What DuckDB says of a truncated or overwritten file (measured with duckdb 2.0).
+DAMAGE_SIGNS = ("could not read enough bytes", "not a valid duckdb database", "corrupt database", "checksum")
+
+
+def is_damage(err: Exception) -> bool:
+    return any(sign in str(err).lower() for sign in DAMAGE_SIGNS)
+
+
+def read_every_block(con: duckdb.DuckDBPyConnection) -> None:
+    """Read every column of every table: DuckDB opens a truncated file and fails only on the
+    blocks that are gone, so this is the check that a whole database is readable."""
+    for (table,) in con.sql("SELECT table_name FROM duckdb_tables() WHERE NOT internal").fetchall():
+        con.sql(f'SELECT bit_xor(hash(COLUMNS(*))) FROM "{table}"').fetchall()
+
+
+def damaged_database(root: Path, err: Exception) -> StoreError:
+    return StoreError(
+        f"the database {Path(root) / DB_FILE} is damaged ({' '.join(str(err).split())[:200]}); "
+        f"`langspec verify --repair --store {root}` rebuilds it from the task directories (results are kept, the run history is not)"
+    )
