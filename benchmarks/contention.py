@@ -7,14 +7,17 @@ without them, side by side in one invocation.
      wait and with OMP_WAIT_POLICY=PASSIVE, at 1 and 2 torch threads; each case in a fresh process,
      since OpenMP reads the policy once, when torch loads it.
   2. demo (with --demo): `langspec run specs/demo.yaml` cold, alone and beside the competitor, with
-     this checkout and, with --old DIR, another (e.g. `git worktree add /tmp/old <commit>`), for the
-     executors named by --executors.
+     this checkout and, with --old DIR, another (e.g. `git worktree add /tmp/old <commit>`), each with
+     its own specs/demo.yaml, for the executors named by --executors; and this checkout's demo
+     watched by `langspec status` once a second, as `watch langspec status` would.
+  3. the CLI (with --demo): `langspec --help` and `langspec status` on a finished demo store, median
+     wall seconds of 5 runs.
 
 The competitor is a torch process doing 512x512 matmuls on as many threads as the machine has cores,
 at niceness 0, started before and stopped after each timed case.
 
 Run (from the repository root):
-    .venv/bin/python benchmarks/contention.py [--steps 40] [--demo] [--old DIR] [--executors ray,local]
+    .venv/bin/python benchmarks/contention.py [--steps 40] [--demo] [--old DIR] [--executors ray,local] [--alone]
 """
 
 from __future__ import annotations
@@ -82,17 +85,40 @@ def step_ms(threads: int, policy: str | None, steps: int) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def demo_seconds(code: Path, executor: str) -> float:
-    store = Path(tempfile.mkdtemp(prefix="contention-"))
+def demo_seconds(code: Path, executor: str, watched: bool = False, keep: Path | None = None) -> float:
+    """Wall seconds of a cold `langspec run` of `code`'s own demo spec; with `watched`, while
+    `langspec status` runs once a second on its store; with `keep`, the store is left there."""
+    store = keep or Path(tempfile.mkdtemp(prefix="contention-"))
     env = {**os.environ, "PYTHONPATH": str(code)}
     started = time.perf_counter()
-    done = subprocess.run([PYTHON, "-m", "langspec", "run", str(HERE / "specs" / "demo.yaml"), "--store", str(store), "--executor", executor],
-                          cwd=code, env=env, capture_output=True, text=True)
+    run = subprocess.Popen([PYTHON, "-m", "langspec", "run", str(code / "specs" / "demo.yaml"), "--store", str(store), "--executor", executor],
+                           cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while watched and run.poll() is None:
+        subprocess.run([PYTHON, "-m", "langspec", "status", "--store", str(store)], cwd=code, env=env, capture_output=True)
+        time.sleep(1.0)
+    _, stderr = run.communicate()
     seconds = time.perf_counter() - started
-    shutil.rmtree(store, ignore_errors=True)
-    if done.returncode != 0:
-        raise SystemExit(f"the demo failed with {code}:\n{done.stderr[-2000:]}")
+    if run.returncode == 0:
+        import duckdb
+
+        with duckdb.connect(str(store / "langspec.duckdb"), read_only=True) as con:
+            stages = con.sql("SELECT stage, round(sum(seconds), 1) FROM tasks GROUP BY stage ORDER BY min(started_at)").fetchall()
+        print("    task seconds by stage: " + ", ".join(f"{stage} {s:g}" for stage, s in stages), flush=True)
+    if keep is None:
+        shutil.rmtree(store, ignore_errors=True)
+    if run.returncode != 0:
+        raise SystemExit(f"the demo failed with {code}:\n{stderr[-2000:]}")
     return seconds
+
+
+def cli_seconds(args: list[str], store: Path, runs: int = 5) -> float:
+    """Median wall seconds of `langspec ARGS` (this checkout), as a user's shell starts it."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([PYTHON, "-m", "langspec", *args], cwd=store, capture_output=True, check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -101,6 +127,8 @@ def main() -> None:
     parser.add_argument("--demo", action="store_true", help="also time the demo, alone and beside the competitor")
     parser.add_argument("--old", type=Path, help="a checkout to compare the demo against")
     parser.add_argument("--executors", default="ray,local")
+    parser.add_argument("--alone", action="store_true", help="time the demos alone only (a checkout from before #25, whose "
+                        "Ray workers ran at nice 15, barely moves beside the competitor)")
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}")
     print(f"\n{'training step (ms, median)':34}{'alone':>8}{'busy':>8}{'busy/alone':>12}")
@@ -109,7 +137,7 @@ def main() -> None:
             alone = step_ms(threads, policy, args.steps)
             busy = with_competitor(lambda: step_ms(threads, policy, args.steps))
             name = f"{threads} thread(s), wait {'PASSIVE' if policy else 'default'}"
-            print(f"{name:34}{alone:8.0f}{busy:8.0f}{busy / alone:12.2f}")
+            print(f"{name:34}{alone:8.0f}{busy:8.0f}{busy / alone:12.2f}", flush=True)
     if not args.demo:
         return
     print(f"\n{'demo, cold (s)':34}{'alone':>8}{'busy':>8}{'busy/alone':>12}")
@@ -118,8 +146,18 @@ def main() -> None:
             if code is None:
                 continue
             alone = demo_seconds(code, executor)
+            if args.alone:
+                print(f"{name + ', ' + executor:34}{alone:8.0f}", flush=True)
+                continue
             busy = with_competitor(lambda: demo_seconds(code, executor))
-            print(f"{name + ', ' + executor:34}{alone:8.0f}{busy:8.0f}{busy / alone:12.2f}")
+            print(f"{name + ', ' + executor:34}{alone:8.0f}{busy:8.0f}{busy / alone:12.2f}", flush=True)
+            if code == HERE and executor == "ray":
+                kept = Path(tempfile.mkdtemp(prefix="contention-watched-"))
+                watched = demo_seconds(code, executor, watched=True, keep=kept)
+                print(f"{'this checkout, ray, watched':34}{alone:8.0f}{watched:8.0f}{watched / alone:12.2f}  (status once a second)", flush=True)
+                for args_ in (["--help"], ["status", "--store", str(kept)]):
+                    print(f"langspec {' '.join(args_[:1])}: {cli_seconds(args_, kept):.3f} s (median of 5)", flush=True)
+                shutil.rmtree(kept, ignore_errors=True)
 
 
 if __name__ == "__main__":
