@@ -79,8 +79,11 @@ class Driver:
     def __init__(self, spec: Path, store: Path, log: Path):
         pidfile = log.with_suffix(".pid")
         command = [sys.executable, "-m", "langspec", "run", str(spec), "--store", str(store)]
+        # Ctrl-C's SIGINT acts in a terminal's foreground process even where this suite runs as a
+        # background job (`make test &`), whose children inherit SIGINT ignored.
         self.reaper = subprocess.Popen([sys.executable, str(SUBREAPER), str(pidfile), *command],
-                                       stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+                                       stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         wait_for(pidfile.is_file, what="the driver to start")
         self.pid = int(pidfile.read_text())
 
