@@ -181,12 +181,12 @@ def start_private_ray(root: Path) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=128 * 1024**2,
-                 _temp_dir=_ray_temp_dir(root), log_to_driver=False)
+                 _temp_dir=ray_temp_dir(root), log_to_driver=False)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
 
 
-def _ray_temp_dir(root: Path) -> str:
+def ray_temp_dir(root: Path) -> str:
     """Ray's temp dir under the store (private with it), unless that path is too long for Ray's unix
     sockets: then the user's own directory in the system's temp dir, 0700. Its name can be guessed,
     so one that someone else made first (or a link) is passed over for a fresh private one."""

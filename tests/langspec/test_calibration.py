@@ -28,7 +28,7 @@ def test_intervals_keep_their_rate_where_pooling_the_examples_would_not():
         answers = {f.question: f for f in findings.findings(data)}
         q2 = answers["Q2"]
         covered += q2.interval[0] <= 0 <= q2.interval[1]
-        differences = np.array([d for by_test in findings._paired(data, "subnetwork", "full").values() for d in by_test.values()])
+        differences = np.array([d for by_test in findings.paired(data, "subnetwork", "full").values() for d in by_test.values()])
         half = 1.96 * differences.std(ddof=1) / np.sqrt(len(differences))  # every (seed, example) as a replication
         pooled += differences.mean() - half <= 0 <= differences.mean() + half
         for q, f in answers.items():

@@ -210,17 +210,17 @@ def as_nobody(action) -> str:
 
 
 def test_rays_own_temp_dir_is_private_and_passes_over_one_made_by_someone_else(tmp_path, monkeypatch):
-    from langspec.backends import _ray_temp_dir
+    from langspec.backends import ray_temp_dir
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     long_store = tmp_path / ("a-store-whose-path-is-too-long-for-unix-sockets" * 2)
-    own = Path(_ray_temp_dir(long_store))
+    own = Path(ray_temp_dir(long_store))
     assert own == tmp_path / f"langspec-ray-{os.getuid()}" and own.stat().st_mode & 0o777 == 0o700
     own.chmod(0o777)  # as earlier versions left it
-    assert Path(_ray_temp_dir(long_store)).stat().st_mode & 0o777 == 0o700
+    assert Path(ray_temp_dir(long_store)).stat().st_mode & 0o777 == 0o700
     own.rmdir()
     own.symlink_to(tmp_path)  # taken first by someone else (a link to where they want Ray's sockets)
-    fresh = Path(_ray_temp_dir(long_store))
+    fresh = Path(ray_temp_dir(long_store))
     assert fresh != own and fresh.parent == tmp_path and fresh.stat().st_mode & 0o777 == 0o700
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from langspec.science import findings, stats, tracin_vs_ablation
+from langspec.science import findings, questions, stats, tracin_vs_ablation
 from store.migrations import schema_sql
 from store.influence import insert_influence
 from store.queries import run_named
@@ -218,7 +218,7 @@ def test_the_report_shows_the_figure_and_the_numbers_when_the_run_has_ablations(
     assert written["statistic"] == pytest.approx(tracin[0].statistic)
     # this store has no full model's accuracy, so its gate voids Q6; with the gates passed, Q6 gives validity's numbers
     assert written["verdict"] == "inconclusive" and written["reasons"][0].startswith("no full-model test accuracy")
-    q6 = findings.q6_tracin_predicts_removal(findings.load(con, 1, "", K), findings.Gates({})).finish(None)
+    q6 = questions.q6_tracin_predicts_removal(findings.load(con, 1, "", K), findings.Gates({})).finish(None)
     assert q6.statistic == pytest.approx(tracin[0].statistic) and q6.p_value == pytest.approx(tracin[0].p)
     assert q6.interval == pytest.approx([tracin[0].low, tracin[0].high])
 
