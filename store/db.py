@@ -248,7 +248,7 @@ class StoreWriter:
         missing = [table for table in tables if table not in files]
         if missing:
             raise StoreError(f"task {name} lacks its table(s) {', '.join(missing)}; `langspec verify --repair` sets it aside")
-        unknown = set(files) - set(TASK_TABLES)
+        unknown = set(files) - set(STAGE_TABLES) - set(INFLUENCE_TABLES)
         if unknown:
             raise StoreError(f"task {name} wrote tables the store does not know: {', '.join(sorted(unknown))}")
         from store.influence import insert_influence, insert_tables  # numpy and pyarrow: a reader of the store never needs them
