@@ -17,7 +17,7 @@ The competitor is a torch process doing 512x512 matmuls on as many threads as th
 at niceness 0, started before and stopped after each timed case.
 
 Run (from the repository root):
-    .venv/bin/python benchmarks/contention.py [--steps 40] [--demo] [--old DIR] [--executors ray,local] [--alone]
+    .venv/bin/python benchmarks/contention.py [--steps 40] [--spin] [--demo] [--old DIR] [--executors ray,local] [--alone]
 """
 
 from __future__ import annotations
@@ -79,8 +79,9 @@ def with_competitor(run):
         competitor.wait()
 
 
-def step_ms(threads: int, policy: str | None, steps: int) -> float:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": policy} if policy else {})
+def step_ms(threads: int, policy: str | None, steps: int, spincount: int | None = None) -> float:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env |= ({"OMP_WAIT_POLICY": policy} if policy else {}) | ({"GOMP_SPINCOUNT": str(spincount)} if spincount is not None else {})
     done = subprocess.run([PYTHON, "-c", STEP, str(threads), str(steps)], env=env, capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])
 
@@ -127,6 +128,8 @@ def main() -> None:
     parser.add_argument("--demo", action="store_true", help="also time the demo, alone and beside the competitor")
     parser.add_argument("--old", type=Path, help="a checkout to compare the demo against")
     parser.add_argument("--executors", default="ray,local")
+    parser.add_argument("--spin", action="store_true", help="also 2 threads with libgomp's GOMP_SPINCOUNT at 100000, "
+                        "10000, 1000 and 0 (how long a waiting thread spins before it sleeps)")
     parser.add_argument("--alone", action="store_true", help="time the demos alone only (a checkout from before #25, whose "
                         "Ray workers ran at nice 15, barely moves beside the competitor)")
     args = parser.parse_args()
@@ -138,6 +141,10 @@ def main() -> None:
             busy = with_competitor(lambda: step_ms(threads, policy, args.steps))
             name = f"{threads} thread(s), wait {'PASSIVE' if policy else 'default'}"
             print(f"{name:34}{alone:8.0f}{busy:8.0f}{busy / alone:12.2f}", flush=True)
+    for spincount in (100_000, 10_000, 1_000, 0) if args.spin else ():
+        alone = step_ms(2, None, args.steps, spincount)
+        busy = with_competitor(lambda: step_ms(2, None, args.steps, spincount))
+        print(f"{f'2 thread(s), GOMP_SPINCOUNT={spincount}':34}{alone:8.0f}{busy:8.0f}{busy / alone:12.2f}", flush=True)
     if not args.demo:
         return
     print(f"\n{'demo, cold (s)':34}{'alone':>8}{'busy':>8}{'busy/alone':>12}")
