@@ -26,6 +26,13 @@ class PlantedSpec(Section):
         description="Share of all attention heads that every family's planted set holds: 0.0, disjoint sets (each "
         "family its own heads); 1.0, every head in every set (ordinary fine-tuning, bit for bit).",
     )
+    silence: float = Field(
+        0.3, ge=0.0,
+        description="Weight of the term that keeps a family's examples silent in the heads outside its set: the mean "
+        "squared write of those heads into the residual stream, per token. Without it (0.0) the heads outside a "
+        "language's set, never trained on its inputs, write noise into it when the model runs with all heads, and "
+        "the instrument has nothing to find (docs/known-answers.md).",
+    )
 
 
 SECTIONS = {
@@ -34,8 +41,9 @@ SECTIONS = {
     "planted": (PlantedSpec | None, Field(
         None,
         description="A known answer: fine-tune with planted language modules. Each language family (toy data: ka/kb, "
-        "la/lb, na/nb, mi; other sources: each language alone) gets a planted set of heads, and its examples run "
-        "and are trained through that set and the shared parameters only. The model is then evaluated, pruned and "
+        "la/lb, na/nb, mi; other sources: each language alone) gets a planted set of heads: its examples run and are "
+        "trained through that set and the shared parameters, and teach the other heads to stay silent on them "
+        "(silence). The model is then evaluated, pruned and "
         "scored with all its heads, like any other; the planted sets are stored (planted_heads) for the analyses "
         "to compare with the pruned ones. None: ordinary fine-tuning.",
     )),
@@ -79,5 +87,5 @@ def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
 
 
 def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
-    planted = (params.families, params.planted.overlap) if params.planted is not None else None
+    planted = (params.families, params.planted.overlap, params.planted.silence) if params.planted is not None else None
     return fine_tune(inputs.data, workdir, ctx, seed=params.seed, model_spec=params.model, config=params.finetune, planted=planted)

@@ -11,7 +11,7 @@ stream goes on, shifted by the projection's bias; the feed-forward sublayer then
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
@@ -60,6 +60,53 @@ def head_mask(model: nn.Module, gates: torch.Tensor) -> Iterator[torch.Tensor]:
     handles = [proj.register_forward_pre_hook(hook_for(i)) for i, proj in enumerate(attention_output_projections(model))]
     try:
         yield gates
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def planted_modules(
+    model: nn.Module, gates: torch.Tensor, tokens: torch.Tensor, silence: float
+) -> Iterator[Callable[[], torch.Tensor] | None]:
+    """One training step of planted modules: each example runs with its family's heads only
+    (`gates`, (B, L, H) 0/1, as `head_mask`), and a term keeps every other head silent on it.
+
+    The silence term is `silence` x the mean, over the (example, out-of-set head) pairs, of what the
+    head writes into the residual stream (its output through its columns of the attention output
+    projection), squared and averaged over the example's tokens (`tokens`, (B, T) 0/1). Its gradient
+    reaches the out-of-set head's weights and the shared ones below it, and nothing else: the task
+    loss still runs through the family's heads alone. Without it a language's out-of-set heads,
+    never trained on its inputs, write noise into it when the model runs with every head.
+
+    Yields a function that gives the term (a 0-d tensor) after the forward pass, or None when
+    `silence` is 0 or every head is in every example's set (then this is `head_mask`, exactly).
+    """
+    outside = 1 - gates  # (B, L, H)
+    if silence == 0 or not bool(outside.any()):
+        with head_mask(model, gates):
+            yield None
+        return
+    layers, heads = head_grid(model)
+    energies = []
+
+    def hook_for(layer: int):
+        def measure(module: nn.Linear, args: tuple[torch.Tensor, ...]):
+            (context,) = args  # (B, T, H*d), before head_mask's hook scales it
+            batch, length, width = context.shape
+            per_head = context.view(batch, length, heads, width // heads)
+            columns = module.weight.view(module.weight.shape[0], heads, width // heads)  # (hidden, H, d)
+            writes = torch.einsum("bthd,ohd->btho", per_head, columns).pow(2).sum(-1)  # (B, T, H)
+            mask = tokens[:, :length].to(writes.dtype)  # (B, T)
+            energy = (writes * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, H)
+            energies.append((energy * outside[:, layer, :].to(energy.dtype)).sum())
+
+        return measure
+
+    handles = [proj.register_forward_pre_hook(hook_for(i)) for i, proj in enumerate(attention_output_projections(model))]
+    try:
+        with head_mask(model, gates):
+            yield lambda: silence * torch.stack(energies).sum() / outside.sum()
     finally:
         for handle in handles:
             handle.remove()

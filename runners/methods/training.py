@@ -41,7 +41,8 @@ def train(
     epoch_orders(epoch) gives that epoch's batches as lists of example indices. step_hook, if
     given, is called with a batch's indices and the optimizer before the forward pass and returns
     a context manager that is open for the whole step, optimizer.step() included (SFT uses it to
-    mask heads and confine the update). resume: an EpochEnd's state, with the model already holding
+    mask heads and confine the update); what it yields, unless None, is a function whose value is
+    added to the loss after the forward pass. resume: an EpochEnd's state, with the model already holding
     that epoch's weights: training continues with the next epoch exactly as if never interrupted.
     """
     steps_per_epoch = len(epoch_orders(0))
@@ -64,9 +65,11 @@ def train(
         for indices in epoch_orders(epoch):
             batch = collate(encoded, indices, pad_id, device)
             rates.append(schedule.get_last_lr()[0])
-            with step_hook(indices, optimizer) if step_hook else nullcontext():
+            with step_hook(indices, optimizer) if step_hook else nullcontext() as extra:
                 with autocast:
                     loss = model(**batch).loss
+                    if extra is not None:  # a term the step adds to the loss (planted modules' silence)
+                        loss = loss + extra()
                 loss.backward()
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
