@@ -75,8 +75,9 @@ def planted_modules(
     The silence term is `silence` x the mean, over the (example, out-of-set head) pairs, of what the
     head writes into the residual stream (its output through its columns of the attention output
     projection), squared and averaged over the example's tokens (`tokens`, (B, T) 0/1). Its gradient
-    reaches the out-of-set head's weights and the shared ones below it, and nothing else: the task
-    loss still runs through the family's heads alone. Without it a language's out-of-set heads,
+    reaches the out-of-set head's weights and, through the head's input, the layers below it (the
+    example's own heads there and the shared weights); the task loss still runs through the
+    family's heads alone. Without it a language's out-of-set heads,
     never trained on its inputs, write noise into it when the model runs with every head.
 
     Yields a function that gives the term (a 0-d tensor) after the forward pass, or None when
