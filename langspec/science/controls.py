@@ -41,8 +41,8 @@ def controls(con: duckdb.DuckDBPyConnection, run_id: int, k: int) -> list[dict]:
         measures = {
             "recovery": _recovery(con, run_id, point["point"]),
             "q1": _finding(answers["Q1"]),
-            "s_plus_full": _crossed(data.in_language("full")),
-            "s_plus_subnetwork": _crossed(data.in_language("subnetwork")),
+            "s_plus_full": _crossed(data.in_language("full"), chance),
+            "s_plus_subnetwork": _crossed(data.in_language("subnetwork"), chance),
             "p1": _finding(answers["P1"]),
         }
         related = findings.related_languages(data.languages)
@@ -53,15 +53,19 @@ def controls(con: duckdb.DuckDBPyConnection, run_id: int, k: int) -> list[dict]:
     return out
 
 
-def _summary(estimate: stats.Estimate | None, mean: float | None, n: dict) -> dict:
+def _summary(estimate: stats.Estimate | None, mean: float | None, n: dict, chance: float | None = None) -> dict:
+    """A measure's mean, interval and sample sizes, and where the interval lies against 0 (a
+    difference) or against `chance` (a share, such as S+, with its chance level)."""
     interval = list(estimate.interval()) if estimate is not None else None
-    verdict = None if interval is None else ("above 0" if interval[0] > 0 else "below 0" if interval[1] < 0 else "includes 0")
-    return {"value": mean, "interval": interval, "interval_vs_0": verdict, "n": n}
+    reference, name = (0.0, "0") if chance is None else (chance, "chance")
+    verdict = None if interval is None else (
+        f"above {name}" if interval[0] > reference else f"below {name}" if interval[1] < reference else f"includes {name}")
+    return {"value": mean, "interval": interval, f"interval_vs_{name}": verdict, "n": n}
 
 
-def _crossed(by_seed: dict[int, dict[str, float]]) -> dict:
+def _crossed(by_seed: dict[int, dict[str, float]], chance: float | None = None) -> dict:
     mean, estimate, n = findings.crossed_estimate(by_seed, []) if by_seed else (None, None, {})
-    return _summary(estimate, mean, n)
+    return _summary(estimate, mean, n, chance)
 
 
 def _finding(finding: findings.Finding) -> dict:

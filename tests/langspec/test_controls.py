@@ -46,6 +46,9 @@ def test_controls_report_every_overlap(tmp_path):
         for measure in ("s_plus_full", "s_plus_subnetwork"):
             summary = point["measures"][measure]
             assert summary["n"] == {"seeds": 2, "test_examples": 9} and summary["interval"][0] <= summary["value"] <= summary["interval"][1]
+            low, high = summary["interval"]  # a share is read against its chance level (1/3 here), not against 0
+            assert point["chance"] == 1 / 3 and "interval_vs_0" not in summary
+            assert summary["interval_vs_chance"] == ("above chance" if low > 1 / 3 else "below chance" if high < 1 / 3 else "includes chance")
     everything = points[1]["measures"]["recovery"]  # overlap 1: J(pruned, all heads) = kept / heads, its random expectation
     assert everything["value"] == 0.0 and everything["interval"] == [0.0, 0.0]
     assert everything["jaccard"] == everything["random"]
