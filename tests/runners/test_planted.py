@@ -127,7 +127,7 @@ def batch_of(data_dir, tokenizer, rows_wanted):
     return models.collate(encoded, list(range(len(encoded))), tokenizer.pad_token_id, torch.device("cpu")), encoded.languages
 
 
-def test_the_silence_term_is_the_other_heads_mean_squared_write(data_dir, tmp_path):
+def test_the_silence_term_is_the_other_heads_mean_squared_write(data_dir):
     """planted_modules' term against the naive loop, on a batch with padding and every family; the
     task loss beside it is the one head_mask alone gives."""
     train = [r for r in Data(data_dir).examples() if r["split"] == "train"]
@@ -149,7 +149,7 @@ def test_the_silence_term_is_the_other_heads_mean_squared_write(data_dir, tmp_pa
 
 def test_silence_quiets_the_heads_outside_a_language_set(data_dir, tmp_path):
     """Trained with the silence term, the heads outside a family's set write less into its examples
-    than trained without it: measured by the naive loop, on the same model's final weights."""
+    than trained without it: measured by the naive loop on each model's final weights, on the same batch."""
     energies = {}
     for silence in (0.0, 10.0):
         workdir = tmp_path / f"silence-{silence}"
