@@ -10,29 +10,14 @@ from pydantic import Field, model_serializer
 from runners.context import TaskContext
 from runners.inputs import Inputs
 from runners.methods.fine_tuning import fine_tune
-from runners.methods.sections import FinetuneSpec, ModelSpec
-from runners.stage import Planned, Section, StageParams, Upstream
+from runners.methods.sections import FinetuneSpec, ModelSpec, PlantedSpec
+from runners.stage import Planned, StageParams, Upstream
 
 VERSION = 2  # 2: the full model's predicted-label counts (metric predicted_label_<i>) next to accuracy
 READS = ("model", "finetune", "planted")
 RESUMABLE = True  # a fine-tuning that dies continues from its last finished epoch
 MEMORY_FIELDS = ("finetune.batch_size", "finetune.max_length", "finetune.eval_batch_size")  # what to lower when the task runs out of memory
 TABLES = ("metrics", "checkpoints")  # and planted_heads, with planted: a table TABLES cannot require
-
-
-class PlantedSpec(Section):
-    overlap: float = Field(
-        ge=0.0, le=1.0,
-        description="Share of all attention heads that every family's planted set holds: 0.0, disjoint sets (each "
-        "family its own heads); 1.0, every head in every set (ordinary fine-tuning, bit for bit).",
-    )
-    silence: float = Field(
-        0.3, ge=0.0,
-        description="Weight of the term that keeps a family's examples silent in the heads outside its set: the mean "
-        "squared write of those heads into the residual stream, per token. Without it (0.0) the heads outside a "
-        "language's set, never trained on its inputs, write noise into it when the model runs with all heads, and "
-        "the instrument has nothing to find (docs/known-answers.md).",
-    )
 
 
 SECTIONS = {
@@ -87,5 +72,5 @@ def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
 
 
 def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
-    planted = (params.families, params.planted.overlap, params.planted.silence) if params.planted is not None else None
+    planted = (params.families, params.planted) if params.planted is not None else None
     return fine_tune(inputs.data, workdir, ctx, seed=params.seed, model_spec=params.model, config=params.finetune, planted=planted)

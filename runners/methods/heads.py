@@ -67,20 +67,20 @@ def head_mask(model: nn.Module, gates: torch.Tensor) -> Iterator[torch.Tensor]:
 
 @contextmanager
 def planted_modules(
-    model: nn.Module, gates: torch.Tensor, tokens: torch.Tensor, silence: float
-) -> Iterator[Callable[[], torch.Tensor] | None]:
+    model: nn.Module, gates: torch.Tensor, silence: float
+) -> Iterator[Callable[[Batch], torch.Tensor] | None]:
     """One training step of planted modules: each example runs with its family's heads only
     (`gates`, (B, L, H) 0/1, as `head_mask`), and a term keeps every other head silent on it.
 
     The silence term is `silence` x the mean, over the (example, out-of-set head) pairs, of what the
     head writes into the residual stream (its output through its columns of the attention output
-    projection), squared and averaged over the example's tokens (`tokens`, (B, T) 0/1). Its gradient
+    projection), squared and averaged over the example's tokens (the batch's attention_mask). Its gradient
     reaches the out-of-set head's weights and, through the head's input, the layers below it (the
     example's own heads there and the shared weights); the task loss still runs through the
     family's heads alone. Without it a language's out-of-set heads,
     never trained on its inputs, write noise into it when the model runs with every head.
 
-    Yields a function that gives the term (a 0-d tensor) after the forward pass, or None when
+    Yields a function of the batch that gives the term (a 0-d tensor) after the forward pass, or None when
     `silence` is 0 or every head is in every example's set (then this is `head_mask`, exactly).
     """
     outside = 1 - gates  # (B, L, H)
@@ -89,7 +89,7 @@ def planted_modules(
             yield None
         return
     layers, heads = head_grid(model)
-    energies = []
+    writes = []  # per layer, (B, T, H): each head's squared write at each token
 
     def hook_for(layer: int):
         def measure(module: nn.Linear, args: tuple[torch.Tensor, ...]):
@@ -97,17 +97,19 @@ def planted_modules(
             batch, length, width = context.shape
             per_head = context.view(batch, length, heads, width // heads)
             columns = module.weight.view(module.weight.shape[0], heads, width // heads)  # (hidden, H, d)
-            writes = torch.einsum("bthd,ohd->btho", per_head, columns).pow(2).sum(-1)  # (B, T, H)
-            mask = tokens[:, :length].to(writes.dtype)  # (B, T)
-            energy = (writes * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, H)
-            energies.append((energy * outside[:, layer, :].to(energy.dtype)).sum())
+            writes.append(torch.einsum("bthd,ohd->btho", per_head, columns).pow(2).sum(-1))
 
         return measure
+
+    def term(batch: Batch) -> torch.Tensor:
+        mask = batch["attention_mask"].to(writes[0].dtype)  # (B, T)
+        energy = (torch.stack(writes, 1) * mask[:, None, :, None]).sum(2) / mask.sum(1)[:, None, None]  # (B, L, H)
+        return silence * (energy * outside.to(energy.dtype)).sum() / outside.sum()
 
     handles = [proj.register_forward_pre_hook(hook_for(i)) for i, proj in enumerate(attention_output_projections(model))]
     try:
         with head_mask(model, gates):
-            yield lambda: silence * torch.stack(energies).sum() / outside.sum()
+            yield term
     finally:
         for handle in handles:
             handle.remove()

@@ -1,5 +1,5 @@
-"""The spec sections the shared methods take: `model:` (the model to fine-tune) and `finetune:` (the
-fine-tuning loop's settings). The finetune stage declares them (its SECTIONS); the finetune,
+"""The spec sections the shared methods take: `model:` (the model to fine-tune), `finetune:` (the
+fine-tuning loop's settings) and `planted:` (planted language modules, a known answer). The finetune stage declares them (its SECTIONS); the finetune,
 sparse_finetune and ablation stages fine-tune with them, and every stage that loads a model reads
 `model.attention`."""
 
@@ -59,3 +59,18 @@ class FinetuneSpec(Section):
         if not math.isfinite(lr):
             raise ValueError("lr must be a finite number, e.g. 2.0e-5")
         return lr
+
+
+class PlantedSpec(Section):
+    overlap: float = Field(
+        ge=0.0, le=1.0,
+        description="Share of all attention heads that every family's planted set holds: 0.0, disjoint sets (each "
+        "family its own heads); 1.0, every head in every set (ordinary fine-tuning, bit for bit).",
+    )
+    silence: float = Field(
+        0.3, ge=0.0,
+        description="Weight of the term that keeps a family's examples silent in the heads outside its set: the mean "
+        "squared write of those heads into the residual stream, per token. Without it (0.0) the heads outside a "
+        "language's set, never trained on its inputs, write noise into it when the model runs with all heads, and "
+        "the instrument has nothing to find (docs/known-answers.md).",
+    )

@@ -41,8 +41,8 @@ def train(
     epoch_orders(epoch) gives that epoch's batches as lists of example indices. step_hook, if
     given, is called with a batch's indices and the optimizer before the forward pass and returns
     a context manager that is open for the whole step, optimizer.step() included (SFT uses it to
-    mask heads and confine the update); what it yields, unless None, is a function whose value is
-    added to the loss after the forward pass. resume: an EpochEnd's state, with the model already holding
+    mask heads and confine the update); what it yields, unless None, is a function of the batch
+    whose value is added to the loss after the forward pass. resume: an EpochEnd's state, with the model already holding
     that epoch's weights: training continues with the next epoch exactly as if never interrupted.
     """
     steps_per_epoch = len(epoch_orders(0))
@@ -69,7 +69,7 @@ def train(
                 with autocast:
                     loss = model(**batch).loss
                     if extra is not None:  # a term the step adds to the loss (planted modules' silence)
-                        loss = loss + extra()
+                        loss = loss + extra(batch)
                 loss.backward()
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -87,7 +87,7 @@ def test_a_family_trains_only_its_planted_heads(data_dir, tmp_path):
     workdir.mkdir()
     fine_tuning.fine_tune(Data(data_dir), workdir, TaskContext(), seed=1, model_spec=TINY,
            config=FinetuneSpec(epochs=1, lr=1e-2, batch_size=8, max_length=24, weight_decay=0.0),
-           train_languages=("ka", "kb"), planted=({"ka": "k", "kb": "k", "la": "l"}, 0.0, 0.0))
+           train_languages=("ka", "kb"), planted=({"ka": "k", "kb": "k", "la": "l"}, PlantedSpec(overlap=0.0, silence=0.0)))
     k_trained = load_file(workdir / "checkpoints/epoch-1/model.safetensors")
     for layer, head in l_heads:
         assert all(torch.equal(a, b) for a, b in zip(head_slices(k_trained, layer, head), head_slices(initial, layer, head)))
@@ -137,13 +137,13 @@ def test_the_silence_term_is_the_other_heads_mean_squared_write(data_dir):
     sets = planted_sets(2, 4, ["k", "l"], 0.25, seed=1)
     gates = torch.stack([sets["l" if language == "la" else "k"] for language in languages])  # (B, L, H)
     assert {"ka", "kb", "la"} <= set(languages) and int(batch["attention_mask"].sum()) < batch["attention_mask"].numel()
-    with heads.planted_modules(model, gates, batch["attention_mask"], 0.5) as term:
+    with heads.planted_modules(model, gates, 0.5) as term:
         loss = model(**batch).loss
-        value = term()
+        value = term(batch)
     with heads.head_mask(model, gates):
         assert torch.equal(model(**batch).loss, loss)
     assert value.item() == pytest.approx(naive_silence(model, batch, gates, 0.5), rel=1e-5)
-    with heads.planted_modules(model, torch.ones_like(gates), batch["attention_mask"], 0.5) as term:
+    with heads.planted_modules(model, torch.ones_like(gates), 0.5) as term:
         assert term is None  # every head in every set: nothing to silence
 
 
