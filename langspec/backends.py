@@ -16,10 +16,10 @@ from pathlib import Path
 from langspec.compile import Task
 from langspec.errors import PlanError
 from langspec.progress import RunDisplay
+from langspec.worker import WORKER_NICENESS, WORKER_PRELOAD, TaskCall, run_task
 from store import artifacts
 
 
-from langspec.worker import TaskCall, WORKER_NICENESS, run_task
 class LocalBackend:
     """Runs each task in this process, in submission order; the same semantics as Ray, no Ray."""
 
@@ -167,7 +167,9 @@ def start_private_ray(root: Path) -> None:
     starts (never on disk). Ray 2.60 binds its servers to the node's address on every interface
     unless that address is loopback, and resolves a `_node_ip_address` of 127.0.0.1 back to the
     network's: `ENABLE_RAY_CLUSTER`, the switch its laptop mode reads, makes loopback the node's
-    address, and is put back once Ray has started (a later `--address` in this process joins as usual)."""
+    address, and is put back once Ray has started (a later `--address` in this process joins as usual).
+    Its workers run at the user's priority and import what the stages run as they start
+    (WORKER_NICENESS, WORKER_PRELOAD: settings its raylet reads from the environment)."""
     import ray
     from ray._private import ray_constants
     from ray._raylet import AuthenticationTokenLoader, Config
@@ -175,6 +177,7 @@ def start_private_ray(root: Path) -> None:
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     os.environ["RAY_worker_niceness"] = str(WORKER_NICENESS)  # read by the raylet it starts
+    os.environ["RAY_preload_python_modules"] = ",".join(WORKER_PRELOAD)  # imported as a worker starts
     Config.initialize("")  # Ray read both when it was imported; as its own switch to token mode does
     AuthenticationTokenLoader.instance().reset_cache()
     cluster_mode = ray_constants.ENABLE_RAY_CLUSTER

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import threading
 import traceback
 from dataclasses import dataclass
@@ -44,6 +45,12 @@ ORPHANED_EXIT = 70  # a worker whose run is gone ends itself with this code
 # The priority of the tasks of a Ray langspec starts: the work the user asked for, so that of any of
 # their processes (0), not Ray's default 15, which left a task 6% of a CPU beside one busy process.
 WORKER_NICENESS = 0
+# What the stages import (torch, transformers' models, the methods: about 2.4 s of a worker's CPU),
+# imported by each worker of the Ray langspec starts as Ray starts it, not inside its first task:
+# Ray prestarts a worker per CPU while the driver plans the run, so a worker that takes its first
+# task later (a second prune beside the first) takes it warm.
+WORKER_PRELOAD = ("torch", "runners.methods.models", "runners.methods.training", "runners.methods.pruning",
+                  "runners.methods.influence")
 
 
 def run_task(call: TaskCall, report=None) -> dict:
@@ -53,6 +60,7 @@ def run_task(call: TaskCall, report=None) -> dict:
     driver records it the same way under every backend. In a worker process of its own, a watchdog
     ends the process within seconds once the run that started it is gone.
     """
+    preloaded = all(name in sys.modules for name in WORKER_PRELOAD)  # before this task imported anything
     import torch
 
     root = Path(call.store_root)
@@ -84,6 +92,7 @@ def run_task(call: TaskCall, report=None) -> dict:
             "key": call.key, "name": call.name, "stage": call.stage, "summary": summary,
             "tables": list(call.tables), "device": device, "host": socket.gethostname(), "pid": os.getpid(),
             "threads": torch.get_num_threads(), "niceness": os.nice(0), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "preloaded": preloaded,
             "token": call.token, "started_at": started.isoformat(), "finished_at": finished.isoformat(),
             "seconds": (finished - started).total_seconds(),
         }

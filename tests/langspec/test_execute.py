@@ -117,8 +117,8 @@ def test_same_spec_gives_bit_identical_weights_and_metrics(small_spec, tmp_path)
 def test_a_task_runs_with_the_intended_threads_priority_and_wait_policy(executor, small_spec, tmp_path):
     """Read back from inside each task (its manifest): as many torch threads as its num_cpus, the
     OpenMP wait policy the user set (recorded, not changed), and, in the Ray a run starts, the
-    priority of the user's own processes (Ray's default is 15). A run of its own: the suite's Ray is
-    not langspec's."""
+    priority of the user's own processes (Ray's default is 15) and workers that had imported torch
+    and the methods before their first task. A run of its own: the suite's Ray is not langspec's."""
     import os
     import subprocess
     import sys
@@ -133,3 +133,17 @@ def test_a_task_runs_with_the_intended_threads_priority_and_wait_policy(executor
     manifests = [artifacts.read_manifest(store, task.key) for task in compile_spec(load_spec(small_spec)).tasks]
     assert [(m["threads"], m["omp_wait_policy"]) for m in manifests] == [(1, "ACTIVE")] * len(manifests)
     assert all(m["niceness"] == os.nice(0) for m in manifests)  # 0, or the user's own, never Ray's 15
+    # Ray: every worker imported them as it started. Local: the driver imports them as its tasks need them.
+    preloaded = [m["preloaded"] for m in manifests]
+    assert all(preloaded) if executor == "ray" else not preloaded[0]
+
+
+def test_the_cluster_docs_give_the_modules_a_worker_preloads():
+    """docs/paper-study.md tells a cluster's administrator the setting langspec's own Ray gets."""
+    from pathlib import Path
+
+    from langspec.worker import WORKER_PRELOAD
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "paper-study.md").read_text()
+    assert f"`RAY_preload_python_modules={','.join(WORKER_PRELOAD)}`" in page
+
