@@ -118,7 +118,9 @@ def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backe
             writer.forget(task.key)
             why[task.key] = f"its result was damaged ({problem})"
     display.start(graph, done=len(state))
+    chain = _chain_lengths(graph)
     while len(state) < len(graph.tasks) or "submitted" in state.values():
+        ready = []
         for task in graph.tasks:  # topological order: a task's inputs are decided before it
             if task.key in state:
                 continue
@@ -128,9 +130,12 @@ def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backe
                 state[task.key] = "skipped"
                 display.finish(task, "skipped")
             elif all(state.get(key) in ("cached", "ran") for _, key in task.inputs):
-                backend.submit(task_call(task, root, token), max_retries=task.resources.max_retries)
-                state[task.key] = "submitted"
-                display.begin(task)
+                ready.append(task)
+        # The longest chain of dependents first: both backends start tasks in the order they get them.
+        for task in sorted(ready, key=lambda task: -chain[task.key]):
+            backend.submit(task_call(task, root, token), max_retries=task.resources.max_retries)
+            state[task.key] = "submitted"
+            display.begin(task)
         if "submitted" in state.values():
             for key, outcome in backend.wait():
                 task = graph[key]
@@ -139,6 +144,15 @@ def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backe
     if "failed" in state.values():
         result.status = "failed"
     return result
+
+
+def _chain_lengths(graph: TaskGraph) -> dict[str, int]:
+    """Each task's longest chain of tasks that wait on it, itself included: 1 for a task nothing needs."""
+    chain = {task.key: 1 for task in graph.tasks}
+    for task in reversed(graph.tasks):  # its dependents come later in topological order: its chain is final
+        for _, upstream in task.inputs:
+            chain[upstream] = max(chain[upstream], chain[task.key] + 1)
+    return chain
 
 
 def _start_backend(pending: list[Task], root: Path, executor: str, address: str | None, display: RunDisplay,

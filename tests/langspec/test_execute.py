@@ -147,3 +147,31 @@ def test_the_cluster_docs_give_the_modules_a_worker_preloads():
     page = (Path(__file__).resolve().parents[2] / "docs" / "paper-study.md").read_text()
     assert f"`RAY_preload_python_modules={','.join(WORKER_PRELOAD)}`" in page
 
+
+def test_a_tasks_chain_is_its_longest_path_of_dependents(everyday_study):
+    """Against the definition, by recursion over each task's dependents."""
+    from functools import cache
+
+    from langspec.execute import _chain_lengths
+
+    graph = compile_spec(load_spec(everyday_study["spec"]))
+
+    @cache
+    def longest(key: str) -> int:
+        return 1 + max((longest(task.key) for task in graph.dependents(key)), default=0)
+
+    chain = _chain_lengths(graph)
+    assert chain == {task.key: longest(task.key) for task in graph.tasks}
+    assert {task.stage: chain[task.key] for task in graph.tasks if task.stage in ("sparse_finetune", "mask_transfer")} == {
+        "sparse_finetune": 2, "mask_transfer": 1}  # sft's TracIn waits on it
+
+
+def test_of_the_tasks_ready_together_the_longest_chain_starts_first(everyday_study):
+    """Once the last prune is done, sparse fine-tuning (then its TracIn) and mask_transfer are ready
+    together: the local executor runs tasks in the order it gets them, and it got sparse fine-tuning
+    first, though mask_transfer comes first in the graph."""
+    with connect_read_only(everyday_study["store"]) as con:
+        started = [name.split("[")[0] for (name,) in con.execute("SELECT name FROM tasks ORDER BY started_at").fetchall()]
+    in_graph = [task.stage for task in compile_spec(load_spec(everyday_study["spec"])).tasks]
+    assert in_graph.index("mask_transfer") < in_graph.index("sparse_finetune")
+    assert started.index("sparse_finetune") < started.index("mask_transfer")
