@@ -4,8 +4,7 @@ of 20-40 tokens, batches of 32, exact scores, torch threads 2. Times `checkpoint
 checkout on PYTHONPATH: run it in this checkout and in one from before #24, side by side.
 
     git worktree add /tmp/before-24 68e8a74
-    farm-bench --runs 5 "PYTHONPATH=/tmp/before-24 .venv/bin/python benchmarks/norms_cost.py" \\
-                        "PYTHONPATH=. .venv/bin/python benchmarks/norms_cost.py"
+    for i in 1 2 3; do PYTHONPATH=/tmp/before-24 .venv/bin/python benchmarks/norms_cost.py; PYTHONPATH=. .venv/bin/python benchmarks/norms_cost.py; done
 """
 
 from __future__ import annotations
