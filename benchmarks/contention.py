@@ -17,7 +17,7 @@ The competitor is a torch process doing 512x512 matmuls on as many threads as th
 at niceness 0, started before and stopped after each timed case.
 
 Run (from the repository root):
-    .venv/bin/python benchmarks/contention.py [--steps 40] [--spin] [--demo] [--old DIR] [--executors ray,local] [--alone]
+    .venv/bin/python benchmarks/contention.py [--steps 40] [--spin] [--demo] [--old DIR] [--executors ray,local] [--alone] [--repeat N]
 """
 
 from __future__ import annotations
@@ -130,6 +130,8 @@ def main() -> None:
     parser.add_argument("--executors", default="ray,local")
     parser.add_argument("--spin", action="store_true", help="also 2 threads with libgomp's GOMP_SPINCOUNT at 100000, "
                         "10000, 1000 and 0 (how long a waiting thread spins before it sleeps)")
+    parser.add_argument("--repeat", type=int, default=1, help="time each demo alone this many times, the checkouts "
+                        "alternating, and print every run and each pair's ratio (the busy cases run once, beside the median alone)")
     parser.add_argument("--alone", action="store_true", help="time the demos alone only (a checkout from before #25, whose "
                         "Ray workers ran at nice 15, barely moves beside the competitor)")
     args = parser.parse_args()
@@ -148,11 +150,22 @@ def main() -> None:
     if not args.demo:
         return
     print(f"\n{'demo, cold (s)':34}{'alone':>8}{'busy':>8}{'busy/alone':>12}")
+    checkouts = [(name, code) for name, code in (("this checkout", HERE), ("old", args.old)) if code is not None]
     for executor in args.executors.split(","):
-        for name, code in (("this checkout", HERE), ("old", args.old)):
-            if code is None:
-                continue
-            alone = demo_seconds(code, executor)
+        runs = {name: [] for name, _ in checkouts}
+        for _ in range(args.repeat):  # alternating, so that a drift of the machine's speed hits both alike
+            for name, code in checkouts:
+                runs[name].append(demo_seconds(code, executor))
+        if args.repeat > 1:
+            for name, _ in checkouts:
+                print(f"{name + ', ' + executor + ', alone':34}" + " ".join(f"{s:.1f}" for s in runs[name])
+                      + f"  median {statistics.median(runs[name]):.1f}", flush=True)
+            if len(checkouts) == 2:
+                ratios = [new / old for new, old in zip(runs["this checkout"], runs["old"])]
+                print(f"{'this checkout / old, pair by pair':34}" + " ".join(f"{r:.3f}" for r in ratios)
+                      + f"  median {statistics.median(ratios):.3f}", flush=True)
+        for name, code in checkouts:
+            alone = statistics.median(runs[name])
             if args.alone:
                 print(f"{name + ', ' + executor:34}{alone:8.0f}", flush=True)
                 continue
