@@ -72,5 +72,5 @@ def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
 
 
 def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
-    planted = (params.families, params.planted) if params.planted is not None else None
-    return fine_tune(inputs.data, workdir, ctx, seed=params.seed, model_spec=params.model, config=params.finetune, planted=planted)
+    return fine_tune(inputs.data, workdir, ctx, seed=params.seed, model_spec=params.model, config=params.finetune,
+                     planted=params.planted, families=params.families)

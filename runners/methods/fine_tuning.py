@@ -44,7 +44,8 @@ def fine_tune(
     language_sampling: str = "proportional",
     train_languages: tuple[str, ...] | None = None,
     variant: str | None = None,
-    planted: tuple[dict[str, str], PlantedSpec] | None = None,
+    planted: PlantedSpec | None = None,
+    families: dict[str, str] | None = None,
 ) -> dict:
     """Fine-tune from the seed's initialisation; a checkpoint and an evaluation after every epoch.
 
@@ -59,13 +60,14 @@ def fine_tune(
     rules over the remaining rows; every language is still evaluated. `variant` names the rows of
     the metrics and checkpoints tables (default: full, or sft with masks).
 
-    `planted` ((language -> family, the `planted:` section): full fine-tuning with planted modules,
-    laid out by `plant` and written to the planted_heads table): batches still mix languages, and each
-    example runs with its own language's mask (per-example gates), so a head gets the task's
-    gradient only from the examples whose set holds it, and `planted.silence` weighs the term that keeps
-    the other heads silent on them (`heads.planted_modules`); with every head in every set this is
-    ordinary fine-tuning, bit for bit. The model is evaluated with all heads, as pruning and TracIn
-    then use it, and also under each language's planted set (metric rows of variant `planted`).
+    `planted` (the `planted:` section, with `families`, language -> family: full fine-tuning with
+    planted modules, laid out by `plant` and written to the planted_heads table): batches still mix
+    languages, and each example runs with its own language's mask (per-example gates), so a head
+    gets the task's gradient only from the examples whose set holds it, and `planted.silence`
+    weighs the term that keeps the other heads silent on them (`heads.planted_modules`); with every
+    head in every set this is ordinary fine-tuning, bit for bit. The model is evaluated with all
+    heads, as pruning and TracIn then use it, and also under each language's planted set (metric
+    rows of variant `planted`).
     """
     import torch  # heavy imports live here so that compiling a spec stays fast
 
@@ -82,7 +84,7 @@ def fine_tune(
     label_names = data.label_names()
     model = models.build_model(model_spec, tokenizer, label_names, config.max_length, seed).to(device)
     pad_id = tokenizer.pad_token_id
-    planted_masks = plant(model, planted[0], planted[1].overlap, seed, workdir) if planted is not None else None  # {language: (L, H)}
+    planted_masks = plant(model, families, planted.overlap, seed, workdir) if planted is not None else None  # {language: (L, H)}
 
     if train_languages is not None:
         train_rows = [r for r in train_rows if r["language"] in train_languages]
@@ -94,7 +96,7 @@ def fine_tune(
             gates = torch.stack([planted_masks[language] for language in train.languages]).to(device)  # (N, L, H)
 
             def step_hook(indices: list[int], optimizer):
-                return heads.planted_modules(model, gates[indices], planted[1].silence)
+                return heads.planted_modules(model, gates[indices], planted.silence)
     else:
         masks = {language: mask.to(device) for language, mask in masks.items()}
         orders = training.language_batches(train.languages, config.batch_size, seed, language_sampling)

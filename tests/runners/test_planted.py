@@ -87,7 +87,7 @@ def test_a_family_trains_only_its_planted_heads(data_dir, tmp_path):
     workdir.mkdir()
     fine_tuning.fine_tune(Data(data_dir), workdir, TaskContext(), seed=1, model_spec=TINY,
            config=FinetuneSpec(epochs=1, lr=1e-2, batch_size=8, max_length=24, weight_decay=0.0),
-           train_languages=("ka", "kb"), planted=({"ka": "k", "kb": "k", "la": "l"}, PlantedSpec(overlap=0.0, silence=0.0)))
+           train_languages=("ka", "kb"), planted=PlantedSpec(overlap=0.0, silence=0.0), families={"ka": "k", "kb": "k", "la": "l"})
     k_trained = load_file(workdir / "checkpoints/epoch-1/model.safetensors")
     for layer, head in l_heads:
         assert all(torch.equal(a, b) for a, b in zip(head_slices(k_trained, layer, head), head_slices(initial, layer, head)))
