@@ -11,25 +11,25 @@ from typing import Annotated, Any
 
 from pydantic import Field, create_model, field_validator, model_validator
 
-from runners.stage import STAGES, Section, stage
+from runners.stage import MAX_SEED, STAGES, Section, stage
 
 # --- study-wide sections ----------------------------------------------------------------------
 
 
 class AnalysisSpec(Section):
-    top_k: int = Field(50, ge=1, description="Proponents and opponents per test example.")
+    top_k: int = Field(50, ge=1, le=100_000, description="Proponents and opponents per test example.")
 
 
 class StageResources(Section):
-    num_cpus: float = Field(1, gt=0, description="CPU cores per task (also torch's thread count).")
-    num_gpus: float = Field(0, ge=0, description="GPUs per task.")
-    max_retries: int = Field(1, ge=0, description="Retries after a worker crash (not after an error in the task).")
+    num_cpus: float = Field(1, gt=0, le=1024, description="CPU cores per task (also torch's thread count).")
+    num_gpus: float = Field(0, ge=0, le=64, description="GPUs per task.")
+    max_retries: int = Field(1, ge=0, le=100, description="Retries after a worker crash (not after an error in the task).")
 
 
 class _Resources(Section):
     default: StageResources = Field(default_factory=StageResources, description="Resources of every stage.")
     queued_report_s: float = Field(
-        60, gt=0, description="A task still waiting for a node with room after this many seconds, while none of "
+        60, gt=0, le=86_400, description="A task still waiting for a node with room after this many seconds, while none of "
         "the run's tasks is running, is reported with what it asks for and what the cluster has free (a run never "
         "waits silently).",
     )
@@ -48,13 +48,16 @@ ResourcesSpec = create_model(
 # --- the whole spec ---------------------------------------------------------------------------
 
 SweepValues = Annotated[list[Any], Field(min_length=1)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class _Study(Section):
     """The fields of the spec that no stage owns, and the rules across sections."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Name of the study, used in run records.")
-    seeds: list[int] = Field(default=[0], min_length=1, description="Training seeds; each gets its own study.")
+    seeds: list[Seed] = Field(
+        default=[0], min_length=1, description=f"Training seeds, each from 0 to {MAX_SEED}; each gets its own study."
+    )
 
     @field_validator("seeds")
     @classmethod

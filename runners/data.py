@@ -18,7 +18,7 @@ from runners.methods import toy
 from runners.context import TaskContext
 from runners.errors import DataSourceError
 from runners.inputs import Inputs
-from runners.stage import Planned, Section, StageParams, Upstream
+from runners.stage import MAX_EXAMPLES, MAX_SEED, Planned, Section, StageParams, Upstream
 from runners.tables import LABELS_FILE, write_table
 
 VERSION = 2  # 2: writes labels.json, the names of the labels that every checkpoint's id2label carries
@@ -46,9 +46,11 @@ class DataSpec(Section):
         min_length=1,
         description="Language codes to study. For toy data: ka, kb (family k), la, lb (family l), mi, na, nb (family n).",
     )
-    train_per_language: int = Field(2000, ge=1, description="Training examples per language (a subsample for hub/files).")
-    validation_per_language: int = Field(200, ge=1, description="Validation examples per language.")
-    test_per_language: int = Field(200, ge=1, description="Test examples per language.")
+    train_per_language: int = Field(
+        2000, ge=1, le=MAX_EXAMPLES, description="Training examples per language (a subsample for hub/files)."
+    )
+    validation_per_language: int = Field(200, ge=1, le=MAX_EXAMPLES, description="Validation examples per language.")
+    test_per_language: int = Field(200, ge=1, le=MAX_EXAMPLES, description="Test examples per language.")
     parallel: bool = Field(
         True,
         description="Toy data only: the same underlying items in every language (like XNLI, PAWS-X) "
@@ -57,7 +59,9 @@ class DataSpec(Section):
     lexicon_overlap: float = Field(
         0.5, ge=0.0, le=1.0, description="Toy data only: share of the lexicon that related languages have in common."
     )
-    seed: int = Field(0, ge=0, description="Seed of data generation and subsampling (independent of the training seeds).")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of data generation and subsampling (independent of the training seeds)."
+    )
     shuffle_languages: bool = Field(
         False,
         description="A negative control: permute the language labels of the examples within each split (seeded by "

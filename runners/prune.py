@@ -16,7 +16,7 @@ from pydantic import Field
 
 from runners.context import TaskContext
 from runners.inputs import Inputs
-from runners.stage import Planned, Section, StageParams, Upstream
+from runners.stage import MAX_BATCH_SIZE, MAX_EXAMPLES, Planned, Section, StageParams, Upstream
 from runners.tables import write_table
 
 VERSION = 1
@@ -40,10 +40,10 @@ class PruneSpec(Section):
     normalize_per_layer: bool = Field(True, description="L2-normalise importance within each layer.")
     normalize_global: bool = Field(True, description="Min-max rescale importance over all heads.")
     max_examples: int | None = Field(
-        None, ge=1, description="Use only the first N examples per language of the split (None: all)."
+        None, ge=1, le=MAX_EXAMPLES, description="Use only the first N examples per language of the split (None: all)."
     )
     batch_size: int = Field(
-        32, ge=1, description="Examples per batch for importance; importance sums per-batch gradients, so it matters."
+        32, ge=1, le=MAX_BATCH_SIZE, description="Examples per batch for importance; importance sums per-batch gradients, so it matters."
     )
     keep_one_head_per_layer: bool = Field(
         False, description="Never mask a layer's last head (off as in Michel et al.; a fully masked layer passes only the residual stream)."

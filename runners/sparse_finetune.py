@@ -17,7 +17,7 @@ from runners.context import TaskContext
 from runners.inputs import Inputs, mask_inputs
 from runners.methods.fine_tuning import fine_tune
 from runners.methods.sections import FinetuneSpec, ModelSpec
-from runners.stage import Planned, Section, StageParams, Upstream
+from runners.stage import MAX_BATCH_SIZE, MAX_EPOCHS, Planned, Section, StageParams, Upstream
 
 VERSION = 1
 READS = ("data", "model", "finetune", "sparse_finetune")
@@ -31,9 +31,9 @@ class SparseFinetuneSpec(Section):
     language_sampling: Literal["proportional", "round_robin"] = Field(
         "proportional", description="Order of the language-pure batches."
     )
-    epochs: int | None = Field(None, ge=1, description="Epochs (None: finetune.epochs).")
+    epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="Epochs (None: finetune.epochs).")
     lr: float | None = Field(None, gt=0.0, description="Peak learning rate (None: finetune.lr).")
-    batch_size: int | None = Field(None, ge=1, description="Batch size (None: finetune.batch_size).")
+    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH_SIZE, description="Batch size (None: finetune.batch_size).")
 
 
 SECTIONS = {

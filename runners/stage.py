@@ -48,10 +48,20 @@ if TYPE_CHECKING:  # runners.inputs loads pyarrow, which compiling a spec does n
 STAGES = ("data", "finetune", "ablation", "prune", "mask_transfer", "sparse_finetune", "tracin")
 
 
-class Section(BaseModel):
-    """Base of every spec section: unknown keys are errors, values are immutable."""
+# Upper bounds of the spec's counts and sizes: far above any real study (specs/base/paper.yaml takes
+# 20,000 of XNLI's 392,702 training examples per language), and low enough that a typo or a hostile
+# spec is refused with its file:line before it plans work, allocates memory or overflows a seed.
+MAX_EXAMPLES = 10_000_000  # per language and split
+MAX_EPOCHS = 1_000
+MAX_BATCH_SIZE = 65_536
+MAX_SEED = 2**31 - 1  # fits every RNG; an epoch's shuffle seeds torch with seed * 1_000_003 + epoch, below 2**63
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class Section(BaseModel):
+    """Base of every spec section: unknown keys are errors, values are immutable, and every number
+    is finite (.inf and .nan are refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StageParams(BaseModel):

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from runners.context import TaskContext
 from runners.inputs import Inputs, mask_inputs
-from runners.stage import Planned, Section, StageParams, Upstream
+from runners.stage import MAX_BATCH_SIZE, MAX_EXAMPLES, MAX_SEED, Planned, Section, StageParams, Upstream
 from runners.tables import write_arrow
 from store.influence import influence_tables
 from store.queries import k_fits
@@ -46,8 +46,12 @@ class TracinSpec(Section):
     variants: list[Literal["full", "subnetwork", "sft"]] = Field(
         default=["full", "subnetwork", "sft"], min_length=1, description="Which models to score."
     )
-    train_per_language: int = Field(200, ge=1, description="Training examples scored per language: the first N of its train split.")
-    test_per_language: int = Field(20, ge=1, description="Influence-test examples per language: the first N of its test split.")
+    train_per_language: int = Field(
+        200, ge=1, le=MAX_EXAMPLES, description="Training examples scored per language: the first N of its train split."
+    )
+    test_per_language: int = Field(
+        20, ge=1, le=MAX_EXAMPLES, description="Influence-test examples per language: the first N of its test split."
+    )
     params: list[Literal["embeddings", "encoder", "classifier"]] = Field(
         default=["embeddings", "encoder", "classifier"], min_length=1, description="Parameter groups of the gradients."
     )
@@ -57,15 +61,18 @@ class TracinSpec(Section):
         "(masked and projected as scored) divided by its norm at each checkpoint, so that examples with large "
         "gradients do not dominate every ranking (Barshan et al. 2020, Hanawa et al. 2021).",
     )
-    batch_size: int = Field(32, ge=1, description="Examples per gradient batch (bounds memory; no effect on scores).")
+    batch_size: int = Field(
+        32, ge=1, le=MAX_BATCH_SIZE, description="Examples per gradient batch (bounds memory; no effect on scores)."
+    )
     test_block_mb: float | None = Field(
-        4096, gt=0, description="Memory (MB) for the test examples' gradients kept while the training examples stream "
+        4096, gt=0, le=1_048_576, description="Memory (MB) for the test examples' gradients kept while the training examples stream "
         "past; more test examples are scored in blocks, the training gradients computed once per block (slower, same "
         "scores). None: no limit.",
     )
     projection_dim: int | None = Field(
         None,
         ge=1,
+        le=10_000_000,
         description="None: exact scores. An integer d: approximate scores, for models too large for exact ones: each "
         "parameter tensor's per-example gradient with more than d entries becomes a seeded random projection to at "
         "most d numbers (Kronecker-factored for matrices, never forming the per-example gradient), the same for train, "
@@ -75,6 +82,7 @@ class TracinSpec(Section):
     projection_seed: int = Field(
         0,
         ge=0,
+        le=MAX_SEED,
         description="Seed of the random projection (with each parameter's name); only used with projection_dim. "
         "Independent of the training seeds, so every seed and variant is scored with the same P; change it to see "
         "how much the scores owe to the draw of P.",

@@ -206,18 +206,42 @@ def sql_literal(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+MAX_PARAM_CHARS = 1_000  # a language, a split, a k or a sweep point's label: a few words
+
+
 def parse_params(pairs: list[str]) -> dict[str, object]:
     """--param name=value pairs; values are read as YAML scalars (0 is a number, ka a string, an
     empty value the empty string: --param point= is a run's one unswept point)."""
-    import yaml
-
     params = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise QueryError(f"--param {pair!r}: write it as name=value, e.g. --param language=ka")
-        params[name.strip()] = yaml.safe_load(value) if value.strip() else ""
+        params[name.strip()] = _scalar(name.strip(), value) if value.strip() else ""
     return params
+
+
+def _scalar(name: str, text: str) -> object:
+    """The one YAML scalar `text` of --param `name`. It is read event by event before it is loaded:
+    PyYAML's parser keeps its own stack where its composer recurses, so a list nested thousands of
+    levels deep is refused before anything recurses."""
+    import yaml
+
+    fix = f"give one value, e.g. --param {name}=ka or --param {name}=20, and quote text that YAML reads otherwise"
+    if len(text) > MAX_PARAM_CHARS:
+        raise QueryError(f"--param {name}: the value has {len(text):,} characters, more than {MAX_PARAM_CHARS:,}; {fix}")
+    shown = repr(text if len(text) <= 60 else f"{text[:60]}...")
+    try:
+        events = list(yaml.parse(text))
+        if [type(event) for event in events[1:-1]] != [yaml.DocumentStartEvent, yaml.ScalarEvent, yaml.DocumentEndEvent]:
+            raise QueryError(f"--param {name}: {shown} is not one value but a list, a mapping or several; {fix}")
+        return yaml.safe_load(text)
+    # YAML's own errors (a control character included), and what Python raises on a scalar its tag
+    # cannot hold (!!int abc, 2001-13-45)
+    except (yaml.YAMLError, ValueError, TypeError, LookupError, AttributeError, ArithmeticError) as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise QueryError(f"--param {name}: cannot read {shown} ({problem}); {fix}") from None
+
 
 def lookup(name: str) -> NamedQuery:
     """The analysis `name`, or a QueryError that lists them (and names the closest)."""

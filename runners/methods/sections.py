@@ -5,20 +5,21 @@ sparse_finetune and ablation stages fine-tune with them, and every stage that lo
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from runners.stage import Section
+from runners.stage import MAX_BATCH_SIZE, MAX_EPOCHS, Section
 
 
 class TinyModelSpec(Section):
     layers: int = Field(4, ge=1, le=48, description="Transformer layers.")
     heads: int = Field(4, ge=1, le=64, description="Attention heads per layer.")
-    hidden: int = Field(64, ge=8, description="Hidden size; must be divisible by heads.")
-    intermediate: int = Field(128, ge=8, description="Feed-forward inner size.")
-    vocab_size: int = Field(2000, ge=64, description="Upper bound of the tokenizer's vocabulary trained on the data.")
+    hidden: int = Field(64, ge=8, le=8192, description="Hidden size; must be divisible by heads.")
+    intermediate: int = Field(128, ge=8, le=32_768, description="Feed-forward inner size.")
+    vocab_size: int = Field(
+        2000, ge=64, le=1_000_000, description="Upper bound of the tokenizer's vocabulary trained on the data."
+    )
 
     @model_validator(mode="after")
     def check_hidden_divisible(self) -> TinyModelSpec:
@@ -45,20 +46,13 @@ class ModelSpec(Section):
 
 
 class FinetuneSpec(Section):
-    epochs: int = Field(3, ge=1, description="Epochs; a checkpoint is saved after each.")
+    epochs: int = Field(3, ge=1, le=MAX_EPOCHS, description="Epochs; a checkpoint is saved after each.")
     lr: float = Field(2e-5, gt=0.0, description="Peak learning rate of AdamW (linear warm-up and decay).")
-    batch_size: int = Field(32, ge=1, description="Training batch size.")
-    eval_batch_size: int = Field(128, ge=1, description="Evaluation batch size (no effect on results).")
-    max_length: int = Field(128, ge=8, description="Maximum tokens per example pair; longer ones are truncated.")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE, description="Training batch size.")
+    eval_batch_size: int = Field(128, ge=1, le=MAX_BATCH_SIZE, description="Evaluation batch size (no effect on results).")
+    max_length: int = Field(128, ge=8, le=32_768, description="Maximum tokens per example pair; longer ones are truncated.")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Share of steps with linear warm-up.")
-
-    @field_validator("lr")
-    @classmethod
-    def check_lr_finite(cls, lr: float) -> float:
-        if not math.isfinite(lr):
-            raise ValueError("lr must be a finite number, e.g. 2.0e-5")
-        return lr
 
 
 class PlantedSpec(Section):

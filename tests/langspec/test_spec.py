@@ -65,7 +65,7 @@ def test_model_exactly_one_of_pretrained_and_tiny():
 
 def test_lr_finite_and_positive():
     assert FinetuneSpec(lr=1e-4).lr == 1e-4
-    fails(FinetuneSpec, "lr must be a finite number", lr=math.inf)
+    fails(FinetuneSpec, "Input should be a finite number", lr=math.inf)
     fails(FinetuneSpec, "greater than 0", lr=0.0)
     fails(FinetuneSpec, "greater than 0|finite", lr=math.nan)
 

@@ -27,7 +27,7 @@ CASES = [
     ("unknown top-level key", GOOD + "tracing: {}\n", [], "did you mean 'tracin'"),
     ("unknown nested key", GOOD.replace("epochs: 1", "epoch: 1"), [], "did you mean 'epochs'"),
     ("negative size", GOOD.replace("train_per_language: 20", "train_per_language: -5"), [], "greater than or equal to 1"),
-    ("NaN learning rate", GOOD.replace("epochs: 1", "epochs: 1, lr: .nan"), [], "finetune.lr: Input should be greater than 0 (got nan)"),
+    ("NaN learning rate", GOOD.replace("epochs: 1", "epochs: 1, lr: .nan"), [], "finetune.lr: Input should be a finite number (got nan)"),
     ("duplicate languages", GOOD.replace("[ka, la]", "[ka, la, ka]"), [], "listed twice"),
     ("unknown language", GOOD.replace("[ka, la]", "[ka, xx]"), [], "toy data has no language xx"),
     ("a files path that does not exist", GOOD.replace("source: toy", "source: files, path: /no/such/dir"), [], "is not a directory"),

@@ -101,11 +101,17 @@ def test_the_store_records_its_format_and_refuses_another(tmp_path):
     assert result.exit_code == 2 and "schema version 0" in result.output and "new --store" in " ".join(result.output.split())
 
 
+# `langspec run` in a process whose address space is capped at 4 GB, as a batch scheduler caps a job's memory.
+CAPPED_RUN = "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); " \
+             "from langspec.cli import app; sys.argv[0] = 'langspec'; app()"
+
+
 def test_out_of_memory_names_the_task_and_the_fields_to_lower(tmp_path):
     spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC.format(source="toy", intermediate=10**12))  # a feed-forward layer of 64 TB
-    result = run("run", spec, "--store", tmp_path / "store", "--executor", "local")
-    assert result.exit_code == 1
-    said = " ".join(result.output.split())
+    spec.write_text(SPEC.format(source="toy", intermediate=32_768).replace("hidden: 16", "hidden: 8192"))  # 1 GB a layer
+    done = subprocess.run([sys.executable, "-c", CAPPED_RUN, "run", str(spec), "--store", str(tmp_path / "store"),
+                           "--executor", "local"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    said = " ".join((done.stdout + done.stderr).split())
     assert "finetune[seed=0] ran out of memory on cpu" in said
     assert "smaller finetune.batch_size or finetune.max_length or finetune.eval_batch_size, or a smaller model" in said
