@@ -5,7 +5,10 @@ or a dataset passes through `printable`: terminal controls are shown, never obey
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,6 +63,11 @@ def printable(text: str) -> str:
     return text.translate(TERMINAL_CONTROLS)
 
 
+def literal(text: str) -> str:
+    """`text` for Rich to print as it is: its terminal controls written out, its [markup] escaped."""
+    return escape(printable(text))
+
+
 def print_table(table, format: str) -> None:
     """An Arrow table (a query's result) as `format`."""
     print_rows(table.column_names, table.to_pylist(), format)
@@ -71,13 +79,13 @@ def write_csv(handle, columns: list[str], rows: list[dict], *, shown: bool) -> N
     import csv
 
     writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(columns)
+    writer.writerow([printable(c) for c in columns] if shown else columns)  # a PIVOT's columns are values
     writer.writerows([printable(v) if shown and isinstance(v, str) else v for v in row.values()] for row in rows)
 
 
 def print_rows(columns: list[str], rows: list[dict], format: str) -> None:
     if format == "json":
-        print(json.dumps(rows, default=str, indent=1))
+        print(json.dumps(rows, default=str, indent=1))  # ensure_ascii: controls, in keys as in values, are written \u001b
     elif format == "csv":
         write_csv(sys.stdout, columns, rows, shown=True)
     elif format == "table":
@@ -85,7 +93,7 @@ def print_rows(columns: list[str], rows: list[dict], format: str) -> None:
 
         view = Table()
         for column in columns:
-            view.add_column(column, overflow="fold")  # a narrow terminal folds a cell, never cuts it
+            view.add_column(literal(column), overflow="fold")  # a narrow terminal folds a cell, never cuts it
         for row in rows:
             view.add_row(*[cell(v) for v in row.values()])
         out.print(view)
@@ -97,16 +105,18 @@ def print_rows(columns: list[str], rows: list[dict], format: str) -> None:
 def cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    return "NULL" if value is None else escape(printable(str(value)))
+    return "NULL" if value is None else literal(str(value))
 
 
 OUT_FORMATS = (".csv", ".parquet", ".json")
 
 
 def check_out_file(path: Path, store: Path) -> None:
-    """Before the query runs: a suffix langspec writes, and a place outside the store (whose files are langspec's)."""
+    """Before the query runs: a suffix langspec writes, no link, and a place outside the store (whose files are langspec's)."""
     if path.suffix not in OUT_FORMATS:
         fail(UsageError(f"--out {path}: name a file ending in {', '.join(OUT_FORMATS)} (the format is taken from the suffix)"))
+    if path.is_symlink():
+        fail(UsageError(link_refused(path)))
     if path.resolve().is_relative_to(store.resolve()):
         fail(UsageError(f"--out {path} is inside the store {store}, whose files are langspec's; write it elsewhere"))
 
@@ -116,12 +126,35 @@ def write_table(table, path: Path) -> None:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        pq.write_table(table, path)
+        replace_file(path, lambda handle: pq.write_table(table, handle), binary=True)
     elif path.suffix == ".csv":
-        with open(path, "w", newline="") as handle:
-            write_csv(handle, table.column_names, table.to_pylist(), shown=False)
+        replace_file(path, lambda handle: write_csv(handle, table.column_names, table.to_pylist(), shown=False))
     else:
-        path.write_text(json.dumps(table.to_pylist(), default=str, indent=1) + "\n")
+        replace_file(path, lambda handle: handle.write(json.dumps(table.to_pylist(), default=str, indent=1) + "\n"))
+
+
+def replace_file(path: Path, write: Callable, binary: bool = False) -> None:
+    """Write `path` as a new file beside it, then rename that into its place. The rename replaces a link
+    planted at `path` after the check below rather than following it, and a reader never sees half a file."""
+    if path.is_symlink():
+        fail(UsageError(link_refused(path)))
+    new = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)  # the umask applies, as to any new file
+        try:
+            with open(fd, "wb" if binary else "w", newline=None if binary else "") as handle:
+                write(handle)
+            os.replace(new, path)
+        except BaseException:
+            new.unlink(missing_ok=True)  # ours alone: O_EXCL made it
+            raise
+    except OSError as error:
+        fail(UsageError(f"--out {path}: cannot write it ({error.strerror}); name a file in a directory you can write"))
+
+
+def link_refused(path: Path) -> str:
+    return (f"--out {path} is a symbolic link: langspec writes no file through a link, which may lead anywhere "
+            f"(someone else can plant one); remove the link or name another file")
 
 
 def accuracy_table(accuracy: list[dict]) -> Table:
@@ -133,10 +166,10 @@ def accuracy_table(accuracy: list[dict]) -> Table:
     table = Table()
     table.add_column("language")
     for variant in variants:
-        table.add_column(variant, justify="right")
+        table.add_column(literal(variant), justify="right")  # variants and languages are the store's values
     cells = {(row["language"], row["variant"]): row for row in accuracy}
     for language in sorted({row["language"] for row in accuracy}):
-        table.add_row(language, *[accuracycell(cells.get((language, v))) for v in variants])
+        table.add_row(literal(language), *[accuracycell(cells.get((language, v))) for v in variants])
     return table
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rich.markup import escape
 from rich.tree import Tree
 
 from langspec.compile import Task, TaskGraph, stage_tables
+from langspec.output import literal
 from store import artifacts
 from store.connections import connect_read_only
 from store.queries import internal
@@ -63,8 +63,8 @@ def _label(task: Task, reason: str, graph: TaskGraph) -> str:
     style = "dim" if reason == "cached" else "yellow"
     resources = f" gpus={task.resources.num_gpus:g}" if task.resources.num_gpus else ""
     others = [role for role, key in task.inputs if key != _parent(task) and role != "data"]
-    reads = f" [dim](also reads {escape(', '.join(others))})[/]" if others else ""
-    return f"{escape(task.name)} [dim]{task.short_key}{resources}[/]{reads} [{style}]{escape(reason)}[/]"
+    reads = f" [dim](also reads {literal(', '.join(others))})[/]" if others else ""
+    return f"{literal(task.name)} [dim]{task.short_key}{resources}[/]{reads} [{style}]{literal(reason)}[/]"  # names hold sweep values
 
 
 def changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:

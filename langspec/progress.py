@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.markup import escape
 
 from store import artifacts
 
@@ -60,6 +59,14 @@ def read_progress(root: Path, key: str) -> str | None:
     return f"{state['done']}/{state['total']} {state.get('note', '')}".strip()
 
 
+def shown(text: str) -> str:
+    """A task's name or note as the display prints it: never a terminal control nor Rich markup (a name
+    holds sweep values, a note comes from a file under the store)."""
+    from langspec.output import literal  # here, by the driver alone: a worker imports this module for ProgressFile
+
+    return literal(str(text))
+
+
 class RunDisplay:
     """The driver's side: one bar for the whole run and one per running task."""
 
@@ -87,12 +94,12 @@ class RunDisplay:
     def begin(self, task) -> None:
         self._names[task.key] = task.name
         if self._progress:
-            self._bars[task.key] = self._progress.add_task(f"  {escape(task.name)}", total=None, note="starting")
+            self._bars[task.key] = self._progress.add_task(f"  {shown(task.name)}", total=None, note="starting")
 
     def reporter(self, key: str):
         def report(done: int, total: int, note: str) -> None:
             if self._progress and key in self._bars:
-                self._progress.update(self._bars[key], completed=done, total=total, note=note)
+                self._progress.update(self._bars[key], completed=done, total=total, note=shown(note))
 
         return report
 
@@ -105,12 +112,12 @@ class RunDisplay:
                 state = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            self._progress.update(bar, completed=state["done"], total=state["total"], note=state["note"])
+            self._progress.update(bar, completed=state["done"], total=state["total"], note=shown(state["note"]))
 
     def note(self, text: str) -> None:
         """A line above the bars (a damaged result, a task waiting for resources)."""
         if not self.quiet:
-            (self._progress.console if self._progress else self.console).print(f"[yellow]note:[/] {escape(text)}", highlight=False, soft_wrap=True)
+            (self._progress.console if self._progress else self.console).print(f"[yellow]note:[/] {shown(text)}", highlight=False, soft_wrap=True)
 
     def finish(self, task, outcome: str, error: str | None = None) -> None:
         if not self._progress:
@@ -120,7 +127,7 @@ class RunDisplay:
             self._progress.remove_task(bar)
         style = {"ran": "green", "failed": "red", "skipped": "yellow"}.get(outcome, "")
         detail = " (its error is in the summary at the end)" if error else ""  # said once, not twice
-        self._progress.console.print(f"[{style}]{outcome:>7}[/] {escape(task.name + detail)}", highlight=False, soft_wrap=True)
+        self._progress.console.print(f"[{style}]{outcome:>7}[/] {shown(task.name + detail)}", highlight=False, soft_wrap=True)
         self._progress.advance(self._overall)
 
     def stop(self) -> None:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from rich.markup import escape
-
-from langspec.output import DEFAULT_STORE, accuracy_table, out, say
+from langspec.output import DEFAULT_STORE, accuracy_table, literal, out, say
 
 
 def print_run_summary(result, store: Path) -> None:
@@ -22,7 +20,7 @@ def print_run_summary(result, store: Path) -> None:
     say(f"run {result.run_id} {result.status}: " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
     for record in result.failed:
         first_line = (record.error or "").splitlines()[0] if record.error else "unknown error"
-        out.print(f"[red]failed[/] {escape(record.name)}: {escape(first_line)}", highlight=False, soft_wrap=True)
+        out.print(f"[red]failed[/] {literal(record.name)}: {literal(first_line)}", highlight=False, soft_wrap=True)
         say(f"  traceback: {traceback_command(result.run_id, record.name, store)}")
     with connect_read_only(store) as con:
         points = {point: run_named(con, "final_accuracy", run_id=result.run_id, point=point, split="test").to_pylist()

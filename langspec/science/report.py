@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 
 from langspec.science import controls, findings as study_findings, tracin_vs_ablation
+from store.errors import StoreError
 from store.queries import VARIANTS, internal, named_queries, resolve, run_named, run_points
 
 FINDINGS_FILE = "findings.json"  # its schema: docs/findings.schema.json
@@ -36,9 +37,15 @@ def resolve_run(con: duckdb.DuckDBPyConnection, run_id: int | None = None, k: in
 
 def report_dir(store_root: Path, run_id: int, point: str) -> Path:
     """Where a run's report goes unless told: one directory per run and sweep point, so a new run
-    never overwrites the report of an earlier one (report/run-3/, report/run-4/prune.threshold=0.9/)."""
+    never overwrites the report of an earlier one (report/run-3/, report/run-4/prune.threshold=0.9/).
+    Both come from the store: a run id that is no integer, or a point that names no directory of its own
+    (`..`), is refused rather than let lead elsewhere."""
+    directory = point.replace("/", "_") if point else ""
+    if type(run_id) is not int or directory in (".", "..") or "\0" in directory:
+        raise StoreError(f"run {run_id!r} at sweep point {point!r} makes no directory name under {Path(store_root) / 'report'}: "
+                         f"the store was changed outside langspec; name the report's directory with --out DIR")
     where = Path(store_root) / "report" / f"run-{run_id}"
-    return where / point.replace("/", "_") if point else where
+    return where / directory if directory else where
 
 
 def write_report(con: duckdb.DuckDBPyConnection, out: Path, run_id: int | None = None, k: int | None = None,
