@@ -62,7 +62,7 @@ class RayBackend:
             if address:  # the cluster's authentication is its administrator's: the user's settings stand
                 ray.init(address=address, log_to_driver=False)
             else:
-                start_private_ray(root)
+                start_private_ray()
             self._owned = True
             if callable(term) and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, term)  # Ray's own handler exits on the spot, leaving the run "running"
@@ -161,7 +161,7 @@ def _check_gpus(pending: list[Task], available: float, where: str) -> None:
         )
 
 
-def start_private_ray(root: Path) -> None:
+def start_private_ray() -> None:
     """Start a local Ray that only this run can use: every port on loopback, and token authentication
     with a fresh token that lives only in the environment of this process and the Ray processes it
     starts (never on disk). Ray 2.60 binds its servers to the node's address on every interface
@@ -182,27 +182,50 @@ def start_private_ray(root: Path) -> None:
     AuthenticationTokenLoader.instance().reset_cache()
     cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
+    temp_dir = ray_temp_dir()
     try:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=128 * 1024**2,
-                 _temp_dir=ray_temp_dir(root), log_to_driver=False)
+                 _temp_dir=temp_dir, log_to_driver=False)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
-
-
-def ray_temp_dir(root: Path) -> str:
-    """Ray's temp dir under the store (private with it), unless that path is too long for Ray's unix
-    sockets: then the user's own directory in the system's temp dir, 0700. Its name can be guessed,
-    so one that someone else made first (or a link) is passed over for a fresh private one."""
-    preferred = (root / "ray").resolve()
-    if len(str(preferred)) <= 40:
-        return str(preferred)
-    own = Path(tempfile.gettempdir()) / f"langspec-ray-{os.getuid()}"
     try:
-        own.mkdir(mode=0o700)
+        check_ray_dir_private(temp_dir)
+    except PlanError:
+        ray.shutdown()
+        raise
+
+
+# Ray's unix sockets live under its temp dir (<dir>/session_<time>_<pid>/sockets/plasma_store), and a
+# socket's path must fit in 107 bytes: the directory's own path gets at most 40 of them.
+RAY_DIR_LENGTH = 40
+
+
+def ray_temp_dir() -> str:
+    """Ray's temp dir: `ray/` inside a 0700 directory of the user's own in the system's temp dir
+    (`langspec-<uid>`). Ray 2.60 makes the directory it is given, and the session, sockets and logs
+    directories in it, 0777 whatever their mode was; the private parent is what keeps other users
+    out of its sockets and logs, so it is never the store (whose mode is its user's choice). The
+    parent's name can be guessed: one that someone else made first (or a link) is passed over for
+    a fresh private one."""
+    base = Path(tempfile.gettempdir())
+    if len(str(base)) > RAY_DIR_LENGTH - len(f"/langspec-{os.getuid()}/ray"):
+        base = Path("/tmp")
+    parent = base / f"langspec-{os.getuid()}"
+    try:
+        parent.mkdir(mode=0o700)
     except FileExistsError:
         pass
-    found = own.lstat()
+    found = parent.lstat()
     if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
-        return tempfile.mkdtemp(prefix="langspec-ray-")
-    own.chmod(0o700)  # earlier langspec versions left it open to every user
-    return str(own)
+        parent = Path(tempfile.mkdtemp(prefix="langspec-", dir=base))
+    parent.chmod(0o700)  # earlier langspec versions, or the user, may have opened it
+    return str(parent / "ray")
+
+
+def check_ray_dir_private(temp_dir: str) -> None:
+    """After Ray started: its directory's parent is still the user's alone (Ray changes the modes of
+    what it makes, and must not have changed this one)."""
+    found = Path(temp_dir).parent.lstat()
+    if found.st_uid != os.getuid() or stat.S_IMODE(found.st_mode) != 0o700:
+        raise PlanError(f"Ray's directory {Path(temp_dir).parent} is open to other users (mode {stat.S_IMODE(found.st_mode):o}) "
+                        "after Ray started; its sockets would be reachable: report this with your Ray version")

@@ -151,8 +151,17 @@ def query(
 ) -> None:
     """Run SQL over the store, read-only, and print the result (or write it to a file with --out).
 
-    The connection reads the database alone: no COPY, no read_csv or other files, no extensions."""
-    _run_sql(store, format, lambda con: con.sql(sql), out_file)
+    Only statements that read run (SELECT, PIVOT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); the connection
+    reads the database alone: no COPY, no read_csv or other files, no extensions."""
+    from store.statements import reading_statements
+
+    def run(con):
+        *before, last = reading_statements(con, sql)  # every statement checked before any runs
+        for statement in before:
+            con.execute(statement)
+        return con.sql(last)
+
+    _run_sql(store, format, run, out_file)
 
 
 @app.command()
@@ -192,7 +201,7 @@ def analyze(
 
         try:
             with connect_read_only(store) as con:
-                print(bind_sql(chosen.sql, bind(con, chosen, given)))
+                print(printable(bind_sql(chosen.sql, bind(con, chosen, given))))  # its literals are the store's values
         except ERROR_ROOTS as error:
             fail(error)
         return

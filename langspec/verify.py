@@ -20,7 +20,7 @@ from langspec.compile import stage_tables
 from store import artifacts
 from store.errors import StoreError
 from store.queries import internal
-from store.connections import DB_FILE, connect_read_only, damaged_database, is_damage, read_every_block
+from store.connections import DB_FILE, connect_read_only, damaged_database, is_damage, quoted, read_every_block
 from store.db import StoreWriter
 
 
@@ -36,7 +36,7 @@ def verify_store(root: Path, repair: bool = False) -> list[Problem]:
     """The problems found in the store; with repair=True, each is also repaired."""
     root = Path(root)
     if not (root / DB_FILE).is_file() and not (root / "tasks").is_dir():
-        raise StoreError(f"no store at {root}: run `langspec run SPEC --store {root}` first")
+        raise StoreError(f"no store at {root}: run `langspec run SPEC --store {quoted(root)}` first")
     problems = []
     try:
         with connect_read_only(root) as con:

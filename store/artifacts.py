@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import time
 import uuid
 from contextlib import contextmanager
@@ -52,8 +53,9 @@ def task_dir(root: Path, key: str) -> Path:
 
 def open_private(path: Path):
     """`open(path, "a+")`, a new file created readable and writable by its owner alone: a lock file
-    that other users can neither open nor hold (holding a shared store's lock stalls its runs)."""
-    return open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")
+    that other users can neither open nor hold (holding a shared store's lock stalls its runs). Never
+    through a link: one planted in its place would have its target emptied."""
+    return open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600), "a+")
 
 
 def tables_dir(root: Path, key: str) -> Path:
@@ -332,6 +334,10 @@ def check_complete(root: Path, key: str, tables=(), hashes: bool = False) -> str
     manifest = read_manifest(root, key)
     if manifest is None or not isinstance(manifest.get("files"), list):
         return f"{SUCCESS_FILE} is damaged"
+    for entry in manifest["files"]:
+        wrong = _wrong_entry(entry)
+        if wrong:
+            return f"{SUCCESS_FILE} is damaged: {wrong}"
     listed = {entry["path"] for entry in manifest["files"]}
     for table in tables:
         if f"tables/{table}.parquet" not in listed:
@@ -339,13 +345,28 @@ def check_complete(root: Path, key: str, tables=(), hashes: bool = False) -> str
     for entry in manifest["files"]:
         path = directory / entry["path"]
         try:
-            size = path.stat().st_size
+            found = path.lstat()
         except FileNotFoundError:
             return f"file {entry['path']} is missing"
+        if not stat.S_ISREG(found.st_mode) or not path.resolve().is_relative_to(directory.resolve()):
+            return f"{entry['path']} is not a regular file of the task's"  # a link or a device: never read
+        size = found.st_size
         if size != entry["bytes"]:
             return f"file {entry['path']} has {size} bytes, its manifest says {entry['bytes']}"
         if hashes and entry.get("sha256") and _sha256(path) != entry["sha256"]:
             return f"file {entry['path']} does not match its sha256"
+    return None
+
+
+def _wrong_entry(entry: object) -> str | None:
+    """Why a manifest entry is none a task writes, or None: a path relative to its task directory and
+    inside it, with a size. A tampered manifest must not make `verify` read `/dev/zero` or `../..`."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not isinstance(entry.get("bytes"), int):
+        return "an entry without a path and a size"
+    path = entry["path"]
+    parts = Path(path).parts
+    if not parts or Path(path).is_absolute() or ".." in parts or "\x00" in path:
+        return f"the entry {path!r} names a file outside its task directory"
     return None
 
 

@@ -5,12 +5,21 @@ from starving the writer, and what a damaged file looks like.
 DuckDB locks its file per process: while one process has it open read-write, no other can open it,
 even read-only, and the other way round. `<root>/.writing` is the gate: the writer holds it
 exclusively while it opens, writes and closes the database, a reader holds it shared only while it
-opens its connection."""
+opens its connection.
+
+The gate is also the writer's mark: the writer writes its pid into `.writing` before it opens the
+database and empties it after a clean close. A write-ahead log (`langspec.duckdb.wal*`) is
+replayed into the store by the next open, and DuckDB lets any connection write one, even a read-only
+one with no file access (`COPY ... TO '<db>.wal' (FORMAT blob)`). A log beside an empty mark was
+left by no writer of langspec, and every open, reader or writer, refuses it (check_wal): a writer
+killed after a commit leaves its mark, so its log is replayed as it must be."""
 
 from __future__ import annotations
 
 import fcntl
+import os
 import re
+import shlex
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +44,11 @@ def first_row(con: duckdb.DuckDBPyConnection, sql: str, **params) -> tuple | Non
     return rows[0] if rows else None
 
 
+def quoted(root: str | Path) -> str:
+    """A store's path as a shell word: hints are pasted into a shell."""
+    return shlex.quote(str(root))
+
+
 def lock_holder(root: Path) -> str:
     try:
         return (Path(root) / LOCK_FILE).read_text().strip() or "unknown"
@@ -57,7 +71,7 @@ def connect_read_only(root: str | Path, wait_s: float = READ_WAIT_S) -> duckdb.D
     close it when done (`with connect_read_only(root) as con:`)."""
     path = Path(root) / DB_FILE
     if not path.is_file():
-        raise StoreError(f"no store at {root}: run `langspec run SPEC --store {root}` first")
+        raise StoreError(f"no store at {root}: run `langspec run SPEC --store {quoted(root)}` first")
     deadline = time.monotonic() + wait_s
 
     def waiting(holder: str) -> bool:
@@ -66,12 +80,13 @@ def connect_read_only(root: str | Path, wait_s: float = READ_WAIT_S) -> duckdb.D
         raise StoreError(f"the store {root} is busy: {holder} has been writing it for over {wait_s:.0f} s; "
                          "retry later (a langspec run writes it only while it ingests a task)")
 
-    with gate(Path(root), fcntl.LOCK_SH, lambda: waiting(f"a langspec run (pid {lock_holder(Path(root))})")):
+    with gate(Path(root), fcntl.LOCK_SH, lambda: waiting(f"a langspec run (pid {lock_holder(Path(root))})")) as handle:
+        check_wal(Path(root), handle)
         con = connect_waiting(Path(root), waiting, read_only=True, config=READ_ONLY_CONFIG)
     found = schema_version(con)
     if found is not None and found != SCHEMA_VERSION:
         con.close()
-        how = (f"`langspec run SPEC --store {root}` upgrades it (a cached run takes seconds)" if migratable(found)
+        how = (f"`langspec run SPEC --store {quoted(root)}` upgrades it (a cached run takes seconds)" if migratable(found)
                else "read it with the langspec version that wrote it, or use a new --store DIR")
         raise StoreError(f"the store {root} has schema version {found}, this langspec reads version {SCHEMA_VERSION}: {how}")
     return con
@@ -104,14 +119,16 @@ def connect_waiting(root: Path, keep_waiting, **options) -> duckdb.DuckDBPyConne
 @contextmanager
 def gate(root: Path, mode: int, keep_waiting, create: bool = False):
     """Hold `<root>/.writing` in `mode` (LOCK_EX: the writer, LOCK_SH: a reader), polling with
-    backoff; keep_waiting() says whether to go on. A reader of a store it cannot write, or one that no
-    langspec of this version wrote yet, goes without: DuckDB's own lock still keeps it safe."""
+    backoff; keep_waiting() says whether to go on. Yields the open file (the writer's mark), or None:
+    a reader of a store it cannot write, or one that no langspec of this version wrote yet, goes
+    without: DuckDB's own lock still keeps it safe. Never through a link."""
     try:
-        handle = artifacts.open_private(root / GATE_FILE) if create else open(root / GATE_FILE)
-    except OSError:
+        handle = artifacts.open_private(root / GATE_FILE) if create else open(os.open(root / GATE_FILE, os.O_RDONLY | os.O_NOFOLLOW))
+    except OSError as err:
         if create:
-            raise
-        yield
+            raise StoreError(f"cannot write the store at {root}: {root / GATE_FILE}: {err.strerror}; "
+                             "a store's lock files are langspec's own (never links): remove it, or choose another --store DIR") from None
+        yield None
         return
     with handle:
         pause = 0.005
@@ -124,9 +141,48 @@ def gate(root: Path, mode: int, keep_waiting, create: bool = False):
                 time.sleep(pause)
                 pause = min(pause * 1.5, 0.25)
         try:
-            yield
+            yield handle
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+WAL_SUFFIXES = (".wal", ".wal.recovery", ".wal.checkpoint")  # the logs DuckDB replays, and lets any connection write
+
+
+def check_wal(root: Path, mark) -> None:
+    """Refuse a write-ahead log that no writer of langspec left: one beside an empty mark (the open
+    gate file, held). Without a readable mark (a reader of another user's store) there is nothing to
+    tell by, and DuckDB's own rules stand."""
+    logs = [root / (DB_FILE + suffix) for suffix in WAL_SUFFIXES if os.path.lexists(root / (DB_FILE + suffix))]
+    if not logs or mark is None:
+        return
+    mark.seek(0)
+    if mark.read().strip():
+        return  # a writer was killed with the database open: its log holds committed results
+    log = logs[0]
+    raise StoreError(
+        f"the store {root} has a write-ahead log that no langspec run left ({log.name}, {log.lstat().st_size} bytes): "
+        "a connection other than langspec's writer wrote it (SQL through langspec.connect() can), and opening the store "
+        f"would replay it into the results. Look at it (`xxd {quoted(log)} | less`); unless you know where it came from, "
+        f"move it away (`mv {quoted(log)} {quoted(str(log) + '.suspect')}`) and the store opens as its last run left it"
+    )
+
+
+def mark_writing(mark) -> None:
+    """Before the writer opens the database: a log it leaves, killed, is its own (check_wal)."""
+    mark.seek(0)
+    mark.truncate()
+    mark.write(f"{os.getpid()} {os.uname().nodename}")
+    mark.flush()
+    os.fsync(mark.fileno())
+
+
+def clear_mark(mark) -> None:
+    """After the writer closed the database cleanly (DuckDB checkpointed and removed its log)."""
+    mark.seek(0)
+    mark.truncate()
+    mark.flush()
+    os.fsync(mark.fileno())
 
 
 # What DuckDB says of a truncated or overwritten file (measured with duckdb 2.0).
@@ -147,5 +203,5 @@ def read_every_block(con: duckdb.DuckDBPyConnection) -> None:
 def damaged_database(root: Path, err: Exception) -> StoreError:
     return StoreError(
         f"the database {Path(root) / DB_FILE} is damaged ({' '.join(str(err).split())[:200]}); "
-        f"`langspec verify --repair --store {root}` rebuilds it from the task directories (results are kept, the run history is not)"
+        f"`langspec verify --repair --store {quoted(root)}` rebuilds it from the task directories (results are kept, the run history is not)"
     )

@@ -42,7 +42,8 @@ PRIVATE_RAY = textwrap.dedent("""
     from langspec.backends import start_private_ray
 
     store = Path(sys.argv[1])
-    start_private_ray(store)
+    start_private_ray()
+    temp_dir = ray._private.worker._global_node.get_temp_dir_path()
     address = ray.get_runtime_context().gcs_address
     token = os.environ["RAY_AUTH_TOKEN"]
     listening = sorted({f"{c.laddr.ip} {p.name()}" for p in psutil.Process().children(recursive=True)
@@ -62,7 +63,8 @@ PRIVATE_RAY = textwrap.dedent("""
     written = [str(path) for top in (store, Path.home() / ".ray") if top.is_dir() for path in top.rglob("*")
                if path.is_file() and not path.is_symlink() and token.encode() in path.read_bytes()]
     ray.shutdown()
-    print(json.dumps({"address": address, "listening": listening, "drivers": drivers, "token_written_to": written}))
+    print(json.dumps({"address": address, "listening": listening, "drivers": drivers, "token_written_to": written,
+                      "temp_dir": temp_dir}))
 """)
 
 
@@ -158,6 +160,121 @@ def test_a_read_only_connection_changes_and_reads_nothing_but_the_database(tmp_p
     assert not (tmp_path / "out.csv").exists()
 
 
+def store_bytes(root: Path) -> dict[str, bytes]:
+    """Every file of a store's top level (the database, its logs, the lock and gate files) by name."""
+    return {path.name: path.read_bytes() for path in root.iterdir() if path.is_file()}
+
+
+@pytest.mark.parametrize("sql", [
+    "COPY (SELECT from_hex('00ff')) TO '{wal}' (FORMAT blob)",
+    "COPY (PIVOT meta ON key USING first(value)) TO '{wal}' (FORMAT csv)",  # DuckDB parses it as MULTI, like a PIVOT
+    "EXPLAIN ANALYZE COPY meta TO '{wal}'",
+    "EXPLAIN /* a comment */ ANALYZE COPY meta TO '{wal}'",
+    "PREPARE b AS COPY meta TO '{wal}'; EXECUTE b",
+    "SELECT 1; COPY meta TO '{wal}'",  # a writing statement after a reading one: nothing runs
+    "CALL pragma_version()",
+    "PRAGMA version",
+    "SET threads = 1",
+    "CREATE TEMP TABLE x AS SELECT 1",
+    "CHECKPOINT",
+    "EXPORT DATABASE '{outside}'",
+])
+def test_a_query_that_is_not_a_read_exits_2_and_leaves_every_file_of_the_store_as_it_was(tmp_path, sql):
+    root = tmp_path / "store"
+    StoreWriter(root).close()
+    before = store_bytes(root)
+    done = cli("query", sql.format(wal=root / (DB_FILE + ".wal"), outside=tmp_path / "out"), "--store", root)
+    said = " ".join(done.output.split())
+    assert done.exit_code == 2 and "is not run: queries are read-only" in said, said
+    assert store_bytes(root) == before and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("sql, first", [
+    ("SELECT key FROM meta ORDER BY key", "duckdb_version"),
+    ("WITH m AS (FROM meta) SELECT key FROM m ORDER BY key", "duckdb_version"),
+    ("VALUES ('a')", "a"),
+    ("PIVOT (SELECT 'x' AS key, 1 AS v) ON key USING sum(v)", "1"),
+    ("SELECT * FROM (PIVOT (SELECT 'x' AS key, 1 AS v) ON key USING sum(v));", "1"),
+    ("DESCRIBE meta", "key"),
+    ("SHOW TABLES", "ablation_effects"),  # views too
+    ("SUMMARIZE meta", "key"),
+    ("EXPLAIN SELECT 1", "physical_plan"),
+])
+def test_reading_statements_still_run(tmp_path, sql, first):
+    root = tmp_path / "store"
+    StoreWriter(root).close()
+    done = cli("query", sql, "--store", root, "--format", "csv")
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines()[1].split(",")[0] == first
+
+
+def planted_log(root: Path, tmp_path: Path) -> bytes:
+    """A write-ahead log that adds a row to `meta` when the store's database replays it: made on a copy
+    of the store by a connection that leaves its log (as a query's COPY ... (FORMAT blob) can write it)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    con = duckdb.connect(str(copy / DB_FILE))
+    con.execute("PRAGMA disable_checkpoint_on_shutdown")
+    con.execute("INSERT INTO meta VALUES ('planted', 'by a query')")
+    con.close()
+    return (copy / (DB_FILE + ".wal")).read_bytes()
+
+
+def test_a_log_written_through_a_read_only_connection_is_refused_by_the_next_read_run_and_repair(tmp_path, spec_file, small_spec):
+    root = tmp_path / "store"
+    StoreWriter(root).close()
+    log = planted_log(root, tmp_path)
+    with connect_read_only(root) as con:  # what SQL through langspec.connect() can do: the settings allow it
+        con.execute(f"COPY (SELECT from_hex($log)) TO '{root / (DB_FILE + '.wal')}' (FORMAT blob)", {"log": log.hex()})
+    before = store_bytes(root)
+    assert DB_FILE + ".wal" in before
+    for args in (("query", "SELECT * FROM meta"), ("verify", "--repair"), ("run", small_spec, "--executor", "local")):
+        done = cli(*args, "--store", root)
+        said = " ".join(done.output.split())
+        assert done.exit_code == 2 and "has a write-ahead log that no langspec run left" in said, (args, said)
+        assert "planted" not in said
+        assert store_bytes(root) == before, args
+    (root / (DB_FILE + ".wal")).rename(root / "moved-away")  # as the message says
+    assert "planted" not in cli("query", "SELECT * FROM meta", "--store", root, "--format", "csv").output
+
+
+def test_a_killed_writers_log_is_replayed(tmp_path):
+    root = tmp_path / "store"
+    StoreWriter(root).close()
+    log = planted_log(root, tmp_path)
+    (root / (DB_FILE + ".wal")).write_bytes(log)
+    (root / GATE_FILE).write_text("12345 a-host")  # the mark a writer leaves when it is killed with the database open
+    with connect_read_only(root) as con:
+        assert ("planted", "by a query") in con.sql("SELECT * FROM meta").fetchall()
+    with StoreWriter(root) as writer, writer._open() as con:  # the next writer replays it, checkpoints and closes clean
+        assert ("planted", "by a query") in con.sql("SELECT * FROM meta").fetchall()
+    assert not (root / (DB_FILE + ".wal")).exists() and (root / GATE_FILE).read_text() == ""
+
+
+def test_a_view_in_place_of_a_table_is_refused_before_a_migration_reads_it(tmp_path):
+    (tmp_path / "secret.txt").write_text("the victim's secret")
+    root = tmp_path / "store"
+    StoreWriter(root).close()
+    con = duckdb.connect(str(root / DB_FILE))  # what a planted log does when it is replayed
+    con.execute("ALTER TABLE tasks RENAME TO tasks_before")
+    con.execute(f"CREATE VIEW tasks AS SELECT 1 AS run_id, content AS task_key FROM read_text('{tmp_path / 'secret.txt'}')")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")  # migration 1 copies `tasks` into `points`
+    con.close()
+    with pytest.raises(StoreError, match="`tasks` is view .* where the schema has a base table"):
+        StoreWriter(root)
+    con = duckdb.connect(str(root / DB_FILE), read_only=True)
+    assert con.sql("SELECT count(*) FROM points").fetchall() == [(0,)]
+
+
+def test_the_writer_reads_no_file_outside_the_stores_tasks(tmp_path):
+    (tmp_path / "secret.txt").write_text("the victim's secret")
+    with StoreWriter(tmp_path / "store") as writer, writer._open() as con:
+        with pytest.raises(duckdb.Error, match="disabled by configuration|disabled through configuration"):
+            con.sql(f"SELECT content FROM read_text('{tmp_path / 'secret.txt'}')").fetchall()
+        with pytest.raises(duckdb.Error, match="locked"):
+            con.execute("SET enable_external_access = true")
+
+
 # --- files on shared machines -----------------------------------------------------------------
 
 
@@ -189,6 +306,70 @@ def test_another_user_cannot_take_a_stores_lock_files():
         shutil.rmtree(base)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_store_directory_made_by_another_user_is_refused_and_its_links_followed_nowhere(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the victim's file")
+    root = tmp_path / "store"
+    root.mkdir(mode=0o755)
+    (root / LOCK_FILE).symlink_to(victim)  # left by the user who made the directory first
+    os.lchown(root / LOCK_FILE, 65534, 65534)
+    os.chown(root, 65534, 65534)
+    with pytest.raises(StoreError, match="belongs to another user"):
+        StoreWriter(root)
+    assert victim.read_text() == "the victim's file"
+
+
+@pytest.mark.parametrize("name", [LOCK_FILE, GATE_FILE])
+def test_a_lock_file_that_is_a_link_empties_nothing(tmp_path, name):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the victim's file")
+    root = tmp_path / "store"
+    root.mkdir(mode=0o700)
+    (root / name).symlink_to(victim)
+    with pytest.raises(StoreError, match="cannot write the store|Too many levels of symbolic links"):
+        StoreWriter(root).close()
+    assert victim.read_text() == "the victim's file"
+
+
+def test_a_store_open_to_other_users_is_made_private_with_a_note(tmp_path):
+    root = tmp_path / "store"
+    root.mkdir(mode=0o777)
+    root.chmod(0o777)
+    notes = []
+    StoreWriter(root, notify=notes.append).close()
+    assert root.stat().st_mode & 0o777 == 0o700
+    assert notes and "was open to other users (mode 777); it is now 0700" in notes[0]
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "../../../outside.bin", "tables/../../../outside.bin", "link.bin"])
+def test_verify_reads_no_file_a_manifest_names_outside_its_task(tmp_path, path):
+    key = "0123456789abcdef" * 4
+    root = tmp_path / "store"
+    StoreWriter(root).close()
+    plant(root, key)
+    (tmp_path / "outside.bin").write_bytes(b"x" * 10)
+    (root / "tasks" / key / "link.bin").symlink_to(tmp_path / "outside.bin")
+    manifest_path = artifacts.task_dir(root, key) / artifacts.SUCCESS_FILE
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"].append({"path": path, "bytes": 0 if path == "/dev/zero" else 10, "sha256": "0" * 64})
+    manifest_path.write_text(json.dumps(manifest))
+    script = "import sys; from langspec import verify; print([p.detail for p in verify.verify_store(sys.argv[1])])"
+    done = subprocess.run([sys.executable, "-c", script, str(root)], capture_output=True, text=True, timeout=60)  # /dev/zero hung
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "outside its task directory" in done.stdout or "not a regular file of the task's" in done.stdout, done.stdout
+
+
+def test_hints_quote_the_store_path_for_the_shell(tmp_path):
+    import shlex
+
+    root = tmp_path / "my store; touch pwned"
+    with pytest.raises(StoreError) as refused:
+        connect_read_only(root)
+    assert f"--store {shlex.quote(str(root))}`" in str(refused.value)
+    assert f"--store {shlex.quote(str(root))}`" in " ".join(cli("verify", "--store", root).output.split())
+
+
 def as_nobody(action) -> str:
     """Run `action` in a child process as the user nobody; the name of what it raised, or 'done'."""
     read, write = os.pipe()
@@ -209,19 +390,43 @@ def as_nobody(action) -> str:
         return answer.read()
 
 
-def test_rays_own_temp_dir_is_private_and_passes_over_one_made_by_someone_else(tmp_path, monkeypatch):
+def test_rays_directory_sits_in_a_private_parent_never_one_made_by_someone_else(monkeypatch):
     from langspec.backends import ray_temp_dir
 
+    tmp_path = Path(tempfile.mkdtemp(prefix="ls", dir="/tmp"))  # pytest's own is too long for Ray's sockets
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    long_store = tmp_path / ("a-store-whose-path-is-too-long-for-unix-sockets" * 2)
-    own = Path(ray_temp_dir(long_store))
-    assert own == tmp_path / f"langspec-ray-{os.getuid()}" and own.stat().st_mode & 0o777 == 0o700
-    own.chmod(0o777)  # as earlier versions left it
-    assert Path(ray_temp_dir(long_store)).stat().st_mode & 0o777 == 0o700
-    own.rmdir()
-    own.symlink_to(tmp_path)  # taken first by someone else (a link to where they want Ray's sockets)
-    fresh = Path(ray_temp_dir(long_store))
-    assert fresh != own and fresh.parent == tmp_path and fresh.stat().st_mode & 0o777 == 0o700
+    own = Path(ray_temp_dir())
+    assert own == tmp_path / f"langspec-{os.getuid()}" / "ray" and own.parent.stat().st_mode & 0o777 == 0o700
+    own.parent.chmod(0o755)  # opened by the user, or by an earlier version
+    assert Path(ray_temp_dir()).parent.stat().st_mode & 0o777 == 0o700
+    own.parent.rmdir()
+    own.parent.symlink_to(tmp_path)  # taken first by someone else (a link to where they want Ray's sockets)
+    fresh = Path(ray_temp_dir())
+    assert fresh.parent != own.parent and fresh.parent.parent == tmp_path and fresh.parent.stat().st_mode & 0o777 == 0o700
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / ("a-temp-dir-too-long-for-unix-sockets" * 2)))
+    assert len(ray_temp_dir()) <= 40  # Ray's socket paths must fit in 107 bytes
+    shutil.rmtree(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_no_other_user_can_list_or_enter_a_directory_the_runs_ray_made():
+    base = Path(tempfile.mkdtemp())  # outside pytest's own temp dir, which no other user may enter
+    try:
+        base.chmod(0o755)  # a system temp dir as shared machines have it
+        store = base / "store"
+        store.mkdir(mode=0o755)  # a store its user opened to others (ray/ sat in it before)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {"TMPDIR": str(base)}
+        done = subprocess.run([sys.executable, "-c", PRIVATE_RAY, str(store)], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        temp_dir = Path(json.loads(done.stdout.strip().splitlines()[-1])["temp_dir"])
+        made = [temp_dir, *(path for path in temp_dir.rglob("*") if path.is_dir() and not path.is_symlink())]
+        assert len(made) > 3 and any(path.stat().st_mode & 0o777 == 0o777 for path in made)  # Ray opens what it makes
+        for path in made:
+            assert as_nobody(lambda: os.listdir(path)) == "PermissionError", path
+            assert as_nobody(lambda: os.chdir(path)) == "PermissionError", path
+        assert not [path for path in store.rglob("*") if path.is_dir()]  # nothing of Ray's in the store
+    finally:
+        shutil.rmtree(base)
 
 
 # --- what the command prints ------------------------------------------------------------------
