@@ -261,7 +261,7 @@ def export(
         fail(QueryError(f"run {run_id} has no subnetworks (prune.enabled: false?)"))
     for path in written:
         say(f"wrote {path}")
-    say("use one: README, section 'Checkpoints in Hugging Face tools'")
+    say("use one: docs/checkpoints.md shows how to load a checkpoint with its subnetwork in Hugging Face tools")
 
 
 def _run_sql(store: Path, format: str, run, out_file: Path | None = None) -> None:
@@ -274,6 +274,9 @@ def _run_sql(store: Path, format: str, run, out_file: Path | None = None) -> Non
 
     if out_file is not None:
         check_out_file(out_file, store)
+        if format != "table" and f".{format}" != out_file.suffix:
+            fail(UsageError(f"--format {format} disagrees with --out {out_file}: the file's suffix chooses its format; "
+                            f"leave --format out, or name a .{format} file"))
     try:
         with connect_read_only(store) as con:
             register_views(con)

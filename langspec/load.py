@@ -68,7 +68,7 @@ def load_spec(
 ) -> LoadedSpec:
     """The spec at `path`; `allow_large_sweep` lets a sweep have more than MAX_SWEEP_POINTS points."""
     path = Path(path)
-    text = _read_file(path, str(path), "", "spec file not found; give the path of a YAML spec, e.g. specs/demo.yaml")
+    text = _read_file(path, str(path), "", _no_such_spec(path))
     data, positions = _read_extended(path, text, ())
     problems: list[SpecProblem] = []
     for override in overrides:  # a bad override is left out, and the spec is checked with the others
@@ -83,6 +83,13 @@ def load_spec(
 
 
 # --- YAML with positions ----------------------------------------------------------------------
+
+
+def _no_such_spec(path: Path) -> str:
+    """What to say of a spec path that names no file: where it was looked for, and the specs that are there."""
+    folder = next((f for f in (path.parent, Path("specs"), Path(".")) if f.is_dir() and any(f.glob("*.yaml"))), None)
+    near = f"; the specs in {folder}/: {', '.join(sorted(found.name for found in folder.glob('*.yaml'))[:8])}" if folder else ""
+    return f"spec file not found (the current directory is {Path.cwd()}){near}"
 
 
 def _read_file(path: Path, where: str, field: str, missing: str) -> str:
@@ -406,6 +413,8 @@ def _explain(error: dict, loc: Loc) -> str:
     message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind.startswith(("value_error", "assertion_error")) or isinstance(error.get("input"), dict):
         return message
+    if kind == "list_type" and isinstance(error.get("input"), str | int | float):  # seeds: 0
+        return f"{message} (got {error['input']!r}); write a list, e.g. [{error['input']!r}]"
     return f"{message} (got {error['input']!r})"
 
 

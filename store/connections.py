@@ -49,6 +49,12 @@ def quoted(root: str | Path) -> str:
     return shlex.quote(str(root))
 
 
+def not_a_directory(root: str | Path) -> str:
+    """What to say of a --store that names a file (the database itself, most often)."""
+    return (f"--store {root} is a file: --store takes the store's directory, the one that holds {DB_FILE} and tasks/ "
+            f"(e.g. --store {quoted(Path(root).parent)})")
+
+
 def lock_holder(root: Path) -> str:
     try:
         return (Path(root) / LOCK_FILE).read_text().strip() or "unknown"
@@ -70,6 +76,8 @@ def connect_read_only(root: str | Path, wait_s: float = READ_WAIT_S) -> duckdb.D
     opening, whole tasks only, for as long as it stays open; and the run waits while it is open, so
     close it when done (`with connect_read_only(root) as con:`)."""
     path = Path(root) / DB_FILE
+    if Path(root).is_file():
+        raise StoreError(not_a_directory(root))
     if not path.is_file():
         raise StoreError(f"no store at {root}: run `langspec run SPEC --store {quoted(root)}` first")
     deadline = time.monotonic() + wait_s

@@ -29,7 +29,7 @@ import duckdb
 from store import artifacts
 from store.artifacts import INFLUENCE_TABLES
 from store.connections import (DB_FILE, LOCK_FILE, WAL_SUFFIXES, check_wal, clear_mark, connect_waiting, first_row, gate,
-                               lock_holder, mark_writing, quoted)
+                               lock_holder, mark_writing, not_a_directory, quoted)
 from store.errors import StoreError
 from store.migrations import MIGRATIONS, SCHEMA_FILES, SCHEMA_VERSION, migratable, schema_version
 
@@ -76,6 +76,8 @@ class StoreWriter:
         """notify(text): told when the writer waits long for a reader to close the store."""
         self.root = Path(root)
         self._notify = notify or (lambda text: None)
+        if self.root.is_file():
+            raise StoreError(not_a_directory(self.root))
         try:
             # A new store is its user's alone (0700): it holds the spec, the datasets' text and the results.
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
