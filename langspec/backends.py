@@ -169,7 +169,8 @@ def start_private_ray() -> None:
     network's: `ENABLE_RAY_CLUSTER`, the switch its laptop mode reads, makes loopback the node's
     address, and is put back once Ray has started (a later `--address` in this process joins as usual).
     Its workers run at the user's priority and import what the stages run as they start
-    (WORKER_NICENESS, WORKER_PRELOAD: settings its raylet reads from the environment)."""
+    (WORKER_NICENESS, WORKER_PRELOAD: settings its raylet reads from the environment). It has the CPUs
+    this process may use (usable_cpus), not the host's."""
     import ray
     from ray._private import ray_constants
     from ray._raylet import AuthenticationTokenLoader, Config
@@ -184,7 +185,7 @@ def start_private_ray() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     temp_dir = ray_temp_dir()
     try:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=128 * 1024**2,
+        ray.init(num_cpus=usable_cpus(), include_dashboard=False, object_store_memory=128 * 1024**2,
                  _temp_dir=temp_dir, log_to_driver=False)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
@@ -193,6 +194,20 @@ def start_private_ray() -> None:
     except PlanError:
         ray.shutdown()
         raise
+
+
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), own_cgroup: Path = Path("/proc/self/cgroup")) -> int:
+    """The CPUs this process may use, not the host's: its affinity (taskset, a Slurm job's cpuset), capped by
+    its cgroup's CPU quota (a container's --cpus, a Slurm job's cgroup), rounded down, at least 1."""
+    count = len(os.sched_getaffinity(0))
+    try:
+        unified = [line for line in own_cgroup.read_text().splitlines() if line.startswith("0::")]  # cgroup v2: "0::/a/group"
+        quota, period = (cgroup_root / unified[0][3:].strip("/") / "cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, int(quota) // int(period)))
+    except (OSError, IndexError, ValueError):  # cgroup v1 alone, or no quota file: the affinity alone
+        pass
+    return count
 
 
 # Ray's unix sockets live under its temp dir (<dir>/session_<time>_<pid>/sockets/plasma_store), and a

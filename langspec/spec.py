@@ -22,7 +22,9 @@ class AnalysisSpec(Section):
 
 class StageResources(Section):
     num_cpus: float = Field(1, gt=0, le=1024, description="CPU cores per task (also torch's thread count).")
-    num_gpus: float = Field(0, ge=0, le=64, description="GPUs per task.")
+    num_gpus: float = Field(
+        0, ge=0, le=1, description="GPUs per task: 0, 1, or a fraction (0.5: two tasks share one GPU). A task runs on one "
+        "GPU (its cuda:0), so more than 1 would hold GPUs it never uses.")
     max_retries: int = Field(1, ge=0, le=100, description="Retries after a worker crash (not after an error in the task).")
 
 
