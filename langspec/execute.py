@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -182,6 +183,12 @@ def _finish(writer: StoreWriter, result: RunResult, task: Task, outcome: dict, r
         "started_at": _parse_time(outcome.get("started_at")), "finished_at": _parse_time(outcome.get("finished_at")),
         "seconds": outcome.get("seconds"), "device": outcome.get("device"),
     }
+    if outcome["ok"] and not _manifest_arrives(writer.root, task.key):
+        outcome = {"ok": False, "traceback": "", "error": (
+            f"its worker finished it, but {artifacts.task_dir(writer.root, task.key) / artifacts.SUCCESS_FILE} did not appear "
+            f"here within {MANIFEST_WAIT_S:.0f} s: on a shared filesystem this host's view may lag the worker's (NFS caches "
+            "attributes for up to acdirmax, 60 s by default), or the worker's node writes another directory than this "
+            "one reads; run the same command again to take its result if it is there by then")}
     if outcome["ok"]:
         record = _task_record(task, "ran", reason, summary=json.dumps(outcome["summary"]), **timing)
         # One transaction: a reader sees the task's rows and its record together, or neither.
@@ -191,6 +198,25 @@ def _finish(writer: StoreWriter, result: RunResult, task: Task, outcome: dict, r
     error = f"{outcome['error']}\n{outcome.get('traceback', '')}".strip()
     _record(writer, result, task, "failed", "the task raised an error", error=error, **timing)
     return "failed"
+
+
+# How long the driver waits for a finished task's manifest to show on its own host: beyond NFS's default
+# attribute cache (acdirmax, 60 s), looking again with a backoff. Then the task alone fails, not the run.
+MANIFEST_WAIT_S = 90.0
+
+
+def _manifest_arrives(root: Path, key: str) -> bool:
+    deadline, pause = time.monotonic() + MANIFEST_WAIT_S, 0.05
+    while artifacts.read_manifest(root, key) is None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 5.0)
+        try:
+            os.listdir(artifacts.task_dir(root, key).parent)  # a fresh look at tasks/ (NFS revalidates a directory it lists)
+        except OSError:
+            pass
+    return True
 
 
 def _record(writer: StoreWriter, result: RunResult, task: Task, outcome: str, reason: str, **fields) -> None:
