@@ -14,7 +14,7 @@ from typing import Literal
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator, model_serializer, model_validator
 
-from runners.methods import toy
+from runners.methods import chatterbot, toy
 from runners.context import TaskContext
 from runners.errors import DataSourceError
 from runners.inputs import Inputs
@@ -36,21 +36,27 @@ LANGUAGE_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 class DataSpec(Section):
-    source: Literal["toy", "hub", "files"] = Field(
+    source: Literal["toy", "hub", "files", "chatterbot"] = Field(
         "toy",
         description="toy: the built-in synthetic languages (offline); hub: a Hugging Face dataset by id; "
-        "files: JSONL/Parquet per language and split under `path`.",
+        "files: JSONL/Parquet per language and split under `path`; chatterbot: the chatterbot-corpus package's "
+        f"chatbot utterances ({chatterbot.INSTALL}), offline, labelled by category; whole blocks of aligned "
+        "conversations go to test, then validation, until each has about its size per language, stratified by "
+        "category, so that no translation crosses splits; the rest is train, subsampled to its size.",
     )
     languages: list[str] = Field(
         default=["ka", "kb", "la", "lb", "mi"],
         min_length=1,
-        description="Language codes to study. For toy data: ka, kb (family k), la, lb (family l), mi, na, nb (family n).",
+        description="Language codes to study. For toy data: ka, kb (family k), la, lb (family l), mi, na, nb (family n). "
+        f"For chatterbot: {', '.join(sorted(chatterbot.FOLDERS))}; en, it, ja, ko and uk largely translate one another.",
     )
     train_per_language: int = Field(
-        2000, ge=1, le=MAX_EXAMPLES, description="Training examples per language (a subsample for hub/files)."
+        2000, ge=1, le=MAX_EXAMPLES, description="Training examples per language (a subsample for hub/files/chatterbot)."
     )
-    validation_per_language: int = Field(200, ge=1, le=MAX_EXAMPLES, description="Validation examples per language.")
-    test_per_language: int = Field(200, ge=1, le=MAX_EXAMPLES, description="Test examples per language.")
+    validation_per_language: int = Field(
+        200, ge=1, le=MAX_EXAMPLES, description="Validation examples per language (chatterbot: about this many)."
+    )
+    test_per_language: int = Field(200, ge=1, le=MAX_EXAMPLES, description="Test examples per language (chatterbot: about this many).")
     parallel: bool = Field(
         True,
         description="Toy data only: the same underlying items in every language (like XNLI, PAWS-X) "
@@ -80,7 +86,15 @@ class DataSpec(Section):
         min_length=1,
         description="Names of the labels 0, 1, ... in order, for the checkpoints' id2label. None: the source's own "
         "(toy, XNLI: entailment, neutral, contradiction; PAWS-X: not_paraphrase, paraphrase; MARC: 1 star ... "
-        "5 stars; a hub dataset's ClassLabel names where it has them; files: the label ids).",
+        "5 stars; a hub dataset's ClassLabel names where it has them; files: the label ids; chatterbot: the "
+        "categories in sorted order).",
+    )
+    categories: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="chatterbot only: the categories (file names: ai, emotion, ...), the labels in sorted order; None: "
+        "all that every language has. example_id is <language>-<category>-c<row>-u<position>: without the language, "
+        "its translation group (one ending in -<language> could not be aligned and has a group of its own).",
     )
 
     @field_validator("languages")
@@ -116,20 +130,35 @@ class DataSpec(Section):
             raise ValueError("source: files needs `path` (a directory with <language>/<split>.jsonl)")
         return self
 
+    @model_validator(mode="after")
+    def check_chatterbot_corpus(self) -> DataSpec:
+        """Before any run: the package is installed and has every language and category asked for."""
+        if self.source != "chatterbot" and self.categories is not None:
+            raise ValueError(f"`categories` is for source: chatterbot; leave it out for source: {self.source}")
+        try:
+            if self.source == "chatterbot":
+                chatterbot.categories(list(self.languages), self.categories)
+        except DataSourceError as error:
+            raise ValueError(str(error)) from None
+        return self
+
 
 SECTIONS = {"data": (DataSpec, Field(default_factory=DataSpec, description="Where the examples come from."))}
 
 
 class Params(StageParams):
     data: DataSpec
-    fingerprint: str  # of the source's content where it lives outside langspec (files); "" for toy
+    fingerprint: str  # of the source's content where it lives outside langspec (files, chatterbot); "" for toy
 
     @model_serializer(mode="wrap")
-    def _leave_out_unshuffled(self, handler):
-        """Data with its own language labels keeps the task key it had before `shuffle_languages` existed."""
+    def _leave_out_new_defaults(self, handler):
+        """Data with its own language labels and no `categories` keeps the task key it had before
+        `shuffle_languages` and `categories` existed."""
         dumped = handler(self)
         if not self.data.shuffle_languages:
             dumped["data"].pop("shuffle_languages", None)
+        if self.data.categories is None:
+            dumped["data"].pop("categories", None)
         return dumped
 
 
@@ -146,7 +175,8 @@ def tasks(spec, seed: int, upstream: Upstream) -> Iterator[Planned]:
 def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict:
     data = params.data
     ctx.report(0, 1, f"loading {data.source} data")
-    rows = load_examples(data)
+    corpus = _load_chatterbot(data) if data.source == "chatterbot" else None
+    rows = corpus.rows if corpus else load_examples(data)
     names = label_names(data, rows)
     if data.shuffle_languages:
         rows = shuffle_languages(rows, data.seed)
@@ -156,18 +186,27 @@ def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict
     counts = {f"{lang}/{split}": 0 for lang in data.languages for split in SPLITS}
     for row in rows:
         counts[f"{row['language']}/{row['split']}"] += 1
-    return {"examples": len(rows), "num_labels": len(names), "labels": names, "counts": counts}
+    summary = {"examples": len(rows), "num_labels": len(names), "labels": names, "counts": counts}
+    return summary | (corpus.summary() if corpus else {})  # chatterbot: unaligned per language/split, duplicates
 
 
 def load_examples(data: DataSpec) -> list[dict]:
-    """The examples of a data section from its source (toy, files or hub), each split subsampled to
-    its size with `data.seed`, before `shuffle_languages`: the rows the data stage writes."""
+    """The examples of a data section from its source (toy, files, hub or chatterbot), each split
+    subsampled to its size with `data.seed`, before `shuffle_languages`: the rows the data stage writes."""
+    if data.source == "chatterbot":
+        return _load_chatterbot(data).rows
     sizes = {"train": data.train_per_language, "validation": data.validation_per_language, "test": data.test_per_language}
     if data.source == "toy":
         return toy.generate(list(data.languages), sizes, parallel=data.parallel, lexicon_overlap=data.lexicon_overlap, seed=data.seed)
     if data.source == "files":
         return _load_files(Path(data.path), list(data.languages), sizes, data.seed)
     return _load_hub(data.dataset, list(data.languages), sizes, data.seed)
+
+
+def _load_chatterbot(data: DataSpec) -> chatterbot.Corpus:
+    """Translation groups that no split crosses (runners.methods.chatterbot says how)."""
+    sizes = {"train": data.train_per_language, "validation": data.validation_per_language, "test": data.test_per_language}
+    return chatterbot.load(list(data.languages), data.categories, sizes, data.seed)
 
 
 def shuffle_languages(rows: list[dict], seed: int) -> list[dict]:
@@ -203,6 +242,8 @@ def label_names(data: DataSpec, rows: list[dict]) -> list[str]:
         names = list(toy.LABELS)
     elif data.source == "hub":
         names = _hub_label_names(data.dataset, data.languages[0])
+    elif data.source == "chatterbot":
+        names = chatterbot.categories(list(data.languages), data.categories)
     else:  # files carry label ids only
         names = [str(label) for label in range(max(r["label"] for r in rows) + 1)]
     highest = max(r["label"] for r in rows)
@@ -229,8 +270,10 @@ def _hub_label_names(dataset: str, language: str) -> list[str]:
 
 def fingerprint(data: DataSpec) -> str:
     """What a task key must know about data that lives outside the spec: sha256 over the files a
-    `files` source reads, or over the dataset fingerprints of a local `hub` copy; "" otherwise
-    (toy data follows from the spec; a hub id names its data)."""
+    `files` or `chatterbot` source reads, or over the dataset fingerprints of a local `hub` copy; ""
+    otherwise (toy data follows from the spec; a hub id names its data)."""
+    if data.source == "chatterbot":
+        return chatterbot.fingerprint(list(data.languages), data.categories)
     if data.source == "files":
         files = sorted(_source_files(Path(data.path), list(data.languages)).values())
     elif data.source == "hub" and Path(data.dataset).is_dir():
