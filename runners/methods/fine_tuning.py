@@ -83,6 +83,14 @@ def fine_tune(
     tokenizer.model_max_length = config.max_length
     label_names = data.label_names()
     model = models.build_model(model_spec, tokenizer, label_names, config.max_length, seed).to(device)
+    trimmed = {}
+    if model_spec.trim_vocabulary:  # on every row, so that the ablation and SFT trim to the same vocabulary
+        from runners.methods.vocabulary import trim_vocabulary
+
+        before = (len(tokenizer), sum(p.numel() for p in model.parameters()))
+        model, tokenizer = trim_vocabulary(model, tokenizer, [t for r in rows for t in (r["text_a"], r["text_b"]) if t])
+        trimmed = {"vocabulary": {"tokens_before": before[0], "tokens_after": len(tokenizer),
+                                  "parameters_before": before[1], "parameters_after": sum(p.numel() for p in model.parameters())}}
     pad_id = tokenizer.pad_token_id
     planted_masks = plant(model, families, planted.overlap, seed, workdir) if planted is not None else None  # {language: (L, H)}
 
@@ -176,4 +184,5 @@ def fine_tune(
              if m["metric"] == "accuracy" and m["split"] == "test" and m["epoch"] == config.epochs}
     return {"epochs": config.epochs, "final_loss": loss, "test_accuracy": final, "device": str(device),
             "resumed_from_epoch": resume["epoch"] if resume else 0,
-            "train_examples": dict(sorted(Counter(train.languages).items()))}  # per language: what it trained on
+            "train_examples": dict(sorted(Counter(train.languages).items())),  # per language: what it trained on
+            **trimmed}

@@ -56,21 +56,31 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
 def build_tokenizer(spec: ModelSpec, train_texts: list[str]) -> PreTrainedTokenizerBase:
     if spec.tiny is not None:
         return train_tokenizer(train_texts, spec.tiny.vocab_size)
-    with _hub(spec.pretrained):
-        return AutoTokenizer.from_pretrained(spec.pretrained)
+    source = pretrained_source(spec)
+    with _hub(source, packaged=spec.packaged is not None):
+        return AutoTokenizer.from_pretrained(source)
+
+
+def pretrained_source(spec: ModelSpec) -> str:
+    """What from_pretrained loads: a hub id or directory, or a packaged model's converted directory
+    (converted on first use)."""
+    if spec.packaged is not None:
+        from runners.methods import packaged
+
+        return str(packaged.converted(spec.packaged))
+    return spec.pretrained
 
 
 @contextmanager
-def _hub(model_id: str) -> Iterator[None]:
+def _hub(model_id: str, packaged: bool = False) -> Iterator[None]:
     """Turn a failed from_pretrained into what to do about it (offline machines are common)."""
     try:
         yield
     except OSError as error:
-        raise ModelSourceError(
-            f"could not load model {model_id!r}: {' '.join(str(error).split())} Without internet, save it where there is "
-            "(AutoModel.from_pretrained(ID).save_pretrained(DIR) and the same for AutoTokenizer), copy DIR "
-            "here and set model.pretrained: DIR"
-        ) from None
+        fix = (f"The converted directory is damaged: delete {model_id} and run again to convert it anew" if packaged else
+               "Without internet, save it where there is (AutoModel.from_pretrained(ID).save_pretrained(DIR) and the "
+               "same for AutoTokenizer), copy DIR here and set model.pretrained: DIR")
+        raise ModelSourceError(f"could not load model {model_id!r}: {' '.join(str(error).split())} {fix}") from None
 
 
 def build_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, label_names: Sequence[str], max_length: int, seed: int):
@@ -81,9 +91,10 @@ def build_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, label_names
     labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
               "label2id": {name: i for i, name in enumerate(label_names)}}
     if spec.tiny is None:
-        with _hub(spec.pretrained):
+        source = pretrained_source(spec)
+        with _hub(source, packaged=spec.packaged is not None):
             return AutoModelForSequenceClassification.from_pretrained(
-                spec.pretrained,
+                source,
                 **labels,
                 attn_implementation=spec.attention,
                 hidden_dropout_prob=spec.dropout,

