@@ -203,7 +203,9 @@ def cli_page() -> str:
         command = group.get_command(ctx, name)
         arguments = " ".join(p.name.upper() if p.required else f"[{p.name.upper()}]"
                              for p in command.params if p.param_type_name == "argument")
-        lines += ["", f"## `langspec {name}{' ' + arguments if arguments else ''}`", "", _cell((command.help or "").split("\n\n")[0]), ""]
+        paragraphs = [" ".join(part.split()) for part in (command.help or "").split("\n\n") if part.strip()]
+        lines += ["", f"## `langspec {name}{' ' + arguments if arguments else ''}`", ""]
+        lines += [line for paragraph in paragraphs for line in (paragraph, "")]  # every paragraph --help prints
         options = [p for p in command.params if p.param_type_name == "option" and p.name != "help"]
         if options:
             lines += ["| option | default | description |", "|---|---|---|"]

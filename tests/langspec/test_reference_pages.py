@@ -79,3 +79,18 @@ def test_cli_page_lists_every_command_and_flag():
         for param in command.params:
             if param.param_type_name == "option" and param.name != "help":
                 assert f"`{param.opts[0]}`" in page.split(f"## `langspec {name}")[1].split("\n## ")[0]
+
+
+def test_cli_page_holds_every_paragraph_that_help_prints():
+    """The page says `--help` prints the same: every paragraph of each command's help is on it (#39)."""
+    from typer.testing import CliRunner
+
+    from langspec.cli import app
+
+    page = " ".join(generated()["cli.md"].split())
+    for name in ("analyze", "query", "run", "report"):
+        shown = CliRunner().invoke(app, [name, "--help"], terminal_width=10_000).output
+        # the help's own text: Rich draws option boxes after it
+        text = shown.split("Usage:")[1].split("╭")[0].split("\n", 1)[1]
+        for paragraph in [" ".join(part.split()) for part in text.split("\n\n") if part.strip()]:
+            assert paragraph in page, (name, paragraph)
