@@ -83,7 +83,7 @@ def run_task(call: TaskCall, report=None) -> dict:
             watchdog = _Watchdog(root, call, workdir, resumable)
             watchdog.start()
         inputs = Inputs({role: artifacts.task_dir(root, key) for role, key in call.inputs.items()})
-        ctx = TaskContext(device=device, num_cpus=threads, report=report or progress.write)
+        ctx = TaskContext(device=device, num_cpus=threads, report=_both(progress.write, report) if report else progress.write)
         summary = module.run(call.params, inputs, workdir, ctx)
         missing = [t for t in call.tables if not artifacts.table_path(workdir, t).is_file()]
         if missing:
@@ -120,6 +120,16 @@ def run_task(call: TaskCall, report=None) -> dict:
         if watchdog is not None:
             watchdog.stop()
         progress.remove()
+
+
+def _both(to_file, to_display):
+    """A report for the file that `langspec status` reads and for this process's display (the local executor)."""
+
+    def report(done: int, total: int, note: str) -> None:
+        to_file(done, total, note)
+        to_display(done, total, note)
+
+    return report
 
 
 class _Watchdog(threading.Thread):
