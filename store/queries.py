@@ -148,7 +148,9 @@ def resolve(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str, 
     given = given or {}
     params = {**defaults(con, query, given), **given}
     if "run_id" in query.params and "run_id" not in params:
-        raise QueryError("the store has no completed run: run `langspec run SPEC` first, or name a run (`langspec status` lists them)")
+        where = store_option(con)
+        raise QueryError(f"the store has no completed run: run `langspec run SPEC{where}` first, or name a run "
+                         f"(`langspec status{where}` lists them)")
     if "run_id" in given and not internal(con, "run_exists", run_id=given["run_id"]):
         raise QueryError(f"the store has no run {given['run_id']!r} (`langspec status` lists the runs)")
     if "point" in query.params:
@@ -167,6 +169,18 @@ def resolve(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str, 
     if missing:
         raise QueryError(f"the analysis {query.name} needs " + " ".join(f"--param {p}=..." for p in missing))
     return {p: params[p] for p in query.params}
+
+
+def store_option(con: duckdb.DuckDBPyConnection) -> str:
+    """` --store DIR` for a pasted hint, DIR the directory of the database `con` reads ("" for the default
+    store, results, and for a database in memory)."""
+    import shlex
+
+    found = con.sql("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    if not found or not found[0][0]:
+        return ""
+    root = Path(found[0][0]).parent
+    return "" if root == Path("results") else f" --store {shlex.quote(str(root))}"
 
 
 # Parameters whose values the store lists (store/sql/internal/param_values_NAME.sql): a value it

@@ -55,3 +55,11 @@ def test_export_points_at_a_page_that_exists(everyday_study, tmp_path):
     assert code == 0
     page = re.search(r"use one: (\S+)", said)[1]
     assert (REPO / page).is_file() and "Hugging Face" in (REPO / page).read_text()
+
+
+def test_a_store_without_a_completed_run_is_told_with_its_own_store(tmp_path):
+    root = tmp_path / "my store"
+    StoreWriter(root).close()
+    for args in (("report",), ("analyze", "accuracy")):
+        code, said = invoke(*args, "--store", root)
+        assert code == 2 and f"run `langspec run SPEC --store '{root}'` first" in said, said
