@@ -21,24 +21,30 @@ appended to it), `verdicts` turns an answer into a finding; this module runs the
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import duckdb
 
 from langspec.science import stats
 from langspec.science.questions import QUESTIONS, paired, related_languages, related_minus_unrelated
 from langspec.science.study import MULTILINGUAL, Gates, StudyData, gates, load
-from langspec.science.verdicts import (ALPHA, CONTRADICTED, INCONCLUSIVE, MIN_SEEDS, SUPPORTED, Answer, Finding,
+from langspec.science.verdicts import (ALPHA, CONTRADICTED, GENERAL, INCONCLUSIVE, MIN_SEEDS, SUPPORTED, Answer, Finding,
                                        crossed_estimate)
 
 # The names the report, the controls, the benchmarks and the tests read through this module.
-__all__ = ["ALPHA", "CONTRADICTED", "INCONCLUSIVE", "MIN_SEEDS", "MULTILINGUAL", "QUESTIONS", "SUPPORTED", "Answer", "Finding",
+__all__ = ["ALPHA", "CONTRADICTED", "GENERAL", "INCONCLUSIVE", "MIN_SEEDS", "MULTILINGUAL", "QUESTIONS", "SUPPORTED", "Answer", "Finding",
            "Gates", "StudyData", "compute", "crossed_estimate", "findings", "gates", "load", "paired", "related_languages",
            "related_minus_unrelated"]
 
 
 def findings(data: StudyData) -> list[Finding]:
-    """Every question's finding: the gates of the models each uses, then Holm over the primary ones."""
+    """Every question's finding: the gates of the models each uses, then Holm over the primary ones.
+    The family's size sets the threshold a language-level test must be able to reach (ALPHA / family)
+    for a question's verdict to be about languages in general (Answer.general)."""
     gate = gates(data)
     answers = [question(data, gate) for question in QUESTIONS]
+    family = sum(a.primary for a in answers)
+    answers = [replace(a, family=family) for a in answers]
     adjusted = stats.holm([a.p_value if a.primary else None for a in answers])
     return [answer.finish(p) for answer, p in zip(answers, adjusted)]
 

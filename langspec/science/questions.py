@@ -9,13 +9,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from langspec.science import stats
+from langspec.science import language_tests, stats
 from langspec.science.study import ABLATION, SFT, SUBNETWORK, Gates, StudyData
-from langspec.science.verdicts import (CROSSED_TEST, MIN_SEEDS, SEEDS_TEST, Answer, clean, crossed_estimate,
+from langspec.science.verdicts import (CROSSED_TEST, MIN_SEEDS, SEEDS_TEST, Answer, LanguageTest, clean, crossed_estimate,
                                        over_seeds_estimate)
-
-SEED = 0  # of every random permutation: findings are deterministic
-
 
 def _mean_of(by_seed: dict[int, dict[str, float]]) -> float | None:
     return float(np.mean([np.mean(list(v.values())) for v in by_seed.values()])) if by_seed else None
@@ -37,9 +34,15 @@ def q1_subnetworks_exist(data: StudyData, gate: Gates) -> Answer:
         if r["language"] != r["mask_language"]:
             by_seed.setdefault(int(r["seed"]), {})[f"{r['language']}/{r['mask_language']}"] = r["own_minus_this"]
     reasons: list[str] = []
+    notes: list[str] = []
+    details: dict = {}
     if not by_seed:
         reasons.append("no mask_transfer rows: the run has no subnetworks (prune.enabled: false)")
-    statistic, estimate, _ = crossed_estimate(by_seed, reasons) if by_seed else (None, None, {})
+    statistic, estimate, _ = crossed_estimate(by_seed, reasons, notes=notes, details=details) if by_seed else (None, None, {})
+    languages = sorted({r["language"] for r in data.mask_transfer})
+    common = set.intersection(*(set(v) for v in by_seed.values())) if by_seed else set()
+    relabelled = language_tests.mask_specificity([{tuple(pair.split("/")): v[pair] for pair in common} for _, v in sorted(by_seed.items())],
+                                                 languages)
     retention_by_seed: dict[int, list[float]] = {}
     for r in data.accuracy:
         if r["retention"] is not None:
@@ -47,15 +50,14 @@ def q1_subnetworks_exist(data: StudyData, gate: Gates) -> Answer:
     retention = [float(np.mean(v)) for _, v in sorted(retention_by_seed.items())]
     excess = [float(np.mean([v for (a, b), v in pairs.items() if a < b])) for _, pairs in sorted(data.jaccard_excess.items())]
     examples = [int(r["examples"]) for r in data.mask_transfer]
-    n = {"seeds": len(by_seed), "languages": len({r["language"] for r in data.mask_transfer}),
-         "test_examples_per_language": min(examples, default=0)}
-    details = {
+    n = {"seeds": len(by_seed), "languages": len(languages), "test_examples_per_language": min(examples, default=0)}
+    details.update({
         "retention": float(np.mean(retention)) if retention else None,
-        "retention_interval": list(stats.over_seeds(retention).interval()) if len(retention) >= MIN_SEEDS else None,
+        "retention_interval": list(stats.over_seeds(retention).interval()) if len(set(retention)) >= MIN_SEEDS else None,
         "jaccard_minus_random": float(np.mean(excess)) if excess else None,
-        "jaccard_minus_random_interval": list(stats.over_seeds(excess).interval()) if len(excess) >= MIN_SEEDS else None,
+        "jaccard_minus_random_interval": list(stats.over_seeds(excess).interval()) if len(set(excess)) >= MIN_SEEDS else None,
         "threshold": data.threshold,
-    }
+    })
 
     def say(verdict: str, interval: str) -> str:
         retained = f"; the subnetworks keep {details['retention']:.0%} of the full model's test accuracy" if retention else ""
@@ -65,25 +67,38 @@ def q1_subnetworks_exist(data: StudyData, gate: Gates) -> Answer:
                 f"on its data ({interval}; {n['seeds']} seeds x {n['languages']} languages x {n['test_examples_per_language']} "
                 f"test examples){retained}{overlap}.")
 
-    return Answer("Q1", title, name, statistic, estimate, n, reasons, gate.of(SUBNETWORK), say, test=CROSSED_TEST, details=details)
+    language_test = LanguageTest(relabelled, "the masks' languages", language_tests.one_in_every) if relabelled else None
+    return Answer("Q1", title, name, statistic, estimate, n, reasons, gate.of(SUBNETWORK), say, test=CROSSED_TEST, details=details,
+                  languages=tuple(languages), random_factors=("seeds", "language pairs"), language_test=language_test,
+                  unit="accuracy", notes=notes)
 
 
-def _specialisation(data: StudyData, failed: list[str], question: str, title: str, minuend: str, subtrahend: str) -> Answer:
+CONFINEMENT = ("This statistic includes the effect of confinement itself: the sft variant masks each training gradient by its "
+               "language's subnetwork, as SFT trained the model, so even with the language labels shuffled (the negative control) "
+               "SFT stays confined and Q3 gives about +0.03")
+
+
+def _specialisation(data: StudyData, failed: list[str], question: str, title: str, minuend: str, subtrahend: str,
+                    caveat: str = "") -> Answer:
     name = f"S+ {minuend} minus {subtrahend}"
     reasons: list[str] = []
+    languages = tuple(data.languages)
     if minuend not in data.variants or subtrahend not in data.variants:
         reasons.append(f"the run lacks the TracIn variants {minuend} and {subtrahend}")
-        return Answer(question, title, name, None, None, {}, reasons, failed, lambda v, i: "")
-    statistic, estimate, n = crossed_estimate(paired(data, minuend, subtrahend), reasons)
+        return Answer(question, title, name, None, None, {}, reasons, failed, lambda v, i: "", languages=languages)
+    notes: list[str] = []
+    details: dict = {}
+    statistic, estimate, n = crossed_estimate(paired(data, minuend, subtrahend), reasons, notes=notes, details=details)
     s_minuend, s_subtrahend = _mean_of(data.in_language(minuend)), _mean_of(data.in_language(subtrahend))
+    details.update({f"s_plus_{minuend}": s_minuend, f"s_plus_{subtrahend}": s_subtrahend})
 
     def say(verdict: str, interval: str) -> str:
         return (f"{question} {verdict}: {title.lower()}? S+ is {s_minuend:.3f} ({minuend}) against {s_subtrahend:.3f} "
                 f"({subtrahend}), a change of {statistic:+.3f} ({interval}; {n['test_examples']} test examples in each of "
-                f"{n['seeds']} seeds, top-{data.k} proponents).")
+                f"{n['seeds']} seeds, top-{data.k} proponents)" + (f". {caveat}." if caveat else "."))
 
     return Answer(question, title, name, statistic, estimate, {**n, "k": data.k}, reasons, failed, say, test=CROSSED_TEST,
-                  details={f"s_plus_{minuend}": s_minuend, f"s_plus_{subtrahend}": s_subtrahend})
+                  details=details, languages=languages, random_factors=("seeds", "test examples"), unit="in S+", notes=notes)
 
 
 def q2_subnetworks_rely_on_own_language(data: StudyData, gate: Gates) -> Answer:
@@ -92,16 +107,20 @@ def q2_subnetworks_rely_on_own_language(data: StudyData, gate: Gates) -> Answer:
 
 
 def q3_sft_changes_specialisation(data: StudyData, gate: Gates) -> Answer:
+    """SFT against the subnetworks. The sft variant's TracIn masks each training example's gradient by
+    its language's subnetwork: right for the model SFT trained (a language's heads were updated from
+    its own batches only), and the reason the statistic includes confinement itself."""
     return _specialisation(data, gate.of(SUBNETWORK, SFT), "Q3", "SFT raises in-language reliance over the subnetworks",
-                           "sft", "subnetwork")
+                           "sft", "subnetwork", CONFINEMENT)
 
 
 def _matrices(data: StudyData, variant: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One seed's size-adjusted Jaccard (J minus its random-mask expectation) and M+, as language x
-    language matrices (M+: the mean over t's test examples of the share of proponents from s)."""
+    language matrices (M+: the mean over t's test examples of the share of proponents from s). A pair
+    without J (a mask that keeps no heads) is NaN, never 0: it is left out, not scored as "unlike"."""
     languages = data.languages
     index = {language: i for i, language in enumerate(languages)}
-    jaccard = np.zeros((len(languages), len(languages)))
+    jaccard = np.full((len(languages), len(languages)), np.nan)
     for (a, b), value in data.jaccard_excess.get(seed, {}).items():
         jaccard[index[a], index[b]] = value
     shares = np.zeros((len(languages), len(languages)))
@@ -113,35 +132,55 @@ def _matrices(data: StudyData, variant: str, seed: int) -> tuple[np.ndarray, np.
     return jaccard, shares / np.maximum(counts, 1)[:, None]
 
 
+def _pair_correlation(jaccard: np.ndarray, shares: np.ndarray) -> tuple[float, int]:
+    """Pearson r of J and M+ over the ordered pairs a != b that have J, and how many they are."""
+    j, m = stats.off_diagonal(jaccard), stats.off_diagonal(shares)
+    kept = np.isfinite(j)
+    return (stats.correlation(j[kept], m[kept]) if kept.sum() >= 2 else math.nan), int(kept.sum())
+
+
 def q4_similarity_predicts_influence(data: StudyData, gate: Gates) -> Answer:
     title = "Subnetwork similarity predicts positive cross-language influence"
     name = "Pearson r of J(a, b) minus its random-mask expectation with M+[a, b], full model, mean over seeds"
     reasons: list[str] = []
+    languages = tuple(data.languages)
     if "full" not in data.variants or not data.pairs:
         reasons.append("the run lacks subnetworks or the full model's TracIn scores")
-        return Answer("Q4", title, name, None, None, {}, reasons, gate.of(SUBNETWORK), lambda v, i: "")
+        return Answer("Q4", title, name, None, None, {}, reasons, gate.of(SUBNETWORK), lambda v, i: "", languages=languages)
     seeds = sorted(set(data.proponents[("full", None)]) & {int(r["seed"]) for r in data.pairs})
     matrices = {seed: _matrices(data, "full", seed) for seed in seeds}
-    per_seed = [r for r in (stats.correlation(stats.off_diagonal(j), stats.off_diagonal(m)) for j, m in matrices.values())
-                if not math.isnan(r)]  # NaN: a seed whose matrices are constant
+    correlated = {seed: _pair_correlation(j, m) for seed, (j, m) in matrices.items()}
+    defined = [seed for seed in seeds if not math.isnan(correlated[seed][0])]  # NaN: a seed whose matrices are constant
+    per_seed = [correlated[seed][0] for seed in defined]
     statistic = float(np.mean(per_seed)) if per_seed else None
-    estimate = over_seeds_estimate(per_seed, reasons)
-    mean_j, mean_m = np.mean(list(matrices.values()), axis=0)  # (2, L, L): over seeds
-    r, p, permutations = stats.mantel(mean_j, mean_m, seed=SEED)
+    notes: list[str] = []
+    details: dict = {}
+    estimate = over_seeds_estimate(per_seed, reasons, seeds=defined, notes=notes, details=details)
+    count = len(languages)
+    pairs = count * (count - 1)
+    used = [correlated[seed][1] for seed in seeds]
+    for seed, (jaccard, _) in matrices.items():
+        absent = [f"{languages[a]}/{languages[b]}" for a, b in zip(*np.nonzero(np.isnan(jaccard))) if a != b]
+        if absent:
+            reasons.append(f"seed {seed}: {len(absent)} of the {pairs} pairs have no Jaccard (a mask that keeps no heads) and are "
+                           f"left out of its correlation: {', '.join(absent)}")
+    relabelled = language_tests.matrix_agreement([matrices[seed] for seed in defined]) if defined else None
     raw = np.mean([_raw_jaccard(data, seed) for seed in seeds], axis=0)
-    languages = len(data.languages)
-    n = {"languages": languages, "pairs": languages * (languages - 1), "seeds": len(seeds)}
-    details = {"per_seed_r": per_seed, "mantel_r_of_seed_means": clean(r), "mantel_p": p, "mantel_permutations": permutations,
-               "raw_jaccard_r": clean(stats.correlation(stats.off_diagonal(raw), stats.off_diagonal(mean_m)))}
+    mean_m = np.mean([m for _, m in matrices.values()], axis=0)
+    n = {"languages": count, "pairs": min(used, default=0), "seeds": len(seeds)}
+    if min(used, default=pairs) < pairs:
+        n["pairs_without_jaccard"] = pairs - min(used)
+    details.update({"per_seed_r": per_seed, "pairs_per_seed": used,
+                    "raw_jaccard_r": clean(stats.correlation(stats.off_diagonal(raw), stats.off_diagonal(mean_m)))})
 
     def say(verdict: str, interval: str) -> str:
         return (f"Q4 {verdict}: does subnetwork similarity predict cross-language influence? r = {statistic:+.2f} between "
                 f"size-adjusted J(a, b) and M+[a, b] ({interval}; {n['pairs']} pairs in each of {n['seeds']} seeds); exploratory: "
-                f"Mantel p = {p:.3f} on the seeds' mean matrices ({permutations} relabellings of the {languages} languages), "
                 f"raw Jaccard r = {details['raw_jaccard_r']:+.2f}.")
 
+    language_test = LanguageTest(relabelled, "the languages of J (Mantel)", language_tests.one_in_every) if relabelled else None
     return Answer("Q4", title, name, statistic, estimate, n, reasons, gate.of(SUBNETWORK), say, test=SEEDS_TEST, details=details,
-                  bounds=(-1.0, 1.0))
+                  bounds=(-1.0, 1.0), languages=languages, language_test=language_test, unit="in r", notes=notes)
 
 
 def _raw_jaccard(data: StudyData, seed: int) -> np.ndarray:
@@ -184,10 +223,12 @@ def q5_dynamics(data: StudyData, gate: Gates) -> Answer:
         details[f"s_plus_by_epoch_{variant}"] = {str(e): _mean_of(data.in_language(variant, e)) for e in data.checkpoints(variant)}
     if not slopes["full"] or not slopes["sft"]:
         reasons.append("needs TracIn scores of the full and the SFT model at two or more checkpoints each")
-        return Answer("Q5", title, name, None, None, {}, reasons, gate.of(SFT), lambda v, i: "", details=details)
+        return Answer("Q5", title, name, None, None, {}, reasons, gate.of(SFT), lambda v, i: "", details=details,
+                      languages=tuple(data.languages))
     difference = {seed: {z: slopes["sft"][seed][z] - slopes["full"][seed][z] for z in slopes["sft"][seed] if z in slopes["full"][seed]}
                   for seed in slopes["sft"] if seed in slopes["full"]}
-    statistic, estimate, n = crossed_estimate(difference, reasons)
+    notes: list[str] = []
+    statistic, estimate, n = crossed_estimate(difference, reasons, notes=notes, details=details)
 
     def say(verdict: str, interval: str) -> str:
         return (f"Q5 {verdict}: S+ changes by {details['slope_sft']:+.4f} per epoch under SFT and {details['slope_full']:+.4f} under "
@@ -195,7 +236,8 @@ def q5_dynamics(data: StudyData, gate: Gates) -> Answer:
                 f"{n['seeds']} seeds).")
 
     return Answer("Q5", title, name, statistic, estimate, {**n, "checkpoints": len(data.checkpoints("full")), "k": data.k}, reasons,
-                  gate.of(SFT), say, test=CROSSED_TEST, details=details)
+                  gate.of(SFT), say, test=CROSSED_TEST, details=details, languages=tuple(data.languages),
+                  random_factors=("seeds", "test examples"), unit="in S+ per epoch", notes=notes)
 
 
 def related_languages(languages: list[str]) -> dict[str, list[str]]:
@@ -204,6 +246,13 @@ def related_languages(languages: list[str]) -> dict[str, list[str]]:
 
     return {a: [b for b in languages if b != a and FAMILIES.get(a) is not None and FAMILIES.get(a) == FAMILIES.get(b)]
             for a in languages}
+
+
+def families(languages: list[str]) -> list[str | None]:
+    """Each studied language's toy family (runners.methods.toy.FAMILIES), None for a language outside them."""
+    from runners.methods.toy import FAMILIES
+
+    return [FAMILIES.get(language) for language in languages]
 
 
 def related_minus_unrelated(data: StudyData, variant: str, languages: list[str] | None = None) -> dict[int, dict[str, float]]:
@@ -222,17 +271,38 @@ def related_minus_unrelated(data: StudyData, variant: str, languages: list[str] 
     return by_seed
 
 
+def _mean_shares(data: StudyData, variant: str) -> tuple[np.ndarray, np.ndarray]:
+    """shares[seed, t, s]: the mean share of the top-k proponents from s over t's test examples that
+    every seed scored, per seed (in seed order); examples[t]: how many such test examples t has."""
+    by_seed = [examples for _, examples in sorted(data.proponents.get((variant, None), {}).items())]
+    common = set.intersection(*(set(examples) for examples in by_seed)) if by_seed else set()
+    index = {language: i for i, language in enumerate(data.languages)}
+    shares = np.zeros((len(by_seed), len(index), len(index)))
+    examples = np.zeros(len(index))
+    for test_id in common:
+        language = by_seed[0][test_id][0]
+        examples[index[language]] += 1
+        for seed, seed_examples in enumerate(by_seed):
+            for train_language, count in seed_examples[test_id][1].items():
+                shares[seed, index[language], index[train_language]] += count / data.k
+    return shares / np.maximum(examples, 1)[None, :, None], examples
+
+
 def p1_planted_families(data: StudyData, gate: Gates) -> Answer:
     """The toy world's families (runners.methods.toy.FAMILIES): are M+ and J higher for related pairs?"""
     title = "The planted language families are recovered"
     name = "M+ from the related language minus the mean M+ from unrelated languages (full model)"
     related = related_languages(data.languages)
     reasons: list[str] = []
+    languages = tuple(data.languages)
     if "full" not in data.variants or not any(related.values()):
         reasons.append("needs the full model's TracIn scores and two toy languages of one family")
-        return Answer("P1", title, name, None, None, {}, reasons, gate.of(), lambda v, i: "", primary=False)
+        return Answer("P1", title, name, None, None, {}, reasons, gate.of(), lambda v, i: "", primary=False, languages=languages)
     by_seed = related_minus_unrelated(data, "full")
-    statistic, estimate, n = crossed_estimate(by_seed, reasons)
+    notes: list[str] = []
+    details: dict = {}
+    statistic, estimate, n = crossed_estimate(by_seed, reasons, notes=notes, details=details)
+    relabelled, smallest_p_at = language_tests.planted_families(*_mean_shares(data, "full"), families(data.languages))
     jaccard_seed = []
     for seed in sorted({int(r["seed"]) for r in data.pairs}):
         rows = [r for r in data.pairs if int(r["seed"]) == seed and r["language_a"] < r["language_b"]]
@@ -240,12 +310,14 @@ def p1_planted_families(data: StudyData, gate: Gates) -> Answer:
         unrel = [r["jaccard"] for r in rows if r["language_b"] not in related[r["language_a"]]]
         if rel and unrel:
             jaccard_seed.append(float(np.mean(rel) - np.mean(unrel)))
-    jaccard = stats.over_seeds(jaccard_seed) if len(jaccard_seed) >= MIN_SEEDS else None
+    jaccard = stats.over_seeds(jaccard_seed) if len(set(jaccard_seed)) >= MIN_SEEDS else None
     jaccard_interval = list(jaccard.interval()) if jaccard else None
     short_of = []
     if jaccard_interval is not None and jaccard_interval[0] <= 0:
         short_of.append(f"J: related pairs' Jaccard is not above unrelated pairs' (interval [{jaccard_interval[0]:.3f}, "
                         f"{jaccard_interval[1]:.3f}]): the masks do not show the families")
+    details.update({"jaccard_related_minus_unrelated": jaccard.mean if jaccard else None, "jaccard_interval": jaccard_interval,
+                    "related": {a: b for a, b in related.items() if b}})
 
     def say(verdict: str, interval: str) -> str:
         j = f"; J is {jaccard.mean:+.3f} higher for related than unrelated pairs ([{jaccard_interval[0]:+.3f}, {jaccard_interval[1]:+.3f}])" if jaccard else ""
@@ -253,37 +325,95 @@ def p1_planted_families(data: StudyData, gate: Gates) -> Answer:
                 f"{statistic:+.3f} more from its related language than from an unrelated one ({interval}; "
                 f"{n['test_examples']} test examples in each of {n['seeds']} seeds){j}.")
 
+    language_test = LanguageTest(relabelled, "the family labels", smallest_p_at) if relabelled else None
     return Answer("P1", title, name, statistic, estimate, {**n, "related_pairs": sum(map(len, related.values())) // 2, "k": data.k},
-                  reasons, gate.of(), say, primary=False, test=CROSSED_TEST, short_of=short_of,
-                  details={"jaccard_related_minus_unrelated": jaccard.mean if jaccard else None, "jaccard_interval": jaccard_interval,
-                           "related": {a: b for a, b in related.items() if b}})
+                  reasons, gate.of(), say, primary=False, test=CROSSED_TEST, short_of=short_of, details=details, languages=languages,
+                  random_factors=("seeds", "test examples"), language_test=language_test, unit="in M+ share", notes=notes)
 
 
 def q6_tracin_predicts_removal(data: StudyData, gate: Gates) -> Answer:
     """Ground truth from retraining (the ablation stage): does TracIn's predicted group effect P[t, s]
-    go with the measured effect E[t, s] of leaving language s out of fine-tuning?"""
+    go with the measured effect E[t, s] of leaving language s out of fine-tuning, for t != s? The
+    diagonal t = s (a language's own removal) is reported apart: a large diagonal that P and E share
+    would make the correlation over all cells high whatever the pairs do."""
     title = "TracIn predicts the effect of removing a language"
-    name = "Pearson r of TracIn's P[t, s] with the measured E[t, s] over all (t, s) pairs, full model, mean over seeds"
+    name = "Pearson r of TracIn's P[t, s] with the measured E[t, s] over the pairs t != s, full model, mean over seeds"
     chosen = {(r.variant, r.predictor, r.method, r.pairs): r for r in data.validity}
     variant = "full" if any(key[0] == "full" for key in chosen) else next(iter(chosen), (None,))[0]
-    main = chosen.get((variant, "tracin", "pearson", "all"))
+    main = chosen.get((variant, "tracin", "pearson", "off_diagonal"))
     reasons: list[str] = []
+    languages = tuple(data.languages)
     if main is None:
         reasons.append("the run has no ablation with TracIn scores (ablation.enabled: false)")
-        return Answer("Q6", title, name, None, None, {}, reasons, gate.of(ABLATION), lambda v, i: "")
-    estimate = over_seeds_estimate(list(main.per_seed), reasons)
-    details = {f"{r.predictor}/{r.method}/{r.pairs}": {"r": clean(r.statistic), "interval": [clean(r.low), clean(r.high)],
-                                                      "p_value": clean(r.p), "p_rows_permuted": r.p_rows, "pairs": r.n}
-               for r in data.validity if r.variant == variant}
+        return Answer("Q6", title, name, None, None, {}, reasons, gate.of(ABLATION), lambda v, i: "", languages=languages)
+    notes: list[str] = []
+    details: dict = {}
+    estimate = over_seeds_estimate(list(main.per_seed), reasons, notes=notes, details=details)
+    details.update({f"{r.predictor}/{r.method}/{r.pairs}": {"r": clean(r.statistic), "interval": [clean(r.low), clean(r.high)],
+                                                           "p_value": clean(r.p), "p_rows_permuted": r.p_rows, "pairs": r.n}
+                    for r in data.validity if r.variant == variant})
+    seeds = data.validity_data.get(variant, [])
+    grids = [seed.grid("tracin") for seed in seeds]
+    details.update(_diagonal_and_main_effects(grids, chosen.get((variant, "tracin", "pearson", "all"))))
+    relabelled = None
+    if seeds and all(seed.test_languages == seed.ablated == seeds[0].test_languages for seed in seeds):
+        languages = tuple(seeds[0].test_languages)
+        relabelled = language_tests.matrix_agreement([(effect, predicted) for predicted, effect in grids])
+    elif seeds:
+        notes.append("the ablation left out other languages than the test languages: no test over relabellings of the languages")
     n = {"pairs_per_seed": main.n, "seeds": main.seeds}
 
     def say(verdict: str, interval: str) -> str:
+        diagonal, main_effects = details["diagonal"]["r_all_pairs"], details["main_effects"]
+        with_diagonal = f"with the diagonal t = s, r = {diagonal:+.2f}; " if diagonal is not None else ""
+        split = (f"; of r, {main_effects['r_from_main_effects']:+.2f} comes from the test and ablated languages' main effects "
+                 f"and {main_effects['r_from_pairs']:+.2f} from the pairs themselves" if main_effects["r_from_pairs"] is not None else "")
         return (f"Q6 {verdict}: TracIn's predicted effect P[t, s] correlates with the measured effect of removing s from "
-                f"fine-tuning at r = {main.statistic:+.2f} ({interval}; {main.n} pairs in each of {main.seeds} seeds, {variant} "
-                f"model); exploratory: with E's rows permuted, p = {main.p_rows:.3f}; the other predictors and pair sets are in details.")
+                f"fine-tuning at r = {main.statistic:+.2f} over the pairs t ≠ s ({interval}; {main.n} pairs in each of {main.seeds} "
+                f"seeds, {variant} model); exploratory: {with_diagonal}with E's rows permuted, p = {main.p_rows:.3f}{split}.")
 
+    language_test = LanguageTest(relabelled, "the languages of E (Mantel)", language_tests.one_in_every) if relabelled else None
     return Answer("Q6", title, name, main.statistic, estimate, n, reasons, gate.of(ABLATION), say, test=SEEDS_TEST, details=details,
-                  bounds=(-1.0, 1.0))
+                  bounds=(-1.0, 1.0), languages=languages, language_test=language_test, unit="in r", notes=notes)
+
+
+def _diagonal_and_main_effects(grids: list[tuple[np.ndarray, np.ndarray]], all_pairs) -> dict:
+    """Q6's diagonal and main effects, means over seeds. diagonal: r over every cell (t = s included),
+    the mean P and E on the diagonal and off it. main_effects: each seed's r over the cells t != s
+    splits exactly into a part from the languages' main effects (P and E each fitted by least squares
+    as row + column levels over those cells) and a part from what is left, the pairs' own
+    (Sum (P - mean)(E - mean) = Sum of the fits' products + Sum of the residuals' products: the
+    residuals are orthogonal to every row and column level); rows_r and columns_r are the
+    correlations of the test languages' and the ablated languages' mean P and E."""
+    parts = {"r_from_main_effects": [], "r_from_pairs": [], "pairs_r": [], "rows_r": [], "columns_r": []}
+    diagonal = {"p_diagonal": [], "e_diagonal": [], "p_off_diagonal": [], "e_off_diagonal": []}
+    for predicted, effect in grids:
+        rows, columns = predicted.shape
+        if rows != columns or rows < 3:
+            continue
+        off = ~np.eye(rows, dtype=bool)
+        cells = np.argwhere(off)
+        design = np.zeros((len(cells), rows + columns))
+        design[np.arange(len(cells)), cells[:, 0]] = 1
+        design[np.arange(len(cells)), rows + cells[:, 1]] = 1
+        p, e = predicted[off], effect[off]
+        fitted_p = design @ np.linalg.lstsq(design, p, rcond=None)[0]
+        fitted_e = design @ np.linalg.lstsq(design, e, rcond=None)[0]
+        scale = math.sqrt(float(((p - p.mean()) ** 2).sum() * ((e - e.mean()) ** 2).sum()))
+        if scale == 0:
+            continue
+        parts["r_from_main_effects"].append(float(((fitted_p - p.mean()) * (fitted_e - e.mean())).sum()) / scale)
+        parts["r_from_pairs"].append(float(((p - fitted_p) * (e - fitted_e)).sum()) / scale)
+        parts["pairs_r"].append(stats.correlation(p - fitted_p, e - fitted_e))
+        parts["rows_r"].append(stats.correlation(np.where(off, predicted, 0).sum(1), np.where(off, effect, 0).sum(1)))
+        parts["columns_r"].append(stats.correlation(np.where(off, predicted, 0).sum(0), np.where(off, effect, 0).sum(0)))
+        diagonal["p_diagonal"].append(float(np.diag(predicted).mean()))
+        diagonal["e_diagonal"].append(float(np.diag(effect).mean()))
+        diagonal["p_off_diagonal"].append(float(p.mean()))
+        diagonal["e_off_diagonal"].append(float(e.mean()))
+    mean = lambda values: clean(np.nanmean(values)) if values and not np.isnan(values).all() else None  # noqa: E731
+    return {"diagonal": {"r_all_pairs": clean(all_pairs.statistic) if all_pairs else None, **{k: mean(v) for k, v in diagonal.items()}},
+            "main_effects": {k: mean(v) for k, v in parts.items()}}
 
 
 # The questions in report order; P1 is a check of the toy world, outside Holm's family.

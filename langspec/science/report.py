@@ -376,6 +376,8 @@ def _html(spec_name: str, run_id: int, k: int, answers: list, figures: list[Figu
     items = "\n".join(
         f'  <li><b style="color:{VERDICT_COLORS[a.verdict]}">{html.escape(a.question)} {html.escape(a.verdict)}</b>: '
         f"{html.escape(a.sentence)}"
+        + f"<br><small>about {html.escape(a.estimand['population'])} (random: {html.escape(', '.join(a.estimand['random_factors']))}); "
+        f"{html.escape(a.power['detectable'])}</small>"
         + (f"<br><small>{html.escape('; '.join(a.reasons))}</small>" if a.reasons else "") + "</li>"
         for a in answers
     )
@@ -394,7 +396,9 @@ section{{margin-top:2em}}p{{color:#444}}li{{margin-bottom:0.6em}}</style></head>
 and <code>{FINDINGS_FILE}</code> beside this page. Seeds are the replications: a statistic per seed gets a t interval
 over seeds, one per test example the crossed interval (seeds and test examples, shared by every seed, as two random
 factors); each p-value comes from the same estimate as its interval, and the primary questions' p-values are
-Holm-adjusted. With one seed there is no interval, and every verdict is inconclusive.</p>
+Holm-adjusted. With one seed there is no interval, and every verdict is inconclusive. Each finding names what it is
+about: these languages (seeds and test examples as the replications), or languages in general (a test over relabellings
+of the languages, where the study has enough of them), and what its design could detect.</p>
 <h2>Findings</h2>
 <ul>
 {items}

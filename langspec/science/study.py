@@ -30,6 +30,7 @@ class StudyData:
     train_examples: dict  # (seed, variant) -> {language: training examples scored}
     threshold: float | None = None
     validity: list = field(default_factory=list)  # langspec.science.tracin_vs_ablation.Validity of the point's ablation, if any
+    validity_data: dict = field(default_factory=dict)  # variant -> [tracin_vs_ablation.SeedData], one per seed: Q6's grids
     ablation_models: list = field(default_factory=list)  # findings_ablation_models rows
 
     @property
@@ -68,8 +69,9 @@ class StudyData:
         Jaccard rises with mask size (random masks of 16 heads reach 0.34)."""
         kept = {(int(r["seed"]), r["language_a"]): r["heads_kept_a"] for r in self.pairs}
         excess: dict = {}
-        for r in self.pairs:
-            if r["language_a"] == r["language_b"] or r["sparsity_a"] >= 1:
+        for r in self.pairs:  # a pair with a mask that keeps no heads has no J: left out, never scored 0
+            if r["language_a"] == r["language_b"] or r["sparsity_a"] >= 1 or round(r["heads_kept_a"]) == 0 \
+                    or round(kept[(int(r["seed"]), r["language_b"])]) == 0:
                 continue
             heads = round(r["heads_kept_a"] / (1 - r["sparsity_a"]))
             expected = stats.random_mask_jaccard(heads, round(r["heads_kept_a"]), round(kept[(int(r["seed"]), r["language_b"])]))
@@ -93,6 +95,7 @@ def load(con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: int) -> Stu
     columns = ("seed", "language", "accuracy", "examples", "majority_rate", "labels", "labels_predicted")
     thresholds = {row[0] for row in internal(con, "findings_thresholds", **params)}
     has_ablation = internal(con, "point_has_ablation", **params)[0][0]
+    validity_data = tracin_vs_ablation.by_variant(tracin_vs_ablation.read_seed_data(con, run_id, point, k)) if has_ablation else {}
     return StudyData(
         run_id=run_id, point=point, k=k,
         full_model=[dict(zip(columns, row)) for row in internal(con, "findings_full_model", **params)],
@@ -100,7 +103,7 @@ def load(con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: int) -> Stu
         pairs=[r for r in per_seed("subnetwork_similarity") if r["model"] == MULTILINGUAL],  # `only`'s masks answer no question here
         proponents=proponents, train_examples=train_examples,
         threshold=next(iter(thresholds)) if len(thresholds) == 1 else None,
-        validity=tracin_vs_ablation.influence_validity(con, run_id, point, k) if has_ablation else [],
+        validity=tracin_vs_ablation.validity_of(validity_data), validity_data=validity_data,
         ablation_models=[dict(zip(("seed", "ablated", "language", "accuracy", "examples"), row))
                          for row in internal(con, "findings_ablation_models", **params)] if has_ablation else [],
     )

@@ -127,11 +127,21 @@ def influence_validity(
     """For each TracIn variant, predictor, correlation method and pair set: the mean over seeds of the
     per-seed correlation of the predictor with E[t, s], its t interval and t test over seeds, and a
     permutation p-value (E's rows permuted within each seed). Empty without ablation data."""
-    by_variant: dict[str, list[SeedData]] = {}
-    for (variant, _), data in read_seed_data(con, run_id, point, k).items():
-        by_variant.setdefault(variant, []).append(data)
+    return validity_of(by_variant(read_seed_data(con, run_id, point, k)), permutations=permutations, seed=seed)
+
+
+def by_variant(seed_data: dict[tuple[str, int], SeedData]) -> dict[str, list[SeedData]]:
+    """read_seed_data's grids as variant -> one SeedData per seed, in seed order."""
+    grouped: dict[str, list[SeedData]] = {}
+    for (variant, _), data in sorted(seed_data.items()):
+        grouped.setdefault(variant, []).append(data)
+    return grouped
+
+
+def validity_of(grouped: dict[str, list[SeedData]], *, permutations: int = 1000, seed: int = 0) -> list[Validity]:
+    """influence_validity's results from by_variant's grids."""
     results = []
-    for variant, seeds in by_variant.items():
+    for variant, seeds in grouped.items():
         for predictor in PREDICTORS:
             if predictor == "jaccard" and any(s.jaccard is None for s in seeds):
                 continue

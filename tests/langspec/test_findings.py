@@ -129,6 +129,12 @@ def test_s_plus_raised_by_construction_is_supported():
     # 2-of-4 masks have E[J] = (1/6)(1) + (4/6)(1/3) + (1/6)(0) = 7/18.
     assert q1.details["jaccard_minus_random"] == pytest.approx((1 + 1 / 3 + 1 / 3) / 3 - 7 / 18)
     assert not any(r.startswith(("chance", "collapsed")) for f in answers.values() for r in f.reasons)
+    # 3 languages: the verdicts are about these languages; a claim about languages in general would need 6 (1/720 < 0.05/6)
+    assert q1.estimand == {"population": "these 3 languages: ka, kb, la", "random_factors": ["seeds", "language pairs"]}
+    assert q2.estimand == {"population": "these 3 languages: ka, kb, la", "random_factors": ["seeds", "test examples"]}
+    assert q1.sentence.startswith("Q1 supported among ka, kb and la:")
+    assert ("relabelling the masks' languages gives p = 0.167 (6 relabellings, smallest attainable p 0.167); with 3 languages no "
+            "claim about languages in general can reach p < 0.05 after Holm's adjustment; it takes at least 6.") in q1.sentence
 
 
 def test_s_plus_lowered_by_construction_is_contradicted():
@@ -178,7 +184,9 @@ def test_an_sft_model_at_chance_voids_the_questions_that_use_it_only():
 
 
 def test_sft_in_language_reliance_rising_over_checkpoints_is_q5():
-    q5 = by_question(build(sft_accuracy=8 / 9))["Q5"]
+    answers = by_question(build(sft_accuracy=8 / 9))
+    q5 = answers["Q5"]
+    assert "includes the effect of confinement itself" in answers["Q3"].sentence  # what Q3 measures, said where it is read
     assert q5.details["slope_sft"] > 0.1 and abs(q5.details["slope_full"]) < 0.1
     assert q5.statistic == pytest.approx(q5.details["slope_sft"] - q5.details["slope_full"], abs=1e-12)
     assert q5.verdict == findings.SUPPORTED and q5.claimed == "greater"
@@ -217,7 +225,7 @@ def test_monolingual_masks_do_not_enter_q1_or_p1():
 def test_q4_correlates_size_adjusted_similarity():
     q4 = by_question(build())["Q4"]
     assert q4.n == {"languages": 3, "pairs": 6, "seeds": 3}
-    assert q4.details["mantel_permutations"] == 6 and "Mantel p" in q4.sentence
+    assert q4.details["language_test"]["permutations"] == 6 and "relabelling the languages of J (Mantel) gives p =" in q4.sentence
     assert len(q4.details["per_seed_r"]) == 3 and q4.statistic == pytest.approx(np.mean(q4.details["per_seed_r"]))
 
 
