@@ -16,8 +16,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
-import stat
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,8 +27,9 @@ import duckdb
 from store import artifacts
 from store.artifacts import INFLUENCE_TABLES
 from store.connections import (DB_FILE, LOCK_FILE, WAL_SUFFIXES, check_wal, clear_mark, connect_waiting, first_row, gate,
-                               lock_holder, mark_writing, not_a_directory, quoted)
+                               lock_holder, mark_writing, not_a_directory)
 from store.errors import StoreError
+from store.guards import check_tables, keep_private, reach_tasks_only
 from store.migrations import MIGRATIONS, SCHEMA_FILES, SCHEMA_VERSION, migratable, schema_version
 
 COMPACTING_FILE = "langspec.duckdb.compacting"  # the new file a rewrite of the database fills (StoreWriter._compact)
@@ -81,7 +80,7 @@ class StoreWriter:
         try:
             # A new store is its user's alone (0700): it holds the spec, the datasets' text and the results.
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _keep_private(self.root, self._notify)
+            keep_private(self.root, self._notify)
             (self.root / "tasks").mkdir(exist_ok=True)
             self._lock = artifacts.open_private(self.root / LOCK_FILE)
         except OSError as err:
@@ -117,7 +116,7 @@ class StoreWriter:
             try:
                 self.con = connect_waiting(self.root, lambda holder: self._waited(started, holder),
                                            config={"storage_compatibility_version": STORAGE_VERSION})
-                _reach_tasks_only(self.con, self.root)
+                reach_tasks_only(self.con, self.root)
             except BaseException:
                 if self.con is not None:
                     self.con.close()
@@ -163,7 +162,7 @@ class StoreWriter:
                 )
             with _transaction(con):
                 tables, *views_and_macros = SCHEMA_FILES
-                _check_tables(con, self.root)  # before any statement reads them: a migration trusts what it finds
+                check_tables(con, self.root)  # before any statement reads them: a migration trusts what it finds
                 con.execute(tables.read_text())
                 if found is None:
                     versions = {"schema_version": str(SCHEMA_VERSION), "langspec_version": package_version("langspec"),
@@ -317,60 +316,6 @@ class StoreWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _keep_private(root: Path, notify) -> None:
-    """The store directory is the user's own, and no one else's to enter: its lock, gate and task
-    directories are opened by name, so another user who could write there could redirect them."""
-    found = root.stat()
-    if found.st_uid != os.getuid():
-        raise StoreError(f"the store directory {root} belongs to another user (uid {found.st_uid}); a store must be its "
-                         "user's own: choose a --store DIR of yours (a new one is made 0700)")
-    if stat.S_IMODE(found.st_mode) & 0o077:
-        root.chmod(0o700)
-        notify(f"the store directory {root} was open to other users (mode {stat.S_IMODE(found.st_mode):o}); "
-               "it is now 0700: a store holds the spec, the datasets' text and the results")
-
-
-def _reach_tasks_only(con: duckdb.DuckDBPyConnection, root: Path) -> None:
-    """The writer reads files from the store's task directories alone: whatever SQL it runs (a macro or
-    view a tampered database holds included) can read no other file and load no extension."""
-    tasks = [str(root / "tasks") + "/", str((root / "tasks").resolve()) + "/"]
-    con.execute("SET allowed_directories = $tasks", {"tasks": sorted(set(tasks))})
-    for setting in ("enable_external_access", "autoinstall_known_extensions", "autoload_known_extensions"):
-        con.execute(f"SET {setting} = false")
-    con.execute("SET lock_configuration = true")
-
-
-# The base tables of schema/tables.sql, by name: what the writer checks before it trusts a database.
-CREATED_TABLES = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
-
-
-def _check_tables(con: duckdb.DuckDBPyConnection, root: Path) -> None:
-    """Every table of the schema that the database has is a base table with the schema's columns:
-    `CREATE TABLE IF NOT EXISTS` accepts a view of that name, and a migration would read it."""
-    expected = duckdb.connect()
-    try:
-        expected.execute(SCHEMA_FILES[0].read_text())
-        for table in CREATED_TABLES.findall(SCHEMA_FILES[0].read_text()):
-            kind = first_row(con, "SELECT table_type FROM information_schema.tables WHERE table_schema = 'main' AND table_name = $t", t=table)
-            if kind is None:
-                continue
-            columns = _columns(con, table)
-            if kind[0] != "BASE TABLE" or columns != _columns(expected, table):  # every version since 2 has the same columns
-                raise StoreError(
-                    f"the store {root} is not as langspec left it: `{table}` is {kind[0].lower()} with columns "
-                    f"{', '.join(name for name, _ in columns) or 'none'}, where the schema has a base table; something other than "
-                    f"langspec changed the database. Move it away (`mv {quoted(root / DB_FILE)} {quoted(str(root / DB_FILE) + '.suspect')}`) "
-                    f"and `langspec verify --repair --store {quoted(root)}` rebuilds it from the task directories"
-                )
-    finally:
-        expected.close()
-
-
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
-    return con.sql("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'main' AND table_name = $t "
-                   "ORDER BY ordinal_position", params={"t": table}).fetchall()
 
 
 def _check_key(key: str) -> None:
