@@ -3,7 +3,7 @@ the unit a claim about languages in general replicates (seeds replicate training
 Each test takes the question's own statistic over the whole seeds x pairs array and applies one
 relabelling to every seed at once: a language keeps its identity, and its structure, from seed to
 seed. Every relabelling is enumerated up to stats.EXACT_PERMUTATIONS_UP_TO languages (8! = 40,320)
-and sampled, with a fixed seed, above. Each function returns a stats.RelabellingTest (the identity's
+and sampled, with a fixed seed, above. Each function returns a relabelling.RelabellingTest (the identity's
 value is the question's statistic) and how its smallest attainable p falls with more languages.
 """
 
@@ -15,17 +15,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from langspec.science import stats
+from langspec.science import relabelling, stats
 
 SEED = 0  # of the sampled relabellings above EXACT_PERMUTATIONS_UP_TO languages: tests are deterministic
 
 
 def one_in_every(languages: int) -> float:
     """The smallest attainable p of a test whose statistic only the identity reproduces: 1 / relabellings."""
-    return 1 / stats.relabellings(languages)
+    return 1 / relabelling.relabellings(languages)
 
 
-def mask_specificity(differences: Sequence[dict[tuple[str, str], float]], languages: Sequence[str]) -> stats.RelabellingTest | None:
+def mask_specificity(differences: Sequence[dict[tuple[str, str], float]], languages: Sequence[str]) -> relabelling.RelabellingTest | None:
     """Q1 over relabellings of the masks' languages. `differences[s][(a, b)]`: in seed s, own-mask
     minus b's-mask test accuracy on a's test set; every ordered pair a != b must be there.
 
@@ -43,13 +43,13 @@ def mask_specificity(differences: Sequence[dict[tuple[str, str], float]], langua
     if count < 2 or not differences or any((a, b) not in seed for seed in differences for a in languages for b in languages if a != b):
         return None
     x = np.array([[[0.0 if a == b else -seed[(a, b)] for b in languages] for a in languages] for seed in differences])  # (S, L, L)
-    orders = stats.permutation_array(count, SEED)
+    orders = relabelling.permutation_array(count, SEED)
     own = x[:, np.arange(count)[None, :], orders]  # (S, P, L): X[a, pi(a)]
     per_seed = (own.sum(axis=2) * count / (count - 1) - x.sum(axis=(1, 2))[:, None] / (count - 1)) / count
-    return stats.relabelling_test(per_seed, count)
+    return relabelling.relabelling_test(per_seed, count)
 
 
-def matrix_agreement(grids: Sequence[tuple[np.ndarray, np.ndarray]]) -> stats.RelabellingTest | None:
+def matrix_agreement(grids: Sequence[tuple[np.ndarray, np.ndarray]]) -> relabelling.RelabellingTest | None:
     """Q4 and Q6 over relabellings of the languages of one of two L x L matrices (the Mantel test, on
     every seed at once): the mean over seeds of each seed's Pearson r of the relabelled matrix's
     off-diagonal cells with the other's, one relabelling for every seed. grids: per seed
@@ -68,13 +68,13 @@ def matrix_agreement(grids: Sequence[tuple[np.ndarray, np.ndarray]]) -> stats.Re
     if not grids:
         return None
     count = len(grids[0][0])
-    orders = stats.permutation_array(count, SEED)
-    per_seed = np.array([stats.relabelled_correlations(relabelled, fixed, orders) for relabelled, fixed in grids])  # (S, P)
-    return stats.relabelling_test(per_seed, count)
+    orders = relabelling.permutation_array(count, SEED)
+    per_seed = np.array([relabelling.relabelled_correlations(relabelled, fixed, orders) for relabelled, fixed in grids])  # (S, P)
+    return relabelling.relabelling_test(per_seed, count)
 
 
 def planted_families(shares: np.ndarray, examples: np.ndarray,
-                     families: Sequence[str | None]) -> tuple[stats.RelabellingTest | None, Callable[[int], float]]:
+                     families: Sequence[str | None]) -> tuple[relabelling.RelabellingTest | None, Callable[[int], float]]:
     """P1 over relabellings of the family labels. shares[seed, t, s]: the mean share of the top-k
     proponents from training language s over test language t's test examples (those every seed
     scored), per seed; examples[t]: how many such test examples t has; families[t]: its family (None: none).
@@ -97,11 +97,11 @@ def planted_families(shares: np.ndarray, examples: np.ndarray,
             return 1.0
         shape = sizes + Counter({1: languages - count})
         symmetries = math.prod(math.factorial(size) ** times * math.factorial(times) for size, times in shape.items())
-        return max(symmetries / math.factorial(languages), 1 / stats.relabellings(languages))
+        return max(symmetries / math.factorial(languages), 1 / relabelling.relabellings(languages))
 
     if count < 2 or not any(sum(labels == label) > 1 for label in labels if label >= 0):
         return None, smallest_p
-    orders = stats.permutation_array(count, SEED)
+    orders = relabelling.permutation_array(count, SEED)
     relabelled = labels[orders]  # (P, L): the family of pi(a)
     # Two relabellings assign the same families when each language's first fellow member is the same one
     first = (relabelled[:, :, None] == relabelled[:, None, :]).argmax(axis=2)  # (P, L)
@@ -120,4 +120,4 @@ def planted_families(shares: np.ndarray, examples: np.ndarray,
     with np.errstate(invalid="ignore", divide="ignore"):
         value = (weight * (from_related - from_unrelated)).sum(axis=2) / weight.sum(axis=1)  # (S, U)
     which = which.reshape(-1)
-    return stats.relabelling_test(value[:, which], count, equivalent=int((which == which[0]).sum())), smallest_p
+    return relabelling.relabelling_test(value[:, which], count, equivalent=int((which == which[0]).sum())), smallest_p

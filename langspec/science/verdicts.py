@@ -20,7 +20,7 @@ from functools import cached_property
 
 import numpy as np
 
-from langspec.science import stats
+from langspec.science import relabelling, stats
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 ALPHA = 0.05  # of every interval (95%) and of Holm's family of primary questions
@@ -61,7 +61,7 @@ class Finding:
 class LanguageTest:
     """A question's test over relabellings of its languages (langspec.science.language_tests)."""
 
-    result: stats.RelabellingTest
+    result: relabelling.RelabellingTest
     relabelled: str  # what a relabelling moves, in words: "the masks' languages"
     smallest_p_at: Callable[[int], float]  # its smallest attainable p with that many languages
 
@@ -102,7 +102,7 @@ class Answer:
     def languages_needed(self) -> int | None:
         """The fewest languages with which the language test can reach p < threshold."""
         test = self.language_test
-        return None if test is None else stats.languages_needed(test.smallest_p_at, self.threshold)
+        return None if test is None else relabelling.languages_needed(test.smallest_p_at, self.threshold)
 
     @property
     def general(self) -> bool:

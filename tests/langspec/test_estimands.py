@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from langspec.cli import app
-from langspec.science import findings, language_tests, questions, stats, tracin_vs_ablation, verdicts
+from langspec.science import findings, language_tests, questions, relabelling, stats, tracin_vs_ablation, verdicts
 from langspec.science.study import Gates
 
 
@@ -141,14 +141,14 @@ def test_a_seed_level_effect_that_moves_with_the_labels_adds_doubt_by_hand():
     others not at all. The seeds' part has variance (2 - 2/3) / 2 = 2/3 (the identity's seed-to-seed
     variance beyond the relabellings' mean one, over 2 seeds), added to each relabelling's distance
     from the mean as a t variate with 1 df (Cauchy: its tails are closed-form)."""
-    test = stats.relabelling_test(np.array([[2.0, 0.0, 0.0], [4.0, 0.0, 0.0]]), 3)
+    test = relabelling.relabelling_test(np.array([[2.0, 0.0, 0.0], [4.0, 0.0, 0.0]]), 3)
     assert test.statistic == 3.0 and test.p_relabelling == pytest.approx(1 / 3) and test.seeds_sd == pytest.approx(math.sqrt(2 / 3))
     scale = math.sqrt(2 / 3)
     tail = lambda x: 0.5 - math.atan(x / scale) / math.pi  # noqa: E731  P(scale * T >= x), T Cauchy
     # distances from the mean (1): +2 (observed), -1, -1; as far as the observed: |distance + shift| >= 2
     expected = (tail(0) + tail(4) + 2 * (tail(3) + tail(1))) / 3
     assert test.p_value == pytest.approx(expected, abs=2e-3) and test.p_value > test.p_relabelling
-    steady = stats.relabelling_test(np.array([[3.0, 0.0, 0.0], [3.0, 0.0, 0.0]]), 3)  # no seed-to-seed variance: no seeds' part
+    steady = relabelling.relabelling_test(np.array([[3.0, 0.0, 0.0], [3.0, 0.0, 0.0]]), 3)  # no seed-to-seed variance: no seeds' part
     assert steady.p_value == steady.p_relabelling == pytest.approx(1 / 3) and steady.seeds_sd == 0
 
 
