@@ -144,7 +144,10 @@ def test_adding_a_tracin_variant_keeps_the_others_cached(small_spec):
 # overlaps (each its own fine-tuning) with no sparse fine-tuning; negative_control.yaml is the demo with 3 seeds.
 SHIPPED = {"demo": 1 + 1 + 5 + 1 + 1 + 3, "xnli": 1 + 3 * (1 + 5 + 1 + 1 + 3), "pawsx": 34, "marc": 34,
            "study": 1 + 3 * (1 + 1 + 3 * (5 + 1 + 1 + 2)), "ablation": 1 + 3 * (1 + 5 + 5 + 1 + 2),
-           "controls": 1 + 3 * 3 * (1 + 5 + 1 + 2), "negative_control": 1 + 3 * (1 + 5 + 1 + 1 + 3)}
+           "controls": 1 + 3 * 3 * (1 + 5 + 1 + 2), "negative_control": 1 + 3 * (1 + 5 + 1 + 1 + 3),
+           "real_text_quick": 1 + (1 + 5 + 1 + 1 + 3), "real_text": 1 + 3 * (1 + 5 + 1 + 1 + 3)}
+# The shipped specs that run on a CPU, offline, from what langspec or a pip package holds.
+ON_CPU = ("demo", "study", "ablation", "controls", "negative_control", "real_text_quick", "real_text")
 
 
 def test_every_shipped_spec_compiles_to_its_study():
@@ -159,6 +162,6 @@ def test_every_shipped_spec_compiles_to_its_study():
         expected = {"data", "finetune", "prune", "mask_transfer", "sparse_finetune", "tracin"}
         without_sft = expected - {"sparse_finetune"}
         assert stages == {"ablation": without_sft | {"ablation"}, "controls": without_sft}.get(name, expected)
-        if name not in ("demo", "study", "ablation", "controls", "negative_control"):  # the paper's setups put every model stage on a GPU, and read the hub
+        if name not in ON_CPU:  # the paper's setups put every model stage on a GPU, and read the hub
             assert all(t.resources.num_gpus == 1 for t in graph.tasks if t.stage != "data")
             assert graph.tasks[0].params.data.source == "hub" and graph.tasks[0].params.data.languages == ["en", "de", "es", "fr", "zh"]
