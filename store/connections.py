@@ -157,11 +157,16 @@ def gate(root: Path, mode: int, keep_waiting, create: bool = False):
 WAL_SUFFIXES = (".wal", ".wal.recovery", ".wal.checkpoint")  # the logs DuckDB replays, and lets any connection write
 
 
+def wal_files(root: Path) -> list[Path]:
+    """The database's write-ahead logs that exist (links included: they are looked at, not followed)."""
+    return [root / (DB_FILE + suffix) for suffix in WAL_SUFFIXES if os.path.lexists(root / (DB_FILE + suffix))]
+
+
 def check_wal(root: Path, mark) -> None:
     """Refuse a write-ahead log that no writer of langspec left: one beside an empty mark (the open
     gate file, held). Without a readable mark (a reader of another user's store) there is nothing to
     tell by, and DuckDB's own rules stand."""
-    logs = [root / (DB_FILE + suffix) for suffix in WAL_SUFFIXES if os.path.lexists(root / (DB_FILE + suffix))]
+    logs = wal_files(root)
     if not logs or mark is None:
         return
     mark.seek(0)

@@ -26,8 +26,8 @@ import duckdb
 
 from store import artifacts
 from store.artifacts import INFLUENCE_TABLES
-from store.connections import (DB_FILE, LOCK_FILE, WAL_SUFFIXES, check_wal, clear_mark, connect_waiting, first_row, gate,
-                               lock_holder, mark_writing, not_a_directory)
+from store.connections import (DB_FILE, LOCK_FILE, check_wal, clear_mark, connect_waiting, first_row, gate, lock_holder,
+                               mark_writing, not_a_directory, wal_files)
 from store.errors import StoreError
 from store.guards import check_tables, keep_private, reach_tasks_only
 from store.migrations import MIGRATIONS, SCHEMA_FILES, SCHEMA_VERSION, migratable, schema_version
@@ -133,7 +133,7 @@ class StoreWriter:
     def _closed(self, mark) -> None:
         """The database is closed: the mark goes unless DuckDB left its log (a checkpoint that failed,
         on a full disk say), which the next open must replay."""
-        if not any(os.path.lexists(self.root / (DB_FILE + suffix)) for suffix in WAL_SUFFIXES):
+        if not wal_files(self.root):
             clear_mark(mark)
 
     def _waited(self, started: float, holder: str) -> bool:

@@ -174,13 +174,13 @@ def resolve(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str, 
 def store_option(con: duckdb.DuckDBPyConnection) -> str:
     """` --store DIR` for a pasted hint, DIR the directory of the database `con` reads ("" for the default
     store, results, and for a database in memory)."""
-    import shlex
+    from store.connections import quoted  # DuckDB is loaded already: `con` is a connection
 
     found = con.sql("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
     if not found or not found[0][0]:
         return ""
     root = Path(found[0][0]).parent
-    return "" if root == Path("results") else f" --store {shlex.quote(str(root))}"
+    return "" if root == Path("results") else f" --store {quoted(root)}"
 
 
 # Parameters whose values the store lists (store/sql/internal/param_values_NAME.sql): a value it
