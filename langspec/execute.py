@@ -22,7 +22,7 @@ import duckdb
 from langspec.backends import LocalBackend, RayBackend
 from langspec.compile import Task, TaskGraph, stage_tables
 from langspec.load import LoadedSpec
-from langspec.preflight import check_hub_access
+from langspec import preflight
 from langspec.progress import RunDisplay
 from langspec.spec import ResourcesSpec
 from langspec.worker import TaskCall
@@ -51,13 +51,15 @@ def execute(
     executor: str = "ray",
     address: str | None = None,
     display: RunDisplay | None = None,
+    db_dir: Path | None = None,
 ) -> RunResult:
     display = display or RunDisplay(quiet=True)
     root = Path(root).absolute()  # workers, on this node or another, find the store by this path
     pending = [task for task in graph.tasks if not artifacts.is_complete(root, task.key, stage_tables(task.stage))]
-    check_hub_access(pending)  # before the store is touched: a run that cannot start writes nothing
+    if executor != "ray" or address is None:  # tasks run on this machine: its cache and hub access count
+        preflight.check_hub_access(pending)  # before the store is touched: a run that cannot start writes nothing
     try:
-        return _execute(graph, loaded, root, pending, executor, address, display)
+        return _execute(graph, loaded, root, pending, executor, address, display, db_dir)
     except duckdb.Error as err:  # DuckDB reads lazily: a truncated file may open and fail later
         if is_damage(err):
             raise damaged_database(root, err) from None
@@ -68,8 +70,8 @@ def execute(
 
 
 def _execute(graph: TaskGraph, loaded: LoadedSpec, root: Path, pending: list[Task], executor: str,
-             address: str | None, display: RunDisplay) -> RunResult:
-    with StoreWriter(root, notify=display.note) as writer:
+             address: str | None, display: RunDisplay, db_dir: Path | None = None) -> RunResult:
+    with StoreWriter(root, notify=display.note, db_dir=db_dir) as writer:  # db_dir: `run --db-dir`, the database on this host
         # Start the backend (and check that every task fits on a node) before the run is recorded:
         # a spec that cannot run here writes nothing. A fully cached run starts no Ray at all.
         backend = _start_backend(pending, root, executor, address, display, loaded.spec.resources) if pending else None
@@ -84,7 +86,7 @@ def _execute(graph: TaskGraph, loaded: LoadedSpec, root: Path, pending: list[Tas
         )
         interrupted = True
         try:
-            result = _drive(graph, root, writer, run_id, backend, display, token)
+            result = _drive(graph, root, writer, run_id, backend, display, token, loaded.spec.resources.env_vars)
             interrupted = False
         except BaseException:
             writer.finish_run(run_id, "interrupted")
@@ -98,7 +100,8 @@ def _execute(graph: TaskGraph, loaded: LoadedSpec, root: Path, pending: list[Tas
         return result
 
 
-def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backend, display: RunDisplay, token: str) -> RunResult:
+def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backend, display: RunDisplay, token: str,
+           env_vars: list[str]) -> RunResult:
     result = RunResult(run_id, "completed")
     state: dict[str, str] = {}  # key -> cached | ran | failed | skipped | submitted
     why: dict[str, str] = {}  # key -> why it runs
@@ -134,7 +137,7 @@ def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backe
                 ready.append(task)
         # The longest chain of dependents first: both backends start tasks in the order they get them.
         for task in sorted(ready, key=lambda task: -chain[task.key]):
-            backend.submit(task_call(task, root, token), max_retries=task.resources.max_retries)
+            backend.submit(task_call(task, root, token, env_vars), max_retries=task.resources.max_retries)
             state[task.key] = "submitted"
             display.begin(task)
         if "submitted" in state.values():
@@ -158,23 +161,46 @@ def _chain_lengths(graph: TaskGraph) -> dict[str, int]:
 
 def _start_backend(pending: list[Task], root: Path, executor: str, address: str | None, display: RunDisplay,
                    resources: ResourcesSpec):
-    backend = (RayBackend(root, display, address, resources.queued_report_s) if executor == "ray"
-               else LocalBackend(display))
+    backend = (RayBackend(root, display, address, resources.queued_report_s, preflight.task_env(resources.env_vars))
+               if executor == "ray" else LocalBackend(display))
     try:
         backend.check_fits(pending)
+        if executor == "ray" and address is not None:  # nodes of a cluster; the Ray langspec starts is this machine
+            _check_nodes(backend, pending, root)
     except BaseException:
         backend.close()
         raise
     return backend
 
 
-def task_call(task: Task, root: Path, token: str) -> TaskCall:
+def _check_nodes(backend: RayBackend, pending: list[Task], root: Path) -> None:
+    """Each node that could run a task sees its inputs, runs the driver's versions and holds the store;
+    otherwise the run is refused before any task, each such node named with what it lacks."""
+    mark = (f".preflight-{artifacts.new_token()}", artifacts.new_token())
+    (root / "tasks").mkdir(parents=True, exist_ok=True)
+    (root / "tasks" / mark[0]).write_text(mark[1])
+    try:
+        found = backend.on_every_node(preflight.check_node, preflight.node_needs(pending, root, mark), pending,
+                                      preflight.NODE_TIMEOUT_S)
+    finally:
+        (root / "tasks" / mark[0]).unlink(missing_ok=True)
+    lacking = {node: (result if isinstance(result, list) else [f"a working langspec check ({type(result).__name__}: "
+                                                              f"{' '.join(str(result).split())[:500]})"])
+               for node, result in found.items() if result != []}
+    if lacking:
+        raise preflight.refusal(lacking, len(found), Path.cwd())
+
+
+def task_call(task: Task, root: Path, token: str, env_vars: list[str] | tuple[str, ...] = ()) -> TaskCall:
     """What a worker needs to run `task` into the store at `root` for the run holding `token`, as from
-    this process (the driver): run_task(task_call(...)) runs one task by hand."""
+    this process (the driver): run_task(task_call(...)) runs one task by hand. Its input paths are
+    absolute (a worker on another node has another working directory); its manifest records the
+    environment variables that the driver passes (preflight.ENV_ALWAYS and `env_vars`)."""
     return TaskCall(
-        key=task.key, name=task.name, stage=task.stage, params=task.params, inputs=dict(task.inputs),
+        key=task.key, name=task.name, stage=task.stage, params=preflight.for_execution(task.params), inputs=dict(task.inputs),
         store_root=str(root), num_cpus=task.resources.num_cpus, num_gpus=task.resources.num_gpus,
         tables=stage_tables(task.stage), token=token, driver_pid=os.getpid(), driver_host=socket.gethostname(),
+        env=tuple(dict.fromkeys([*preflight.ENV_ALWAYS, *env_vars])),
     )
 
 

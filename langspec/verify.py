@@ -20,7 +20,8 @@ from langspec.compile import stage_tables
 from store import artifacts
 from store.errors import StoreError
 from store.queries import internal
-from store.connections import DB_FILE, connect_read_only, damaged_database, is_damage, quoted, read_every_block
+from store.connections import (DB_FILE, connect_read_only, damaged_database, database_dir, is_damage, quoted,
+                               read_every_block)
 from store.db import StoreWriter
 
 
@@ -99,10 +100,11 @@ def _tables(stage: str | None) -> tuple[str, ...] | None:
 def _repair(root: Path, problems: list[Problem], complete: dict, damaged: dict, ingested: dict) -> None:
     if any(problem.kind == "damaged database" for problem in problems):
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        os.rename(root / DB_FILE, root / f"{DB_FILE}.damaged-{stamp}")
-        wal = root / f"{DB_FILE}.wal"
+        where = database_dir(root)  # the store's own directory, or the driver's disk (`run --db-dir`)
+        os.rename(where / DB_FILE, where / f"{DB_FILE}.damaged-{stamp}")
+        wal = where / f"{DB_FILE}.wal"
         if wal.exists():
-            os.rename(wal, root / f"{DB_FILE}.wal.damaged-{stamp}")
+            os.rename(wal, where / f"{DB_FILE}.wal.damaged-{stamp}")
         ingested = {}
     with StoreWriter(root) as writer:
         for key in damaged:

@@ -39,6 +39,7 @@ class TaskCall:
     token: str  # the run's: the attempt commits only while the store's fence holds it
     driver_pid: int
     driver_host: str
+    env: tuple[str, ...] = ()  # the environment variables the driver passes: recorded in the manifest
 
 
 ORPHANED_EXIT = 70  # a worker whose run is gone ends itself with this code
@@ -49,7 +50,8 @@ WORKER_NICENESS = 0
 # imported by each worker of the Ray langspec starts as Ray starts it, not inside its first task:
 # Ray prestarts a worker per CPU while the driver plans the run, so a worker that takes its first
 # task later (a second prune beside the first) takes it warm. The cost: an idle worker holds 277 MB
-# of its own instead of 40 (one per CPU, whether the run has that many tasks at once or not).
+# of its own instead of 40 (one per CPU, whether the run has that many tasks at once or not), so a
+# host of more CPUs keeps at most langspec.backends.IDLE_WORKERS_MAX of them.
 WORKER_PRELOAD = ("torch", "runners.methods.models", "runners.methods.training", "runners.methods.pruning",
                   "runners.methods.influence")
 
@@ -93,7 +95,7 @@ def run_task(call: TaskCall, report=None) -> dict:
             "key": call.key, "name": call.name, "stage": call.stage, "summary": summary,
             "tables": list(call.tables), "device": device, "host": socket.gethostname(), "pid": os.getpid(),
             "threads": torch.get_num_threads(), "niceness": os.nice(0), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "preloaded": preloaded,
+            "preloaded": preloaded, **artifacts.env_record(call.env),
             "token": call.token, "started_at": started.isoformat(), "finished_at": finished.isoformat(),
             "seconds": (finished - started).total_seconds(),
         }
@@ -167,7 +169,8 @@ def _error_text(call: TaskCall, err: BaseException, device: str) -> str:
     if artifacts.no_space(err) or artifacts.disk_nearly_full(Path(call.store_root)):
         where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
         return (f"{call.name}: no space left on the device{where}; free space on the store's disk ({call.store_root}), "
-                "then run again: finished tasks are kept and fine-tuning resumes from its last finished epoch")
+                "then run again: finished tasks are kept, fine-tuning resumes from its last finished epoch and TracIn "
+                "from its last checkpoint")
     return error
 
 

@@ -153,12 +153,18 @@ class Params(StageParams):
     @model_serializer(mode="wrap")
     def _leave_out_new_defaults(self, handler):
         """Data with its own language labels and no `categories` keeps the task key it had before
-        `shuffle_languages` and `categories` existed."""
+        `shuffle_languages` and `categories` existed. Where the fingerprint covers the data's content
+        (files, a local hub copy), the directory's name is left out: the key follows the content, not
+        where a checkout or a copy lives, so a moved store's results stay cached."""
         dumped = handler(self)
         if not self.data.shuffle_languages:
             dumped["data"].pop("shuffle_languages", None)
         if self.data.categories is None:
             dumped["data"].pop("categories", None)
+        if self.fingerprint and self.data.source == "files":
+            dumped["data"].pop("path", None)
+        if self.fingerprint and self.data.source == "hub":
+            dumped["data"].pop("dataset", None)
         return dumped
 
 
@@ -270,19 +276,22 @@ def _hub_label_names(dataset: str, language: str) -> list[str]:
 
 def fingerprint(data: DataSpec) -> str:
     """What a task key must know about data that lives outside the spec: sha256 over the files a
-    `files` or `chatterbot` source reads, or over the dataset fingerprints of a local `hub` copy; ""
-    otherwise (toy data follows from the spec; a hub id names its data)."""
+    `files` or `chatterbot` source reads, or over the dataset fingerprints and features of a local `hub`
+    copy; "" otherwise (toy data follows from the spec; a hub id names its data). Each file counts by
+    its name inside the source's directory and its content, never by where the directory is."""
     if data.source == "chatterbot":
         return chatterbot.fingerprint(list(data.languages), data.categories)
     if data.source == "files":
-        files = sorted(_source_files(Path(data.path), list(data.languages)).values())
+        root = Path(data.path)
+        files = sorted(_source_files(root, list(data.languages)).values())
     elif data.source == "hub" and Path(data.dataset).is_dir():
-        files = sorted(Path(data.dataset).glob("*/*/state.json"))  # <language>/<split>/state.json
+        root = Path(data.dataset)  # <language>/<split>/state.json holds the split's fingerprint; dataset_info.json its labels
+        files = sorted([*root.glob("*/*/state.json"), *root.glob("*/*/dataset_info.json")])
     else:
         return ""
     digest = hashlib.sha256()
     for path in files:
-        digest.update(str(path).encode())
+        digest.update(path.relative_to(root).as_posix().encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
 

@@ -18,13 +18,14 @@ and ranked proponents as the store keeps them (store/influence.py), as columns, 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from runners.context import TaskContext
+from runners.context import RESUME_FILE, TaskContext
 from runners.inputs import Inputs, mask_inputs
 from runners.stage import MAX_BATCH_SIZE, MAX_EXAMPLES, MAX_SEED, Planned, Section, StageParams, Upstream
 from runners.tables import write_arrow
@@ -33,7 +34,7 @@ from store.queries import k_fits
 
 VERSION = 2  # 2: tracin.normalize, and the gradient_norms table
 READS = ("data", "model", "finetune", "tracin")
-RESUMABLE = False
+RESUMABLE = True  # a task that dies keeps its finished checkpoints' scores: a retry recomputes at most one
 MEMORY_FIELDS = ("tracin.batch_size", "tracin.test_block_mb", "tracin.projection_dim", "finetune.max_length")  # what to lower when the task runs out of memory
 # Also written: influence_examples, tracin_cp, proponents (store/influence.py); `influence` alone is
 # required, so that a task directory written before them (text ids) stays a complete, cached result.
@@ -167,11 +168,16 @@ def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict
     train_ids, train_batches, train_masks = language_pure("train", config.train_per_language, params.variant == "sft")
     test_ids, test_batches, test_masks = language_pure("test", config.test_per_language, params.variant != "full")
 
-    terms = []  # (epoch, (n_test, n_train) float32 scores)
-    norms = []  # (epoch, (n_test,) and (n_train,) float64 gradient norms)
+    resume_path = workdir / RESUME_FILE
+    order = {"test_ids": test_ids, "train_ids": train_ids, "epochs": [c.epoch for c in checkpoints]}
+    terms, norms = _resumed(resume_path, order)  # the checkpoints an earlier attempt finished
+    resumed = len(terms)
     n_test, n_train = len(test_ids), len(train_ids)
     for done, checkpoint in enumerate(checkpoints):
-        ctx.report(done, len(checkpoints), f"checkpoint {checkpoint.epoch}: {n_test} x {n_train} scores")
+        if done < resumed:
+            continue
+        ctx.report(done, len(checkpoints), f"checkpoint {checkpoint.epoch}: {n_test} x {n_train} scores"
+                   + (f" (resumed after {resumed} of {len(checkpoints)})" if resumed else ""))
         model = models.load_checkpoint(checkpoint.path, params.attention)[0].to(device)
         result = influence.checkpoint_influence(
             model, train_batches, test_batches, train_masks=train_masks, test_masks=test_masks,
@@ -182,14 +188,41 @@ def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict
         scores = result.cosine() if config.normalize == "cosine" else result.scores  # (n_test, n_train)
         terms.append((checkpoint.epoch, (scores.double() * checkpoint.learning_rate).float().numpy()))
         norms.append((checkpoint.epoch, result.test_norms, result.train_norms))
+        _save_progress(resume_path, order, terms, norms)
     ctx.report(len(checkpoints), len(checkpoints), "ranking and writing scores")
     # The example numbers, TracInCP and the ranked proponents, computed here where the scores already
     # are: the driver's ingest then only copies the tables (store/influence.py).
     for name, table in influence_tables(params.seed, params.variant, test_ids, train_ids, terms).items():
         write_arrow(workdir, name, table)
     write_arrow(workdir, "gradient_norms", _norms_table(params.seed, params.variant, test_ids, train_ids, norms))
+    resume_path.unlink(missing_ok=True)  # the task is complete: nothing to resume, and it is as big as the scores
     rows = n_test * n_train * len(checkpoints)
-    return {"train_examples": n_train, "test_examples": n_test, "checkpoints": len(checkpoints), "scores": rows}
+    return {"train_examples": n_train, "test_examples": n_test, "checkpoints": len(checkpoints), "scores": rows,
+            "resumed_checkpoints": resumed}
+
+
+def _resumed(path: Path, order: dict) -> tuple[list, list]:
+    """(terms, norms) of the checkpoints an earlier attempt at this task finished, in checkpoint
+    order; nothing if there is no state or it is of other examples or checkpoints."""
+    import torch
+
+    if not path.is_file():
+        return [], []
+    state = torch.load(path, weights_only=True)
+    if state["order"] != order:
+        return [], []
+    terms = [(epoch, scores.numpy()) for epoch, scores in state["terms"]]
+    return terms, [tuple(row) for row in state["norms"]]
+
+
+def _save_progress(path: Path, order: dict, terms: list, norms: list) -> None:
+    """The finished checkpoints' scores and norms, written whole or not at all (a rename)."""
+    import torch
+
+    state = {"order": order, "terms": [(epoch, torch.from_numpy(scores)) for epoch, scores in terms], "norms": norms}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
 
 
 def _norms_table(seed: int, variant: str, test_ids: list[str], train_ids: list[str], norms: list) -> pa.Table:

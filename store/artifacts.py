@@ -4,6 +4,7 @@
     <root>/tasks/.attempts/<key>.<id>/   one attempt at a task while it runs (one per attempt, never shared)
     <root>/tasks/.progress/<key>.json    a running task's progress
     <root>/tasks/.fence                  the token of the run that owns the store now
+    <root>/tasks/.run                    the driver that runs the store now (host, pid); its mtime the heartbeat
 
 A run writes a fresh token into `.fence` when it starts. An attempt commits (renames its directory
 into place) only while `.fence` still holds its run's token, under a lock on that file, and never
@@ -22,11 +23,14 @@ import re
 import shutil
 import socket
 import stat
+import sys
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from store.errors import StoreError
 
 SUCCESS_FILE = "_SUCCESS.json"
 OWNER_FILE = "_OWNER.json"  # in an attempt directory: who works there; its mtime is the heartbeat
@@ -36,6 +40,10 @@ RESUME_FILE = "resume.pt"  # a resumable stage's state; an attempt holding it ca
 INFLUENCE_TABLES = ("influence_examples", "influence", "tracin_cp", "proponents")
 HASH_LIMIT = 256 * 1024**2  # files up to this size get a sha256 in the manifest; larger ones a size
 STALE_S = 30.0  # an attempt on another host whose heartbeat is older than this is dead
+# An attempt on another host that Ray has given up on (its node dead, or its Ray task retried) is dead once
+# its heartbeat (every second) has also been silent this long: Ray's view can be wrong about a worker cut
+# off from the cluster but still writing to the shared store, and that worker's beats keep its attempt.
+QUIET_S = 3.0
 
 
 # A task's key: the sha256 its compiler gives it. A name read from disk is used as a key only if it is
@@ -56,6 +64,29 @@ def open_private(path: Path):
     that other users can neither open nor hold (holding a shared store's lock stalls its runs). Never
     through a link: one planted in its place would have its target emptied."""
     return open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600), "a+")
+
+
+# What flock(2) gives where a filesystem has no working locks: NFS without its lock service, Lustre
+# mounted without `flock`, some FUSE and SMB mounts.
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
+def lock(handle, operation: int, path: Path) -> None:
+    """fcntl.flock on one of the store's lock files (the writer's lock, the gate, the fence). One run
+    per store, and readers that wait for a write to end, rest on these locks, so a filesystem without
+    them is refused (StoreError, exit 2) rather than used unguarded. BlockingIOError (another process
+    holds the lock) passes through to the caller."""
+    try:
+        fcntl.flock(handle, operation)
+    except BlockingIOError:
+        raise
+    except OSError as err:
+        if err.errno not in NO_LOCKS:
+            raise
+        raise StoreError(f"the filesystem holding {path} gives no working file locks ({err.strerror}): langspec keeps one "
+                         "run per store, and lets readers wait for a write, through them. Put the store on a local disk, or "
+                         "on a mount with locking (NFS with its lock service, Lustre mounted with -o flock): docs/store.md, "
+                         "\"A store on a shared filesystem\"") from None
 
 
 def tables_dir(root: Path, key: str) -> Path:
@@ -97,7 +128,7 @@ def _fence_locked(root: Path):
     path = Path(root) / "tasks" / ".fence"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open_private(path) as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        lock(handle, fcntl.LOCK_EX, path)
         try:
             handle.seek(0)
             yield handle
@@ -121,6 +152,81 @@ def fence_token(root: Path) -> str:
         return ""
 
 
+# --- the run's owner ------------------------------------------------------------------------
+# One run per store, across hosts: the writer's lock (`.lock`) sits beside the database, which may be
+# on the driver's own disk (--db-dir), so the shared tasks/ holds who runs the store now, taken and
+# given back under the fence's lock. Its mtime is the driver's heartbeat. A record whose driver is
+# gone is taken over: on this host when its pid is gone, on any host once its heartbeat is older
+# than RUN_STALE_S. That bound covers a heartbeat missed, NFS attribute caching (an open revalidates
+# them, and a stat may lag up to `acregmax`, 60 s) and clocks of the hosts up to half a minute apart.
+RUN_OWNER_FILE = ".run"
+RUN_HEARTBEAT_S = 10.0
+RUN_STALE_S = 120.0
+
+
+@dataclass(frozen=True)
+class RunOwner:
+    """The driver that runs a store now: `tasks/.run`."""
+
+    host: str
+    pid: int
+    token: str  # this driver's own: a record is given back only by the driver that wrote it
+    heartbeat: float = 0.0  # the record's mtime
+
+    def gone(self) -> bool:
+        aged = time.time() - self.heartbeat > RUN_STALE_S
+        return aged or (self.host == socket.gethostname() and not pid_alive(self.pid))
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on host {self.host}, its heartbeat {max(0.0, time.time() - self.heartbeat):.0f} s ago"
+
+
+def _run_owner_path(root: Path) -> Path:
+    return Path(root) / "tasks" / RUN_OWNER_FILE
+
+
+def read_run_owner(root: Path) -> RunOwner | None:
+    try:
+        with open(_run_owner_path(root)) as handle:  # an open revalidates NFS's cached attributes
+            data = json.loads(handle.read())
+            return RunOwner(str(data["host"]), int(data["pid"]), str(data["token"]), os.fstat(handle.fileno()).st_mtime)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def claim_run(root: Path) -> RunOwner:
+    """Make this process the store's run owner, taking over a record whose driver is gone. Raises
+    StoreError naming the other driver while one runs the store, from this host or another."""
+    with _fence_locked(root):
+        found = read_run_owner(root)
+        if found is not None and not found.gone():
+            raise StoreError(f"the store {root} is in use by another langspec run ({found.describe()}); wait for it to "
+                             "finish or use another --store DIR. A driver that died is taken over once its pid is gone "
+                             f"(same host) or its heartbeat is {RUN_STALE_S:.0f} s old (another host): docs/store.md")
+        me = RunOwner(socket.gethostname(), os.getpid(), new_token())
+        _write_atomic(_run_owner_path(root), json.dumps({"host": me.host, "pid": me.pid, "token": me.token}))
+    return me
+
+
+def beat_run(root: Path, me: RunOwner) -> bool:
+    """Refresh the owner's heartbeat; False once the record is no longer this driver's (taken over)."""
+    found = read_run_owner(root)
+    if found is None or found.token != me.token:
+        return False
+    try:
+        os.utime(_run_owner_path(root))
+    except OSError:
+        pass  # a missed beat: RUN_STALE_S allows for several
+    return True
+
+
+def release_run(root: Path, me: RunOwner) -> None:
+    with _fence_locked(root):
+        found = read_run_owner(root)
+        if found is not None and found.token == me.token:
+            _run_owner_path(root).unlink(missing_ok=True)
+
+
 class FencedOut(Exception):
     """The attempt's run no longer owns the store (its driver died, another run started)."""
 
@@ -133,14 +239,48 @@ class Owner:
     token: str  # the run's
     pid: int
     host: str
+    ray_node: str | None = None  # the Ray node and task the owner ran in (hex ids), if it ran in Ray
+    ray_task: str | None = None
 
-    def alive(self, heartbeat: float) -> bool:
-        """False only when provably dead: a gone process on this host, or a silent one elsewhere."""
+    def alive(self, heartbeat: float, retrying: str | None = None) -> bool:
+        """False only when provably dead: a gone process on this host; elsewhere one that Ray has given up
+        on (lost_in_ray) and that has been silent QUIET_S, or one silent STALE_S (Ray cannot tell)."""
         if self.pid < 0:  # released
             return False
         if self.host == socket.gethostname():
             return pid_alive(self.pid)
-        return time.time() - heartbeat < STALE_S
+        silent = time.time() - heartbeat
+        return silent < STALE_S and (silent < QUIET_S or not self.lost_in_ray(retrying))
+
+    def lost_in_ray(self, retrying: str | None = None) -> bool:
+        """Whether Ray, as this process sees it, has given up on the owner: its node is dead, or `retrying`
+        (the Ray task this process runs) is the owner's task, which Ray retries only once its worker is gone
+        (the owner learns that within a second, the cluster a node's death only after its health checks
+        fail, about 15 s). False when Ray cannot tell: no Ray here, or a node of another cluster."""
+        if self.ray_task is not None and self.ray_task == retrying:
+            return True
+        return self.ray_node is not None and ray_node_alive(self.ray_node) is False
+
+
+def ray_node_alive(node: str) -> bool | None:
+    """Ray's view of whether a node of its cluster is alive; None when this process is in no Ray cluster
+    (the local executor) or the cluster does not know the node."""
+    ray = sys.modules.get("ray")  # a Ray worker has it; a process that never used Ray has no view to ask
+    if ray is None or not ray.is_initialized():
+        return None
+    try:
+        return {found["NodeID"]: found["Alive"] for found in ray.nodes()}.get(node)
+    except Exception:  # the cluster's control service is unreachable: it cannot tell
+        return None
+
+
+def ray_place() -> dict:
+    """This process's Ray node and task (hex ids) for its owner record; empty outside a Ray worker."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return {}
+    context = ray.get_runtime_context()
+    return {"ray_node": context.get_node_id(), "ray_task": context.get_task_id()}
 
 
 def pid_alive(pid: int) -> bool:
@@ -163,12 +303,13 @@ def read_owner(attempt: Path) -> tuple[Owner, float] | None:
         data = json.loads(path.read_text())
         if data.get("released"):
             return Owner(data["token"], -1, data["host"]), 0.0
-        return Owner(data["token"], data["pid"], data["host"]), path.stat().st_mtime
+        return Owner(data["token"], data["pid"], data["host"], data.get("ray_node"), data.get("ray_task")), path.stat().st_mtime
     except (OSError, ValueError, KeyError):
         return None
 
 
-def is_dead(attempt: Path) -> bool:
+def is_dead(attempt: Path, retrying: str | None = None) -> bool:
+    """Whether an attempt's owner is provably dead; `retrying`: the Ray task asking, if any (Owner.alive)."""
     found = read_owner(attempt)
     if found is None:  # set aside to be deleted, or its owner died between mkdir and claiming it
         try:
@@ -176,7 +317,7 @@ def is_dead(attempt: Path) -> bool:
         except OSError:
             return True
     owner, heartbeat = found
-    return not owner.alive(heartbeat)
+    return not owner.alive(heartbeat, retrying)
 
 
 def start_attempt(root: Path, key: str, token: str, resumable: bool) -> tuple[Path, bool]:
@@ -186,11 +327,13 @@ def start_attempt(root: Path, key: str, token: str, resumable: bool) -> tuple[Pa
     base = attempts_dir(root)
     base.mkdir(parents=True, exist_ok=True)
     mine = base / f"{_attempt_prefix(key, token)}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    place = ray_place()
     resumed = False
     if resumable:
         candidates = [earlier for earlier in base.glob(f"{key}.*") if (earlier / RESUME_FILE).is_file()]
         for earlier in sorted(candidates, key=lambda path: _mtime(path / RESUME_FILE), reverse=True):
-            if is_dead(earlier):
+            _wait_until_quiet(earlier, place.get("ray_task"))
+            if is_dead(earlier, place.get("ray_task")):
                 try:
                     os.rename(earlier, mine)
                     resumed = True
@@ -198,8 +341,17 @@ def start_attempt(root: Path, key: str, token: str, resumable: bool) -> tuple[Pa
                 except OSError:  # another attempt took it first
                     continue
     mine.mkdir(exist_ok=resumed)
-    (mine / OWNER_FILE).write_text(json.dumps({"token": token, "pid": os.getpid(), "host": socket.gethostname()}))
+    (mine / OWNER_FILE).write_text(json.dumps({"token": token, "pid": os.getpid(), "host": socket.gethostname(), **place}))
     return mine, resumed
+
+
+def _wait_until_quiet(attempt: Path, retrying: str | None) -> None:
+    """An attempt on another host that Ray has given up on: wait (at most QUIET_S) until its heartbeat has
+    been silent QUIET_S. Ray retries a task within a second or two of its node's loss, often sooner."""
+    found = read_owner(attempt)
+    if found is None or found[0].pid < 0 or found[0].host == socket.gethostname() or not found[0].lost_in_ray(retrying):
+        return
+    time.sleep(min(QUIET_S, max(0.0, found[1] + QUIET_S - time.time())))
 
 
 def _mtime(path: Path) -> float:
@@ -261,6 +413,18 @@ def file_entries(directory: Path) -> list[dict]:
 def _sha256(path: Path) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+# A name with one of these in it holds a secret (HF_TOKEN, WANDB_API_KEY, AWS_SECRET_ACCESS_KEY): its value
+# never goes into the store, which other users may read.
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|KEY|CREDENTIAL|AUTH|PRIVATE|COOKIE|SESSION", re.IGNORECASE)
+
+
+def env_record(names: tuple[str, ...] | list[str]) -> dict:
+    """The manifest's record of the environment a task ran with: `env`, each variable's value here (None when
+    unset), and `env_withheld`, the secret-looking names, whose values are never recorded."""
+    withheld = [name for name in names if SECRET_NAME.search(name)]
+    return {"env": {name: os.environ.get(name) for name in names if name not in withheld}, "env_withheld": withheld}
 
 
 def seal(directory: Path, manifest: dict) -> dict:

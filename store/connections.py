@@ -3,7 +3,8 @@ the database), the wait for a file another process holds, the gate that keeps a 
 from starving the writer, and what a damaged file looks like.
 
 DuckDB locks its file per process: while one process has it open read-write, no other can open it,
-even read-only, and the other way round. `<root>/.writing` is the gate: the writer holds it
+even read-only, and the other way round. `.writing`, beside the database (in the store, or where
+`run --db-dir` put it: database_dir), is the gate: the writer holds it
 exclusively while it opens, writes and closes the database, a reader holds it shared only while it
 opens its connection.
 
@@ -17,9 +18,11 @@ killed after a commit leaves its mark, so its log is replayed as it must be."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shlex
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +36,9 @@ from store.migrations import SCHEMA_VERSION, migratable, schema_version
 DB_FILE = "langspec.duckdb"
 LOCK_FILE = ".lock"
 GATE_FILE = ".writing"
+# In a store whose database lives outside it (`langspec run --db-dir DIR`): on which host, in which
+# directory. Every command finds the database through it, so only `run` takes the option.
+DB_RECORD = ".database"
 # How long a reader waits for the writer's transaction (ingesting a paper-size TracIn task takes
 # seconds) before it says who holds the store.
 READ_WAIT_S = 120.0
@@ -55,6 +61,69 @@ def not_a_directory(root: str | Path) -> str:
             f"(e.g. --store {quoted(Path(root).parent)})")
 
 
+def database_dir(root: str | Path) -> Path:
+    """The directory of a store's database and of its writer's lock and gate: the store's own, or the
+    one its runs keep on the driver's disk (`run --db-dir`, DB_RECORD). A database on another host
+    cannot be opened from here, and is refused with where it is."""
+    found = read_database_record(root)
+    if found is None:
+        return Path(root)
+    host, directory = found
+    if host != socket.gethostname():
+        raise StoreError(database_elsewhere(root, host, directory))
+    return directory
+
+
+def read_database_record(root: str | Path) -> tuple[str, Path] | None:
+    try:
+        data = json.loads((Path(root) / DB_RECORD).read_text())
+        return str(data["host"]), Path(data["dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def record_database(root: Path, directory: Path | None) -> None:
+    """Record where the store's database lives (None: in the store itself, and no record)."""
+    path = Path(root) / DB_RECORD
+    if directory is None:
+        path.unlink(missing_ok=True)
+        return
+    fresh = path.with_name(DB_RECORD + ".tmp")
+    fresh.unlink(missing_ok=True)
+    with artifacts.open_private(fresh) as handle:
+        handle.write(json.dumps({"host": socket.gethostname(), "dir": str(Path(directory).absolute())}))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(fresh, path)
+
+
+def database_elsewhere(root: str | Path, host: str, directory: Path) -> str:
+    return (f"the database of the store {root} is on host {host}, in {directory} (its runs' driver keeps it there: "
+            f"`langspec run --db-dir`); run this command on {host}, or give it a copy: copy {quoted(directory / DB_FILE)} "
+            f"into a directory here while no run writes it, and name that directory with --store. A run from this host "
+            f"takes --db-dir DIR for a database of its own here (it ingests the results in {Path(root) / 'tasks'} again)")
+
+
+# Filesystems whose files other hosts see too (/proc/self/mountinfo's type field).
+NETWORK_FILESYSTEMS = re.compile(r"nfs4?|lustre|cifs|smb3?|gpfs|beegfs|ceph|glusterfs|fuse\..*|9p|afs|panfs|wekafs")
+
+
+def network_filesystem(path: str | Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
+    """The type of the network filesystem that holds `path` (nfs4, lustre, ...), or None for a local one."""
+    target, best = os.path.realpath(path), ("", "")
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:  # "36 35 98:0 /mnt1 /mnt/parent rw,noatime - ext3 /dev/root rw,errors=continue"
+        fields, _, rest = line.partition(" - ")
+        mount = fields.split()[4].replace("\\040", " ") if len(fields.split()) > 4 else ""
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best[0]) and rest.split():
+            best = (mount, rest.split()[0])
+    return best[1] if NETWORK_FILESYSTEMS.fullmatch(best[1]) else None
+
+
 def lock_holder(root: Path) -> str:
     try:
         return (Path(root) / LOCK_FILE).read_text().strip() or "unknown"
@@ -75,11 +144,12 @@ def connect_read_only(root: str | Path, wait_s: float = READ_WAIT_S) -> duckdb.D
     the store, waits for its transaction (up to `wait_s`). The connection sees the store as of its
     opening, whole tasks only, for as long as it stays open; and the run waits while it is open, so
     close it when done (`with connect_read_only(root) as con:`)."""
-    path = Path(root) / DB_FILE
     if Path(root).is_file():
         raise StoreError(not_a_directory(root))
-    if not path.is_file():
-        raise StoreError(f"no store at {root}: run `langspec run SPEC --store {quoted(root)}` first")
+    database = database_dir(root)
+    if not (database / DB_FILE).is_file():
+        where = "" if database == Path(root) else f" (its database, in {database})"
+        raise StoreError(f"no store at {root}{where}: run `langspec run SPEC --store {quoted(root)}` first")
     deadline = time.monotonic() + wait_s
 
     def waiting(holder: str) -> bool:
@@ -88,9 +158,9 @@ def connect_read_only(root: str | Path, wait_s: float = READ_WAIT_S) -> duckdb.D
         raise StoreError(f"the store {root} is busy: {holder} has been writing it for over {wait_s:.0f} s; "
                          "retry later (a langspec run writes it only while it ingests a task)")
 
-    with gate(Path(root), fcntl.LOCK_SH, lambda: waiting(f"a langspec run (pid {lock_holder(Path(root))})")) as handle:
-        check_wal(Path(root), handle)
-        con = connect_waiting(Path(root), waiting, read_only=True, config=READ_ONLY_CONFIG)
+    with gate(database, fcntl.LOCK_SH, lambda: waiting(f"a langspec run (pid {lock_holder(database)})")) as handle:
+        check_wal(database, handle)
+        con = connect_waiting(database, waiting, read_only=True, config=READ_ONLY_CONFIG)
     found = schema_version(con)
     if found is not None and found != SCHEMA_VERSION:
         con.close()
@@ -142,7 +212,7 @@ def gate(root: Path, mode: int, keep_waiting, create: bool = False):
         pause = 0.005
         while True:
             try:
-                fcntl.flock(handle, mode | fcntl.LOCK_NB)
+                artifacts.lock(handle, mode | fcntl.LOCK_NB, root / GATE_FILE)
                 break
             except BlockingIOError:
                 keep_waiting()

@@ -1,6 +1,10 @@
 """The store on disk: `<root>/langspec.duckdb` and one artifact directory per task, `<root>/tasks/<key>/`.
 
-Only the driver of a run writes the database, holding `<root>/.lock` for the whole run; each finished
+The database and its lock files may live outside the store, on the driver's disk (`run --db-dir`; the
+store records where: store.connections.database_dir), with `tasks/` on a shared filesystem; one run per
+store across hosts is then the run record in `tasks/` (store.artifacts.claim_run).
+
+Only the driver of a run writes the database, holding `.lock` beside it for the whole run; each finished
 task is ingested in one transaction that first deletes that task's rows, so ingesting twice is
 harmless. Readers open the file read-only.
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,8 +31,9 @@ import duckdb
 
 from store import artifacts
 from store.artifacts import INFLUENCE_TABLES
-from store.connections import (DB_FILE, LOCK_FILE, check_wal, clear_mark, connect_waiting, first_row, gate, lock_holder,
-                               mark_writing, not_a_directory, wal_files)
+from store.connections import (DB_FILE, LOCK_FILE, check_wal, clear_mark, connect_waiting, database_dir, first_row, gate,
+                               lock_holder, mark_writing, network_filesystem, not_a_directory, read_database_record,
+                               record_database, wal_files)
 from store.errors import StoreError
 from store.guards import check_tables, keep_private, reach_tasks_only
 from store.migrations import MIGRATIONS, SCHEMA_FILES, SCHEMA_VERSION, migratable, schema_version
@@ -71,32 +77,49 @@ class TaskRecord:
 class StoreWriter:
     """The one writer of a store, for the length of a run."""
 
-    def __init__(self, root: str | Path, notify=None):
-        """notify(text): told when the writer waits long for a reader to close the store."""
+    def __init__(self, root: str | Path, notify=None, db_dir: str | Path | None = None):
+        """notify(text): told when the writer waits long for a reader to close the store. db_dir: where
+        the database and its lock files live, when not in the store (`run --db-dir`: the driver's disk,
+        with tasks/ on a shared filesystem); by default where the store's last run kept them."""
         self.root = Path(root)
         self._notify = notify or (lambda text: None)
         if self.root.is_file():
             raise StoreError(not_a_directory(self.root))
+        self.db = database_dir(self.root) if db_dir is None else Path(db_dir).absolute()
+        if self.db.absolute() == self.root.absolute():
+            self.db = self.root
         try:
             # A new store is its user's alone (0700): it holds the spec, the datasets' text and the results.
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            keep_private(self.root, self._notify)
+            for directory in dict.fromkeys((self.root, self.db)):
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                keep_private(directory, self._notify)
             (self.root / "tasks").mkdir(exist_ok=True)
-            self._lock = artifacts.open_private(self.root / LOCK_FILE)
+            self._lock = artifacts.open_private(self.db / LOCK_FILE)
         except OSError as err:
-            raise StoreError(f"cannot write the store at {self.root}: {err.strerror}; choose a writable --store DIR") from None
+            raise StoreError(f"cannot write the store at {self.root}{self._in_db()}: {err.strerror}; "
+                             "choose a writable --store DIR (or --db-dir DIR)") from None
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            artifacts.lock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB, self.db / LOCK_FILE)
+        except StoreError:  # a filesystem without locks
+            self._lock.close()
+            raise
         except BlockingIOError:
             self._lock.close()
             raise StoreError(
-                f"the store {self.root} is in use by another langspec run (pid {lock_holder(self.root)}); "
+                f"the store {self.root}{self._in_db()} is in use by another langspec run (pid {lock_holder(self.db)}); "
                 "wait for it to finish or use another --store DIR"
             ) from None
         self._lock.seek(0)
         self._lock.truncate()
         self._lock.write(str(os.getpid()))
         self._lock.flush()
+        self._owner = None
+        self._stop_beating = threading.Event()
+        try:
+            self._own_run()
+        except BaseException:
+            self._release()
+            raise
         self._noted = -1  # the minute of the writer's wait last noted
         self.con: duckdb.DuckDBPyConnection | None = None  # open only inside `_open()`
         try:
@@ -105,16 +128,41 @@ class StoreWriter:
             self._release()
             raise
 
+    def _in_db(self) -> str:
+        return "" if self.db == self.root else f" (database in {self.db})"
+
+    def _own_run(self) -> None:
+        """Become the store's one run across hosts (tasks/.run, beside the fence), with a heartbeat; then
+        record where the database is, so every command finds it."""
+        self._owner = artifacts.claim_run(self.root)
+        threading.Thread(target=self._beat, name="langspec-run-heartbeat", daemon=True).start()
+        before = read_database_record(self.root)
+        if before is not None and before[1] != self.db:
+            self._notify(f"the store's database was in {before[1]} on {before[0]}; this run keeps it in {self.db}, "
+                         "and ingests the results already in tasks/ there")
+        record_database(self.root, None if self.db == self.root else self.db)
+        kind = network_filesystem(self.db)
+        if kind is not None and self.db == self.root:
+            self._notify(f"the store's database is on a network filesystem ({kind}): readers on other hosts wait for this "
+                         "run's writes only where its locks reach across hosts; `--db-dir DIR` keeps it on this host's "
+                         "disk (docs/store.md, \"A store on a shared filesystem\")")
+
+    def _beat(self) -> None:
+        while not self._stop_beating.wait(artifacts.RUN_HEARTBEAT_S):
+            if not artifacts.beat_run(self.root, self._owner):
+                self._notify(f"another run has taken the store {self.root} over: this run's tasks can no longer commit")
+                return
+
     @contextmanager
     def _open(self):
         """The database, opened read-write for one write and closed after (DuckDB then checkpoints):
         between writes any process may read it. Waits for readers, saying for whom after a while."""
         started, self._noted = time.monotonic(), -1
-        with gate(self.root, fcntl.LOCK_EX, lambda: self._waited(started, "another process"), create=True) as mark:
-            check_wal(self.root, mark)
+        with gate(self.db, fcntl.LOCK_EX, lambda: self._waited(started, "another process"), create=True) as mark:
+            check_wal(self.db, mark)
             mark_writing(mark)
             try:
-                self.con = connect_waiting(self.root, lambda holder: self._waited(started, holder),
+                self.con = connect_waiting(self.db, lambda holder: self._waited(started, holder),
                                            config={"storage_compatibility_version": STORAGE_VERSION})
                 reach_tasks_only(self.con, self.root)
             except BaseException:
@@ -133,7 +181,7 @@ class StoreWriter:
     def _closed(self, mark) -> None:
         """The database is closed: the mark goes unless DuckDB left its log (a checkpoint that failed,
         on a full disk say), which the next open must replay."""
-        if not wal_files(self.root):
+        if not wal_files(self.db):
             clear_mark(mark)
 
     def _waited(self, started: float, holder: str) -> bool:
@@ -188,9 +236,9 @@ class StoreWriter:
         mark, so a rewrite that is killed or fails (a full disk) is done by the next writer; until
         then the store works as it is. A reader that opened the store before the rename keeps reading
         the old file, which holds the same rows."""
-        path, fresh = self.root / DB_FILE, self.root / COMPACTING_FILE
+        path, fresh = self.db / DB_FILE, self.db / COMPACTING_FILE
         started = time.monotonic()
-        with gate(self.root, fcntl.LOCK_EX, lambda: self._waited(started, "another process"), create=True):
+        with gate(self.db, fcntl.LOCK_EX, lambda: self._waited(started, "another process"), create=True):
             try:
                 fresh.unlink(missing_ok=True)  # a copy that a killed rewrite left
                 con = duckdb.connect(str(fresh), config={"storage_compatibility_version": STORAGE_VERSION})
@@ -203,7 +251,7 @@ class StoreWriter:
                     con.close()
                 os.chmod(fresh, path.stat().st_mode)
                 os.replace(fresh, path)
-                directory = os.open(self.root, os.O_RDONLY)
+                directory = os.open(self.db, os.O_RDONLY)
                 try:
                     os.fsync(directory)  # the rename itself on disk
                 finally:
@@ -305,6 +353,10 @@ class StoreWriter:
         self._release()
 
     def _release(self) -> None:
+        if self._owner is not None:
+            self._stop_beating.set()
+            artifacts.release_run(self.root, self._owner)
+            self._owner = None
         if not self._lock.closed:
             self._lock.seek(0)
             self._lock.truncate()

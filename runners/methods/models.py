@@ -68,6 +68,11 @@ def pretrained_source(spec: ModelSpec) -> str:
         from runners.methods import packaged
 
         return str(packaged.converted(spec.packaged))
+    if os.path.isabs(spec.pretrained) and not Path(spec.pretrained).is_dir():  # the driver saw a directory there
+        import socket
+
+        raise ModelSourceError(f"model.pretrained {spec.pretrained} is not a directory on this node ({socket.gethostname()}); "
+                               "every node needs the model at the same path: put it on a filesystem every node mounts")
     return spec.pretrained
 
 

@@ -122,3 +122,55 @@ def test_a_worker_that_dies_without_retries_names_rays_logs(spec_file, tmp_path,
     assert record.outcome == "failed"
     logs = record.error.split("Ray's logs: ")[1].split(" (")[0]
     assert os.path.isabs(logs) and os.path.isfile(os.path.join(logs, "raylet.out")), record.error
+
+
+TRACIN = """\
+    name: kill-tracin
+    data: {source: toy, languages: [ka, la], train_per_language: 300, validation_per_language: 20, test_per_language: 20}
+    model: {tiny: {layers: 2, heads: 2, hidden: 32, intermediate: 64, vocab_size: 300}}
+    seeds: [0]
+    finetune: {epochs: 3, lr: 1.0e-3, batch_size: 16, max_length: 32}
+    prune: {enabled: false}
+    sparse_finetune: {enabled: false}
+    tracin: {enabled: true, variants: [full], train_per_language: 300, test_per_language: 10}
+    analysis: {top_k: 5}
+    resources: {default: {num_cpus: 1}}
+"""
+
+
+def test_a_killed_tracin_task_resumes_from_its_last_finished_checkpoint(spec_file, tmp_path):
+    """The driver (local executor: the task runs in it) is frozen and killed once TracIn has finished
+    a checkpoint of 3 and not the task; the re-run recomputes only the checkpoints left, says how many
+    it took over, and its scores equal a run without the kill, bit for bit."""
+    spec = spec_file(TRACIN)
+    graph = compile_spec(load_spec(spec))
+    key = next(task.key for task in graph.tasks if task.stage == "tracin")
+    store = tmp_path / "store"
+    log = open(tmp_path / "driver.log", "w")
+    driver = subprocess.Popen([sys.executable, "-m", "langspec", "run", str(spec), "--store", str(store), "--executor", "local"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: resume_state(store, key) or driver.poll() is not None, what="TracIn's first checkpoint")
+        os.kill(driver.pid, signal.SIGSTOP)  # a checkpoint takes seconds: frozen before the task can end
+        assert not is_complete(store, key), "the task ended before it was killed"
+        os.kill(driver.pid, signal.SIGKILL)
+    finally:
+        driver.wait()
+        log.close()
+
+    result = execute(graph, load_spec(spec), store, executor="local")
+    record = result.records[key]
+    summary = json.loads(record.summary)
+    assert record.outcome == "ran" and summary["checkpoints"] == 3 and 1 <= summary["resumed_checkpoints"] < 3
+    assert not list(attempts_dir(store).iterdir())
+    assert not (store / "tasks" / key / RESUME_FILE).exists()
+
+    clean = tmp_path / "clean"
+    execute(graph, load_spec(spec), clean, executor="local")
+    query = "SELECT * FROM influence ORDER BY ALL"  # the same task key in both stores
+    norms = "SELECT * FROM gradient_norms ORDER BY ALL"
+    with duckdb.connect(str(store / "langspec.duckdb"), read_only=True) as killed, \
+            duckdb.connect(str(clean / "langspec.duckdb"), read_only=True) as fresh:
+        for sql in (query, norms):
+            assert killed.sql(sql).fetchall() == fresh.sql(sql).fetchall()
+        assert killed.sql("SELECT count(DISTINCT checkpoint) FROM influence").fetchall() == [(3,)]
