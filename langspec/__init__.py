@@ -4,7 +4,8 @@ Importing the package imports nothing heavy; the CLI loads torch and Ray only wh
 
 
 def connect(store: str = "results"):
-    """A read-only DuckDB connection to a store, with the analyses without parameters as views:
+    """A read-only DuckDB connection to a store, with the analyses that take only a run as views of the
+    last completed run (store.queries.register_views):
     `with langspec.connect("results") as con: con.sql("SELECT * FROM run_metrics(last_run())")`.
 
     Safe while a run writes the store: it waits for the run's current transaction (seconds) and

@@ -5,6 +5,7 @@ or a dataset passes through `printable`: terminal controls are shown, never obey
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import sys
@@ -80,32 +81,90 @@ def write_csv(handle, columns: list[str], rows: list[dict], *, shown: bool) -> N
 
     writer = csv.writer(handle, lineterminator="\n")
     writer.writerow([printable(c) for c in columns] if shown else columns)  # a PIVOT's columns are values
-    writer.writerows([printable(v) if shown and isinstance(v, str) else v for v in row.values()] for row in rows)
+    writer.writerows([printable(v) if shown and isinstance(v, str) else stable(v) for v in row.values()] for row in rows)
+
+
+# DuckDB sums in parallel, in an order that changes from one execution to the next, so the last digits
+# of a sum or a mean do too (0.29800000000000004, then 0.29799999999999993). CSV and JSON give every
+# float to 10 significant digits: far more than a study's numbers carry (shares of 20 proponents, 100
+# test examples), far fewer than the 15-17 a double holds, so the same store prints the same bytes.
+# The float noise is near 1e-16 of a value, so a value prints differently only when it lies that close
+# to a 10th-digit rounding boundary: about one value in a million. Parquet keeps the doubles as they are.
+SIGNIFICANT_DIGITS = 10
+
+
+def stable(value):
+    """`value` with every float in it rounded to SIGNIFICANT_DIGITS significant digits."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    if isinstance(value, list):
+        return [stable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: stable(item) for key, item in value.items()}
+    return value
 
 
 def print_rows(columns: list[str], rows: list[dict], format: str) -> None:
     if format == "json":
-        print(json.dumps(rows, default=str, indent=1))  # ensure_ascii: controls, in keys as in values, are written \u001b
+        print(json.dumps(stable(rows), default=str, indent=1))  # ensure_ascii: controls, in keys as in values, are written \u001b
     elif format == "csv":
         write_csv(sys.stdout, columns, rows, shown=True)
     elif format == "table":
-        from rich.table import Table
-
-        view = Table()
-        for column in columns:
-            view.add_column(literal(column), overflow="fold")  # a narrow terminal folds a cell, never cuts it
-        for row in rows:
-            view.add_row(*[cell(v) for v in row.values()])
+        view, left_out = fitted_table(columns, [[cell(v) for v in row.values()] for row in rows], out.width)
         out.print(view)
-        out.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}", style="dim", soft_wrap=True)
+        footer = f"{len(rows)} row{'s' if len(rows) != 1 else ''}"
+        if left_out:
+            footer += f"; {left_out} more column{'s' if left_out != 1 else ''} than the terminal fits: --format csv, or a pipe, shows every one"
+        out.print(footer, style="dim", soft_wrap=True)
     else:
         fail(UsageError(f"--format must be table, csv or json, not {format!r}"))
 
 
 def cell(value) -> str:
+    """A value as a table shows it: shown, never obeyed (printable), 4 significant digits for a float."""
     if isinstance(value, float):
         return f"{value:.4g}"
-    return "NULL" if value is None else literal(str(value))
+    return "NULL" if value is None else printable(str(value))
+
+
+# Each column of a table costs its cells' width and 3 more (a space either side, a rule), the table 1 more.
+COLUMN_FRAME, TABLE_FRAME = 3, 1
+NARROWEST_CUT = 4  # a cut column shows at least three characters and the `…`
+
+
+def fitted_table(columns: list[str], rows: list[list[str]], width: int) -> tuple[Table, int]:
+    """A table of `rows` (cells as they are shown) no wider than `width`, and how many of the last
+    columns it leaves out. Every cell stays on one line: a column too wide is cut with `…` (the widest
+    first, all to one width), never wrapped, so no word is broken across lines; columns that do not
+    fit even cut to NARROWEST_CUT are left out. A pipe's width is UNWRAPPED: nothing is cut."""
+    from rich.cells import cell_len
+    from rich.table import Table
+    from rich.text import Text
+
+    headers = [printable(column) for column in columns]  # a PIVOT's columns are the store's values
+    natural = [max([cell_len(header), *(cell_len(row[i]) for row in rows)]) for i, header in enumerate(headers)]
+    shown = len(columns)
+    widths = cut_widths(natural, width - COLUMN_FRAME * shown - TABLE_FRAME)
+    while widths is None and shown > 1:
+        shown -= 1
+        widths = cut_widths(natural[:shown], width - COLUMN_FRAME * shown - TABLE_FRAME)
+    widths = widths or [max(1, width - COLUMN_FRAME - TABLE_FRAME)]  # one column, cut to whatever the terminal has
+    view = Table()
+    for header, column_width in zip(headers, widths):
+        view.add_column(Text(header), width=column_width, no_wrap=True, overflow="ellipsis")
+    for row in rows:
+        view.add_row(*[Text(value) for value in row[:shown]])
+    return view, len(columns) - shown
+
+
+def cut_widths(natural: list[int], room: int) -> list[int] | None:
+    """Column widths that sum to at most `room`: each column's own, except that the widest are cut to
+    one common width, never below NARROWEST_CUT; None when even that is too wide."""
+    for cap in range(max(natural, default=0), NARROWEST_CUT - 1, -1):
+        widths = [min(natural_width, cap) for natural_width in natural]
+        if sum(widths) <= room:
+            return widths
+    return None
 
 
 OUT_FORMATS = (".csv", ".parquet", ".json")
@@ -130,7 +189,7 @@ def write_table(table, path: Path) -> None:
     elif path.suffix == ".csv":
         replace_file(path, lambda handle: write_csv(handle, table.column_names, table.to_pylist(), shown=False))
     else:
-        replace_file(path, lambda handle: handle.write(json.dumps(table.to_pylist(), default=str, indent=1) + "\n"))
+        replace_file(path, lambda handle: handle.write(json.dumps(stable(table.to_pylist()), default=str, indent=1) + "\n"))
 
 
 def replace_file(path: Path, write: Callable, binary: bool = False) -> None:

@@ -18,6 +18,9 @@ def print_run_summary(result, store: Path) -> None:
     for record in result.records.values():
         counts[record.outcome] = counts.get(record.outcome, 0) + 1
     say(f"run {result.run_id} {result.status}: " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
+    if result.status == "completed":
+        say(f"this is run {result.run_id}: every `langspec run` adds a run, even when all is cached; analyze, report and "
+            f"last_run() read the latest completed one unless told another (--param run_id=N, --run N)")
     for record in result.failed:
         first_line = (record.error or "").splitlines()[0] if record.error else "unknown error"
         out.print(f"[red]failed[/] {literal(record.name)}: {literal(first_line)}", highlight=False, soft_wrap=True)

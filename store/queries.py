@@ -111,11 +111,21 @@ def why_empty(con: duckdb.DuckDBPyConnection, query: NamedQuery, params: dict[st
 
 
 def register_views(con: duckdb.DuckDBPyConnection) -> None:
-    """Make every named query without parameters a temporary view, so ad-hoc SQL can build on it
-    (`PIVOT subnetwork_jaccard ON language_b ...`). Temporary views work on a read-only store."""
+    """Make every analysis that takes only a run (run_id, and point where it reads one) a temporary view
+    of the last completed run, so ad-hoc SQL can build on it (`PIVOT subnetwork_jaccard ON language_b
+    ...`). A view takes no parameters: the run's id and its one sweep point, the store's own values, are
+    written into its SQL as literals (bind_sql quotes them). A run with several sweep points gives no
+    view of what reads a point, and a name the store has (the table mask_transfer) stays the store's.
+    Temporary views work on a read-only store."""
+    run_id = internal(con, "last_completed_run")[0][0]
+    if run_id is None:
+        return
+    points = run_points(con, run_id)
+    values = {"run_id": run_id, **({"point": points[0]} if len(points) == 1 else {})}
+    taken = {row[0] for row in internal(con, "store_relation_names")}
     for query in named_queries().values():
-        if not query.params:
-            con.sql(f"CREATE OR REPLACE TEMP VIEW {query.name} AS {query.sql.rstrip().removesuffix(';')}")
+        if query.params and set(query.params) <= set(values) and query.name not in taken:
+            con.sql(f"CREATE OR REPLACE TEMP VIEW {query.name} AS {bind_sql(query.sql, values).rstrip().removesuffix(';')}")
 
 
 def defaults(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str, object] | None = None) -> dict[str, object]:
@@ -206,7 +216,8 @@ def check_k(con, run_id: object, k: object) -> None:
 
 def bind_sql(sql: str, params: dict[str, object]) -> str:
     """`sql` with each `$name` replaced by its value as an SQL literal: for reading and pasting
-    into another client, never for running here (langspec binds parameters by value)."""
+    into another client, and for register_views (a view takes no parameters; its values are the
+    store's own); langspec runs every other query with its parameters bound by value."""
     return re.sub(r"\$([A-Za-z_]\w*)", lambda match: sql_literal(params[match[1]]), sql)
 
 

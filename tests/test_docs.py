@@ -69,3 +69,43 @@ def test_a_documented_block_runs(page, line, language, code, reason, reader_dir)
            "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     done = subprocess.run([*RUNNABLE[language], code], cwd=reader_dir, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{page.name}:{line} failed ({done.returncode}):\n{code}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+
+
+# The README's glossary: the table with this header, one term a row in its first column (in bold,
+# code in backticks). A newcomer reads the README top to bottom, so no term may come before its row.
+GLOSSARY_HEADER = "| term | what it means |"
+HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+
+
+def glossary(text: str) -> list[tuple[str, int]]:
+    """(term, where its row starts) for each row of the glossary in `text`."""
+    offset = text.index(GLOSSARY_HEADER)
+    lines = text[offset:].splitlines(keepends=True)
+    terms, offset = [], offset + len(lines[0]) + len(lines[1])  # past the header and its |---| line
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        terms.append((line.split("|")[1].strip().strip("*").strip("`"), offset))
+        offset += len(line)
+    return terms
+
+
+def term_pattern(term: str) -> re.Pattern:
+    """A use of `term`: as a whole word, or a plural; any case for a lower-case word (`Subnetworks`),
+    exact for a name (TracIn, not the `tracin` stage) or a symbol (S+, last_run())."""
+    plural = "(?:s|es)?(?!\\w)" if term[-1].isalnum() else ""
+    return re.compile(f"(?<!\\w){re.escape(term)}{plural}", re.IGNORECASE if term.islower() else 0)
+
+
+def test_the_readme_defines_every_term_of_its_glossary_before_using_it():
+    text = HTML_COMMENT.sub(lambda comment: " " * len(comment.group()), (ROOT / "README.md").read_text())
+    terms = glossary(text)
+    assert {"TracIn", "SFT", "subnetwork", "S+", "M+", "Q1", "Q6", "P1", "sweep point", "run", "key", "cached",
+            "last_run()"} <= {term for term, _ in terms}
+    first_output = text.index("```text")
+    for term, defined_at in terms:
+        assert defined_at < first_output, f"the glossary's {term!r} comes after the README's first output"
+        first_use = term_pattern(term).search(text)
+        line = text.count("\n", 0, first_use.start()) + 1
+        assert first_use.start() >= defined_at, (f"README.md:{line} uses {term!r} ({first_use.group()!r}) before the glossary "
+                                                 f"defines it at line {text.count(chr(10), 0, defined_at) + 1}")

@@ -12,12 +12,13 @@ pairs AS (
     WHERE s.side = 'proponents'
     GROUP BY ALL
 ),
-ranked AS ( -- average ranks, so ties count as in Spearman's definition
+ranked AS ( -- average ranks, so ties count as in Spearman's definition; a share is a mean of proponent counts that
+            -- DuckDB sums in any order, so two equal shares can differ in their last bits: they tie rounded
     SELECT *,
            rank() OVER (PARTITION BY variant, seed ORDER BY jaccard)
              + (count(*) OVER (PARTITION BY variant, seed, jaccard) - 1) / 2 AS jaccard_rank,
-           rank() OVER (PARTITION BY variant, seed ORDER BY share)
-             + (count(*) OVER (PARTITION BY variant, seed, share) - 1) / 2 AS share_rank
+           rank() OVER (PARTITION BY variant, seed ORDER BY round(share, 12))
+             + (count(*) OVER (PARTITION BY variant, seed, round(share, 12)) - 1) / 2 AS share_rank
     FROM pairs
 ),
 per_seed AS (

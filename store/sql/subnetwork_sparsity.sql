@@ -1,9 +1,12 @@
 -- name: subnetwork_sparsity
--- Per language: heads kept, sparsity, and the pruning split's accuracy of the full model and of the subnetwork.
+-- Per language: heads kept, sparsity, and the pruning split's accuracy of the full model and of the subnetwork, in one run's sweep point.
+-- needs: prune
 WITH final AS (
     SELECT task_key, arg_max(metric_value, step) FILTER (WHERE accepted) AS subnetwork_metric,
            arg_min(metric_value, step) AS full_metric, count(*) - 1 AS steps
-    FROM prune_steps GROUP BY task_key
+    FROM prune_steps
+    WHERE task_key IN (SELECT task_key FROM point_tasks($run_id, $point))
+    GROUP BY task_key
 )
 SELECT m.seed, m.threshold, m.step, left(m.finetune_key, 12) AS finetune, m.model, m.language,
        count(*) FILTER (WHERE m.kept) AS heads_kept, count(*) AS heads_total,

@@ -68,8 +68,8 @@ def test_the_mask_analyses_read_the_monolingual_masks_beside_the_multilingual_on
     graph, store = run
     key = {task.name: task.key for task in graph.tasks}
     with connect_read_only(store) as con:
-        jaccard = {(r["model"], r["language_a"], r["language_b"]): r for r in run_named(con, "subnetwork_jaccard").to_pylist()}
-        sparsity = {(r["model"], r["language"]) for r in run_named(con, "subnetwork_sparsity").to_pylist()}
+        jaccard = {(r["model"], r["language_a"], r["language_b"]): r for r in run_named(con, "subnetwork_jaccard", run_id=1, point="").to_pylist()}
+        sparsity = {(r["model"], r["language"]) for r in run_named(con, "subnetwork_sparsity", run_id=1, point="").to_pylist()}
         accuracy = run_named(con, "accuracy", run_id=1, point="").to_pylist()
     assert set(jaccard) == {(model, a, b) for model in ("multilingual", "only") for a in ("ka", "la") for b in ("ka", "la")}
     assert sparsity == {(model, lang) for model in ("multilingual", "only") for lang in ("ka", "la")}

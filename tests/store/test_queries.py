@@ -20,6 +20,7 @@ def con():
     """Two studies (seeds 0 and 1, each its own fine-tuning task), three languages, random masks."""
     con = duckdb.connect()
     con.execute(schema_sql())
+    con.execute("INSERT INTO runs (run_id, spec_name, status) VALUES (1, 'hand-built', 'completed')")
     rng = random.Random(0)
     masks = {}
     for seed in (0, 1):
@@ -29,6 +30,7 @@ def con():
             inputs = {"data": "d", "finetune": f"finetune-{seed}"}
             con.execute("INSERT INTO tasks (run_id, task_key, name, stage, params, inputs) VALUES (1, ?, ?, 'prune', ?, ?)",
                         [key, key, json.dumps(params), json.dumps(inputs)])
+            con.execute("INSERT INTO points VALUES (1, '', ?)", [key])
             kept = {(l, h): rng.random() < 0.5 for l in range(LAYERS) for h in range(HEADS)}
             kept[(0, 0)] = False  # a head no language keeps
             masks[(seed, language)] = kept
@@ -42,7 +44,7 @@ def con():
 
 def test_jaccard_matches_naive_sets(con):
     con, masks = con
-    rows = run_named(con, "subnetwork_jaccard").to_pylist()
+    rows = run_named(con, "subnetwork_jaccard", run_id=1, point="").to_pylist()
     assert len(rows) == 2 * len(LANGUAGES) ** 2
     for row in rows:
         a = {h for h, k in masks[(row["seed"], row["language_a"])].items() if k}
@@ -53,13 +55,13 @@ def test_jaccard_matches_naive_sets(con):
 
 def test_sparsity_and_heads_kept_by_no_language(con):
     con, masks = con
-    for row in run_named(con, "subnetwork_sparsity").to_pylist():
+    for row in run_named(con, "subnetwork_sparsity", run_id=1, point="").to_pylist():
         kept = sum(masks[(row["seed"], row["language"])].values())
         assert (row["heads_kept"], row["heads_total"]) == (kept, LAYERS * HEADS)
         assert row["sparsity"] == pytest.approx(1 - kept / (LAYERS * HEADS))
         assert (row["full_metric"], row["subnetwork_metric"], row["steps"]) == (0.9, 0.86, 3)
         assert row["retention"] == pytest.approx(0.86 / 0.9)
-    nobody = {(r["seed"], r["layer"], r["head"]) for r in run_named(con, "heads_kept_by_no_language").to_pylist()}
+    nobody = {(r["seed"], r["layer"], r["head"]) for r in run_named(con, "heads_kept_by_no_language", run_id=1, point="").to_pylist()}
     expected = {(seed, l, h) for seed in (0, 1) for l in range(LAYERS) for h in range(HEADS)
                 if not any(masks[(seed, language)][(l, h)] for language in LANGUAGES)}
     assert nobody == expected and (0, 0, 0) in nobody
@@ -67,19 +69,25 @@ def test_sparsity_and_heads_kept_by_no_language(con):
 
 def test_grid_rows_spell_the_mask(con):
     con, masks = con
-    rows = run_named(con, "subnetwork_grid", language="kb").to_pylist()
+    rows = run_named(con, "subnetwork_grid", language="kb", run_id=1, point="").to_pylist()
     assert len(rows) == 2 * LAYERS
     for row in rows:
         expected = " ".join("1" if masks[(row["seed"], "kb")][(row["layer"], h)] else "0" for h in range(HEADS))
         assert row["heads"] == expected
 
 
-def test_parameterless_queries_become_views(con):
+def test_the_analyses_of_a_run_alone_become_views_of_the_last_completed_run(con):
     con, _ = con
+    con.execute("INSERT INTO runs (run_id, spec_name, status) VALUES (2, 'hand-built', 'failed')")  # not completed: not the views'
+    con.execute("INSERT INTO points SELECT 2, '', task_key FROM points WHERE task_key LIKE 'prune-0-%'")
     register_views(con)
-    names = {q.name for q in named_queries().values() if not q.params}
-    assert "subnetwork_jaccard" in names and "final_accuracy" not in names
-    assert con.sql("SELECT count(*) FROM subnetwork_jaccard").fetchall() == [(18,)]
+    views = {row[0] for row in con.sql("SELECT view_name FROM duckdb_views() WHERE temporary").fetchall()}
+    assert {"subnetwork_jaccard", "accuracy"} <= views  # run_id and point alone: the last completed run's
+    assert not views & {"final_accuracy", "in_language_share", "mask_transfer"}  # a split or k to choose; a table's name
+    assert con.sql("SELECT count(*) FROM subnetwork_jaccard").fetchall() == [(18,)]  # run 1: both seeds
+    con.execute("UPDATE runs SET status = 'completed' WHERE run_id = 2")
+    register_views(con)
+    assert con.sql("SELECT count(*) FROM subnetwork_jaccard").fetchall() == [(9,)]  # run 2: seed 0 alone
 
 
 def test_the_python_variant_order_is_the_sql_macros():
