@@ -41,6 +41,10 @@ SpecArg = Annotated[Path, typer.Argument(help="The YAML spec, e.g. specs/demo.ya
 YesOpt = Annotated[bool, typer.Option("--yes", help="Accept a sweep of more than 1,000 points (it is refused without).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", metavar="FIELD=VALUE", help="Override a field: --set finetune.epochs=2 (repeatable).")]
 StoreOpt = Annotated[Path, typer.Option("--store", metavar="DIR", help="Store directory: langspec.duckdb and tasks/.")]
+# Only `run` places the database: the store records where (store.connections.DB_RECORD), and every other command follows that.
+DbDirOpt = Annotated[Path | None, typer.Option("--db-dir", metavar="DIR", help="Keep the store's database and its lock files in DIR, on "
+                                               "this host's disk, with tasks/ on a shared --store (docs/store.md); later runs and "
+                                               "every other command find it there. Default: where the last run kept it.")]
 FormatOpt = Annotated[str, typer.Option("--format", metavar="FORMAT", help="table, csv or json.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", metavar="FILE", help="Write the result to FILE instead of printing it: "
                                              "CSV, Parquet or JSON by its suffix (.csv, .parquet, .json); outside the store.")]
@@ -95,13 +99,15 @@ def schema() -> None:
 
 @app.command()
 def plan(spec: SpecArg, set_: SetOpt = None, store: StoreOpt = DEFAULT_STORE, yes: YesOpt = False) -> None:
-    """Show the task graph: each task, its key, and whether it is cached or why it will run."""
+    """Show the task graph: each task, its key, and whether it is cached or why it will run; then what
+    the spec's seeds could detect, sized on the store's last completed run of the same spec."""
     from langspec.compile import compile_spec
-    from langspec.plan import plan_tree
+    from langspec.plan import pilot_power, plan_tree
 
     try:
-        graph = compile_spec(_load(spec, set_, yes))
-        out.print(plan_tree(graph, store))
+        loaded = _load(spec, set_, yes)
+        out.print(plan_tree(compile_spec(loaded), store))
+        out.print(pilot_power(loaded, store))
     except ERROR_ROOTS as error:
         fail(error)
 
@@ -114,6 +120,7 @@ def run(
     executor: Annotated[str, typer.Option(metavar="NAME", help="ray (default) or local (in-process, for debugging).")] = "ray",
     address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Join a Ray cluster (auto, ray://host:10001); default: start a local Ray.")] = None,
     yes: YesOpt = False,
+    db_dir: DbDirOpt = None,
 ) -> None:
     """Run the study: every task not already in the store, results ingested into DuckDB."""
     from langspec.compile import compile_spec
@@ -126,7 +133,7 @@ def run(
     try:
         loaded = _load(spec, set_, yes)
         graph = compile_spec(loaded)
-        result = execute(graph, loaded, store, executor=executor, address=address, display=RunDisplay(err))
+        result = execute(graph, loaded, store, executor=executor, address=address, display=RunDisplay(err), db_dir=db_dir)
     except ERROR_ROOTS as error:
         fail(error)
     except KeyboardInterrupt:
@@ -144,7 +151,7 @@ def _interrupt(signum, frame) -> None:
 
 @app.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="SQL over the store (read-only); the analyses without parameters are views.", metavar="SQL", show_default=False)],
+    sql: Annotated[str, typer.Argument(help="SQL over the store (read-only); the analyses that take only a run are views of the last completed run.", metavar="SQL", show_default=False)],
     store: StoreOpt = DEFAULT_STORE,
     format: FormatOpt = "table",
     out_file: OutOpt = None,
@@ -186,6 +193,7 @@ def analyze(
 
     if name is None:
         view = Table("analysis", "parameters", "what it answers")
+        view.columns[0].no_wrap = view.columns[1].no_wrap = True  # a name whole on one line; the answer wraps between words
         for q in named_queries().values():
             view.add_row(q.name, ", ".join(q.params), escape(q.doc))
         out.print(view)

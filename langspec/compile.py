@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from langspec.load import LoadedSpec, SweepPoint
 from langspec.spec import StageResources
 from runners.stage import STAGES, Planned, Upstream, stage
+from store.points import point_label
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,6 @@ def compile_spec(loaded: LoadedSpec) -> TaskGraph:
             tasks.setdefault(task.key, task)
         points.append((point_label(point.assignments), tuple(task.key for task in point_tasks)))
     return TaskGraph(tuple(tasks.values()), tuple(points))
-
-
-def point_label(assignments: dict[str, object]) -> str:
-    """path=value pairs joined by commas: a sweep point's name ("prune.threshold=0.9,finetune.epochs=3";
-    "" for no sweep) and what a task name has in brackets ("seed=0,language=ka")."""
-    return ",".join(f"{path}={value}" for path, value in assignments.items())
 
 
 def _point_tasks(point: SweepPoint) -> list[Task]:

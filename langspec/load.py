@@ -28,6 +28,7 @@ from langspec.errors import SpecError, SpecProblem
 from langspec.spec import Spec
 from langspec.yaml_source import (MAX_SPEC_BYTES, MAX_SPEC_DEPTH, MAX_SPEC_NODES, Loc, dotted, parse_value,  # noqa: F401
                                   parse_yaml, read_file)
+from store.points import primary_assignments
 
 # A bound that keeps a spec from being turned against its user (those of its YAML: langspec.yaml_source):
 # a real spec sweeps tens of points.
@@ -243,6 +244,12 @@ def _expand_sweep(
         wrong = wrong or _check_field_path(dotted)
         if wrong:
             problems.append(SpecProblem(_locate(("sweep", dotted), positions), f"sweep.{dotted}", wrong))
+    chosen = (data.get("analysis") or {}).get("primary_point")
+    if chosen and len(problems) == found_before:  # checked against a sweep whose fields are sound
+        try:
+            primary_assignments(sweep, chosen)
+        except ValueError as error:
+            problems.append(SpecProblem(_locate(("analysis", "primary_point"), positions), "analysis.primary_point", str(error)))
     if len(problems) > found_before:
         return []
     count = math.prod(len(values) for values in sweep.values())

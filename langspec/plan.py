@@ -1,4 +1,5 @@
-"""`langspec plan`: the task graph as a tree, with each task's key and why it will run or not."""
+"""`langspec plan`: the task graph as a tree, with each task's key and why it will run or not, and
+what the spec's seeds could detect, sized on a pilot run of the same spec in the store."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from rich.tree import Tree
 
 from langspec.compile import Task, TaskGraph, stage_tables
+from langspec.load import LoadedSpec
 from langspec.output import literal
 from store import artifacts
 from store.connections import connect_read_only
@@ -88,3 +90,56 @@ def _previous_params(root: Path) -> dict[str, dict]:
     with con:
         rows = internal(con, "previous_params")
     return {name: json.loads(params) for name, params in rows}
+
+
+def pilot_power(loaded: LoadedSpec, root: Path) -> str:
+    """What the spec's seeds could detect, question by question: the minimum detectable effect at
+    80% power and alpha = 0.05 (Holm's strictest alpha in brackets), from the variance components of
+    the last completed run of the same spec name in the store (its primary sweep point): the seeds'
+    part shrinks with seeds, the test examples' part stays, so it assumes the pilot's test examples."""
+    from langspec.science import findings, study  # numpy and the statistics: only when there is a pilot
+
+    name, seeds = loaded.spec.name, len(loaded.spec.seeds)
+    try:
+        con = connect_read_only(root)
+    except StoreError:
+        con = None
+    if con is None:
+        return f"Power: no store at {literal(str(root))} holds a run of {literal(name)} to size detectable effects on."
+    with con:
+        run_id = internal(con, "last_completed_run_of", spec_name=name)[0][0]
+        if run_id is None:
+            return (f"Power: the store holds no completed run of {literal(name)}; a pilot run with 2 or more seeds lets "
+                    "`plan` say what this spec's seeds could detect.")
+        k = internal(con, "run_top_k", run_id=run_id)[0][0]
+        point = study.primary_point(con, run_id)
+        data = study.load(con, run_id, point, k)
+    answers = findings.findings(data, power_seeds=(seeds,))
+    pilot = len(data.seeds)
+    lines = [f"Power, sized on run {run_id} of {literal(name)} ({pilot} seed{'s' * (pilot != 1)}"
+             f"{f', point {literal(point)}' if point else ''}): the smallest effect each question detects 80% of the time at "
+             "alpha = 0.05 (at Holm's strictest alpha in parentheses), with this spec's "
+             f"{seeds} seed{'s' * (seeds != 1)} and with more; the test examples as in the pilot."]
+    for finding in answers:
+        table = finding.power.get("seeds")
+        unit = f", {finding.power['unit']}" if finding.power.get("unit") else ""
+        if not table:
+            lines.append(f"  {finding.question}{unit}: {literal(finding.power['detectable'])}")
+            continue
+        sizes = [f"{count} seeds{_which(int(count), pilot, seeds)} {_size(values)}" for count, values in table.items()]
+        lines.append(f"  {finding.question}{unit}: " + "; ".join(sizes))
+    return "\n".join(lines)
+
+
+def _size(values: list) -> str:
+    """'>= 0.031 (0.052)': the minimum detectable effect at alpha and at Holm's strictest alpha; None
+    is an effect beyond what the statistic can be."""
+    low, high = (f"{v:.2g}" if v is not None else "nothing" for v in values)
+    if low == "nothing":
+        return "nothing detectable"
+    return f">= {low}" + (f" ({high})" if high != low else "")
+
+
+def _which(count: int, pilot: int, seeds: int) -> str:
+    named = [name for name, n in (("the pilot", pilot), ("this spec", seeds)) if n == count]
+    return f" ({' and '.join(named)})" if named else ""

@@ -18,6 +18,10 @@ from runners.stage import MAX_SEED, STAGES, Section, stage
 
 class AnalysisSpec(Section):
     top_k: int = Field(50, ge=1, le=100_000, description="Proponents and opponents per test example.")
+    primary_point: dict[str, Any] | None = Field(
+        None, description="The sweep point whose verdicts answer the study, named before the results are seen, e.g. "
+        "{prune.threshold: 0.95}; a swept field it leaves out takes its first value. Verdicts at every other point are "
+        "labelled exploratory (no adjustment over points is made). Default: the first value of every swept field.")
 
 
 class StageResources(Section):
@@ -25,7 +29,12 @@ class StageResources(Section):
     num_gpus: float = Field(
         0, ge=0, le=1, description="GPUs per task: 0, 1, or a fraction (0.5: two tasks share one GPU). A task runs on one "
         "GPU (its cuda:0), so more than 1 would hold GPUs it never uses.")
-    max_retries: int = Field(1, ge=0, le=100, description="Retries after a worker crash (not after an error in the task).")
+    # 3, Ray's own default for tasks: on a cluster a node may be pre-empted or lost more than once in a
+    # long study, and a retry after a lost worker costs at most the task (fine-tuning resumes its epochs,
+    # TracIn its checkpoints).
+    max_retries: int = Field(
+        3, ge=0, le=100, description="Ray's retries of a task whose worker or node died (not after an error in the "
+        "task, which is recorded and never retried); Ray retries it on any node with room.")
 
 
 class _Resources(Section):
@@ -35,6 +44,23 @@ class _Resources(Section):
         "the run's tasks is running, is reported with what it asks for and what the cluster has free (a run never "
         "waits silently).",
     )
+    env_vars: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        default_factory=list, max_length=100,
+        description="Names of environment variables the driver passes to every task on a cluster (through Ray's "
+        "runtime_env; a Ray on this machine inherits the driver's environment) beside those it always passes when "
+        "they are set (HF_HUB_OFFLINE, HF_HOME, HF_DATASETS_OFFLINE, TRANSFORMERS_OFFLINE, LANGSPEC_CACHE); one "
+        "not set on the driver is left as each node has it. Each task's "
+        "manifest records their values, except names that look secret (token, secret, password, key): those are "
+        "passed but never recorded.",
+    )
+
+    @field_validator("env_vars")
+    @classmethod
+    def check_env_vars_unique(cls, names: list[str]) -> list[str]:
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"environment variables listed twice: {', '.join(repeated)}; list each once")
+        return names
 
     def for_stage(self, stage: str) -> StageResources:
         return getattr(self, stage, None) or self.default

@@ -28,8 +28,8 @@ import duckdb
 from langspec.science import stats
 from langspec.science.questions import QUESTIONS, paired, related_languages, related_minus_unrelated
 from langspec.science.study import MULTILINGUAL, Gates, StudyData, gates, load
-from langspec.science.verdicts import (ALPHA, CONTRADICTED, GENERAL, INCONCLUSIVE, MIN_SEEDS, SUPPORTED, Answer, Finding,
-                                       crossed_estimate)
+from langspec.science.verdicts import (ALPHA, CONTRADICTED, GENERAL, INCONCLUSIVE, MIN_SEEDS, POWER_SEEDS, SUPPORTED, Answer,
+                                       Finding, crossed_estimate)
 
 # The names the report, the controls, the benchmarks and the tests read through this module.
 __all__ = ["ALPHA", "CONTRADICTED", "GENERAL", "INCONCLUSIVE", "MIN_SEEDS", "MULTILINGUAL", "QUESTIONS", "SUPPORTED", "Answer", "Finding",
@@ -37,16 +37,32 @@ __all__ = ["ALPHA", "CONTRADICTED", "GENERAL", "INCONCLUSIVE", "MIN_SEEDS", "MUL
            "related_minus_unrelated"]
 
 
-def findings(data: StudyData) -> list[Finding]:
+def findings(data: StudyData, power_seeds: tuple[int, ...] = ()) -> list[Finding]:
     """Every question's finding: the gates of the models each uses, then Holm over the primary ones.
     The family's size sets the threshold a language-level test must be able to reach (ALPHA / family)
-    for a question's verdict to be about languages in general (Answer.general)."""
+    for a question's verdict to be about languages in general (Answer.general). power_seeds: seed
+    counts to size detectable effects for, besides the run's own and POWER_SEEDS."""
     gate = gates(data)
     answers = [question(data, gate) for question in QUESTIONS]
     family = sum(a.primary for a in answers)
-    answers = [replace(a, family=family) for a in answers]
+    counts = tuple(sorted({*POWER_SEEDS, *power_seeds}))
+    answers = [replace(a, family=family, power_seeds=counts) for a in answers]
     adjusted = stats.holm([a.p_value if a.primary else None for a in answers])
-    return [answer.finish(p) for answer, p in zip(answers, adjusted)]
+    return [at_point(answer.finish(p), data) for answer, p in zip(answers, adjusted)]
+
+
+def at_point(finding: Finding, data: StudyData) -> Finding:
+    """The finding with its sweep point: at the spec's primary point (analysis.primary_point, named
+    before the results) it answers the study; at any other it is labelled exploratory, in its
+    sentence and its reasons, with its verdict as computed (no adjustment is made over points)."""
+    primary = data.point if data.primary_point is None else data.primary_point
+    point = {"label": data.point, "primary_point": primary, "exploratory": data.point != primary}
+    if not point["exploratory"]:
+        return replace(finding, point=point)
+    why = (f"sweep point {data.point} is not the spec's primary point {primary} (analysis.primary_point): "
+           "exploratory, with no adjustment over the points")
+    return replace(finding, point=point, reasons=[*finding.reasons, why],
+                   sentence=f"Exploratory (sweep point {data.point}; the primary point is {primary}): {finding.sentence}")
 
 
 def compute(con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: int) -> list[Finding]:

@@ -11,6 +11,7 @@ bit for bit. Every function that draws takes its random generator's seed explici
     Estimate.interval(level), .p_value(side)       an interval and the p-value that inverts it
     Estimate.at_seeds(n), .minimum_detectable(a)   the same design with n seeds; its effect found at 80% power
     failed_seeds(per_seed)                         seeds whose statistic lies far outside the others' (a rule fixed in advance)
+    skewness(values)                               the adjusted Fisher-Pearson sample skewness G1
     holm(p_values)                                 Holm's step-down adjustment of a family
     permutation_p(observed, statistic_fn, perms)   p-value of any statistic against its permutations
     label_permutations(n)                          every relabelling of n languages (sampled above 8)
@@ -252,6 +253,24 @@ def failed_seeds(per_seed: Sequence[float], rate: float = FAILED_SEED_RATE) -> l
         if scale > 0 and deviation / scale > bound:
             flagged.append(i)
     return flagged
+
+
+SKEWED_EXAMPLES_ABOVE = 1.5  # |G1| of the test examples' values above which findings note it (benchmarks/calibration.py, skewed)
+
+
+def skewness(values: Sequence[float]) -> float:
+    """The adjusted Fisher-Pearson sample skewness G1 = sqrt(n (n - 1)) / (n - 2) * m3 / m2^1.5 (m2, m3:
+    the central moments with divisor n), the one most packages report; 0 for a symmetric sample, NaN
+    for fewer than 3 values or a constant sample."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    if n < 3:
+        return math.nan
+    centred = x - x.mean()
+    m2, m3 = float((centred**2).mean()), float((centred**3).mean())
+    if m2 == 0:
+        return math.nan
+    return math.sqrt(n * (n - 1)) / (n - 2) * m3 / m2**1.5
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:

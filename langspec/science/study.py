@@ -4,12 +4,15 @@ labels, a k that does not fit the scored training examples."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import duckdb
 
 from langspec.science import stats, tracin_vs_ablation
+from store.errors import StoreError
+from store.points import point_label, primary_assignments
 from store.queries import VARIANTS, internal, k_fits, run_named
 
 MULTILINGUAL = "multilingual"  # the masks pruned on the model fine-tuned on every language (not `only`'s)
@@ -32,6 +35,7 @@ class StudyData:
     validity: list = field(default_factory=list)  # langspec.science.tracin_vs_ablation.Validity of the point's ablation, if any
     validity_data: dict = field(default_factory=dict)  # variant -> [tracin_vs_ablation.SeedData], one per seed: Q6's grids
     ablation_models: list = field(default_factory=list)  # findings_ablation_models rows
+    primary_point: str | None = None  # the run's primary sweep point (analysis.primary_point); None: this one
 
     @property
     def seeds(self) -> list[int]:
@@ -97,7 +101,7 @@ def load(con: duckdb.DuckDBPyConnection, run_id: int, point: str, k: int) -> Stu
     has_ablation = internal(con, "point_has_ablation", **params)[0][0]
     validity_data = tracin_vs_ablation.by_variant(tracin_vs_ablation.read_seed_data(con, run_id, point, k)) if has_ablation else {}
     return StudyData(
-        run_id=run_id, point=point, k=k,
+        run_id=run_id, point=point, k=k, primary_point=primary_point(con, run_id),
         full_model=[dict(zip(columns, row)) for row in internal(con, "findings_full_model", **params)],
         accuracy=per_seed("accuracy"), mask_transfer=per_seed("mask_transfer"),
         pairs=[r for r in per_seed("subnetwork_similarity") if r["model"] == MULTILINGUAL],  # `only`'s masks answer no question here
@@ -161,3 +165,13 @@ def _chance(what: str, accuracy: float, examples: int, majority_rate: float) -> 
         return []
     return [f"chance: {what} has test accuracy {accuracy:.3f} (95% interval [{low:.3f}, {high:.3f}], n = {examples}), "
             f"not above the majority-class rate {majority_rate:.3f}"]
+
+
+def primary_point(con: duckdb.DuckDBPyConnection, run_id: int) -> str:
+    """The name of the run's primary sweep point, from the spec it ran ("" without a sweep)."""
+    sweep, chosen = internal(con, "run_primary_point", run_id=run_id)[0]
+    try:
+        return point_label(primary_assignments(json.loads(sweep or "{}"), json.loads(chosen) if chosen else None))
+    except ValueError as error:  # a validated spec names a point of its sweep: the store's record is not what langspec wrote
+        raise StoreError(f"run {run_id}'s spec in the store names no point of its sweep ({error}); "
+                         "re-run the spec to record it again") from error

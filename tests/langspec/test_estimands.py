@@ -6,6 +6,8 @@ store's report."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import json
 import math
@@ -88,6 +90,18 @@ def test_a_pair_without_a_mask_leaves_q4_with_fewer_pairs_never_a_zero():
     assert q4.details["pairs_per_seed"] == [12, 6] and q4.n == {"languages": 4, "pairs": 6, "seeds": 2, "pairs_without_jaccard": 6}
     note = next(r for r in q4.reasons if r.startswith("seed 1:"))
     assert "6 of the 12 pairs have no Jaccard" in note and "la/ka" in note and "ka/la" in note and "ka/kb" not in note
+    # 6 pairs (3 languages' worth) in a seed: r over 3 J values, whose t interval the calibration found short of
+    # 95%: the statistic stays, with no interval and no verdict
+    assert q4.estimate is None and q4.statistic == pytest.approx(np.mean(expected), abs=1e-12)
+    assert any(r.startswith("6 pairs, fewer than the 12 of 4 languages: ") for r in q4.reasons)
+    finding = dataclasses.replace(q4, family=6).finish(None)  # 4 languages cannot reach 0.05/6 by relabelling: these languages
+    assert finding.estimand["population"].startswith("these 4 languages")
+    assert finding.verdict == "inconclusive" and finding.interval is None
+    assert "no interval: 6 pairs, fewer than the 12 of 4 languages" in finding.sentence
+    assert finding.power["detectable"].startswith("not detectable with this design: 6 pairs")
+    whole = study_data(languages, 2, pairs=[{**r, "seed": seed} for r in pairs if r["seed"] == "0" for seed in ("0", "1")],
+                       proponents={("full", None): {s: proponents[("full", None)][0] for s in (0, 1)}})
+    assert not any("fewer than the 12" in r for r in questions.q4_similarity_predicts_influence(whole, Gates({})).reasons)  # 12 pairs
 
 
 def test_a_seed_that_looks_failed_is_flagged_by_the_fixed_rule_and_kept_in_the_estimate():
@@ -108,6 +122,24 @@ def test_a_seed_that_looks_failed_is_flagged_by_the_fixed_rule_and_kept_in_the_e
     for seeds in (3, 5):
         flagged = sum(bool(stats.failed_seeds(rng.normal(0, 1, seeds))) for _ in range(2000))
         assert flagged / 2000 <= 0.065, (seeds, flagged)
+
+
+def test_skewed_test_examples_are_noted_with_their_skewness_by_hand():
+    """G1 = sqrt(n (n - 1)) / (n - 2) * m3 / m2^1.5 of the test examples' means over seeds. Means
+    0.1, 0.1, 0.1, 1.1: centred -0.25 (three times) and +0.75, m2 = 0.1875, m3 = 0.09375,
+    m3 / m2^1.5 = 2 / sqrt(3), times sqrt(12) / 2: G1 = 2, beyond the threshold of 1.5."""
+    assert stats.skewness([0.0, 0.0, 0.0, 1.0]) == pytest.approx(2.0, abs=1e-12)
+    assert stats.skewness([1.0, 2.0, 4.0, 5.0]) == pytest.approx(0.0, abs=1e-12) and math.isnan(stats.skewness([1.0, 1.0, 1.0]))
+    skewed = {0: {"a": 0.0, "b": 0.0, "c": 0.0, "d": 1.0}, 1: {"a": 0.2, "b": 0.2, "c": 0.2, "d": 1.2}}
+    reasons, notes, details = [], [], {}
+    verdicts.crossed_estimate(skewed, reasons, notes=notes, details=details)
+    assert details["skewed_test_examples"]["skewness"] == pytest.approx(2.0, abs=1e-12)
+    assert details["skewed_test_examples"]["test_examples"] == 4 and stats.SKEWED_EXAMPLES_ABOVE == 1.5
+    assert len(notes) == 1 and notes[0].startswith("the test examples' values are skewed (G1 = +2.00 over 4 test examples")
+    symmetric = {0: {"a": 0.0, "b": 0.1, "c": 0.3, "d": 0.4}, 1: {"a": 0.1, "b": 0.1, "c": 0.4, "d": 0.4}}
+    notes, details = [], {}
+    verdicts.crossed_estimate(symmetric, [], notes=notes, details=details)
+    assert notes == [] and "skewed_test_examples" not in details
 
 
 # --- the tests over relabellings of the languages ----------------------------------------------------

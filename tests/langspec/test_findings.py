@@ -6,6 +6,7 @@ follows its schema."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import random
@@ -280,3 +281,20 @@ def test_an_interval_of_a_correlation_stays_within_minus_one_and_one():
     assert estimate.interval()[1] > 1 > estimate.interval()[0] > -1
     assert finished.interval == [pytest.approx(estimate.interval()[0]), 1.0]
     assert finished.p_value == pytest.approx(estimate.p_value())
+
+
+def test_p1s_mask_part_reads_jaccard_adjusted_for_mask_size():
+    """ka and kb (one family) keep all 4 heads, la keeps 1, 2 or 3 by seed: raw J says the family
+    shows (related 1 minus unrelated s/4 = +0.75, +0.5, +0.25), but each J is exactly what random
+    masks of those sizes give (a full mask contains any other), so the size-adjusted difference is 0."""
+    data = findings.load(build(), 1, "", K)
+    sizes = {"ka": 4, "kb": 4, "la": None}
+    pairs = []
+    for seed, la in enumerate((1, 2, 3)):
+        kept = {**sizes, "la": la}
+        for a in kept:
+            for b in kept:
+                pairs.append({"seed": seed, "language_a": a, "language_b": b, "jaccard": min(kept[a], kept[b]) / max(kept[a], kept[b]),
+                              "sparsity_a": 1 - kept[a] / 4, "heads_kept_a": kept[a], "model": "multilingual"})
+    p1 = {f.question: f for f in findings.findings(dataclasses.replace(data, pairs=pairs))}["P1"]
+    assert p1.details["jaccard_related_minus_unrelated"] == pytest.approx(0.0, abs=1e-12)

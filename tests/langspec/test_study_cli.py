@@ -21,7 +21,7 @@ STAGES = ["prune.enabled=true", "sparse_finetune.enabled=true", "tracin.enabled=
           "tracin.train_per_language=10", "tracin.test_per_language=3"]
 ANALYSES = ["accuracy", "in_language_share", "specialization", "cross_language", "subnetwork_similarity",
             "similarity_vs_influence", "dynamics", "influence_mass"]
-FIGURES = ["accuracy", "in_language_share", "cross_language", "masks", "jaccard", "similarity_vs_influence", "dynamics"]
+FIGURES = ["accuracy", "in_language_share", "cross_language", "masks", "jaccard", "dynamics"]
 
 
 def invoke(*args):
@@ -83,18 +83,19 @@ def test_tables_hold_every_stage_rows(study):
     assert influence == [{"variant": v, "n": 2 * 3 * 2 * 10 * 2} for v in ("full", "sft", "subnetwork")]  # epochs x test x train
 
 
-def test_an_analysis_without_parameters_is_a_view(study):
-    jaccard = study.rows("SELECT * FROM subnetwork_jaccard WHERE threshold = 0.95")  # run 1's prune setting
+def test_a_mask_analysis_reads_one_run(study):
+    jaccard = study.analysis("subnetwork_jaccard", "--param", "run_id=1", "--param", "point=")
+    assert {r["threshold"] for r in jaccard} == {0.95}  # run 1's prune setting alone, not run 2's 0.5
     assert {(r["language_a"], r["language_b"]) for r in jaccard} == {(a, b) for a in ("ka", "la") for b in ("ka", "la")}
     assert all(r["jaccard"] == 1.0 for r in jaccard if r["language_a"] == r["language_b"])
 
 
 def test_analyze_takes_named_parameters(study):
-    layers = [r for r in study.analysis("subnetwork_grid", "--param", "language=la") if r["threshold"] == 0.95]
+    layers = study.analysis("subnetwork_grid", "--param", "language=la", "--param", "run_id=1", "--param", "point=")
     assert [r["layer"] for r in layers] == [0, 1] and all(len(r["heads"].split()) == 2 for r in layers)
-    wrong = invoke("analyze", "subnetwork_grid", "--param", "language=la", "--param", "run_id=1", "--store", study.store)
-    assert wrong.exit_code == 2 and "takes --param language, not run_id" in wrong.output
-    missing = invoke("analyze", "subnetwork_grid", "--store", study.store)
+    wrong = invoke("analyze", "subnetwork_grid", "--param", "language=la", "--param", "k=5", "--store", study.store)
+    assert wrong.exit_code == 2 and "takes --param language, point, run_id, not k" in wrong.output
+    missing = invoke("analyze", "subnetwork_grid", "--param", "run_id=1", "--param", "point=", "--store", study.store)
     assert missing.exit_code == 2 and "--param language=..." in missing.output
 
 
@@ -120,6 +121,8 @@ def test_report_draws_every_figure(study, tmp_path):
         with Image.open(tmp_path / "report" / f"{figure}.png") as image:
             assert image.format == "PNG" and image.width >= 300 and image.height >= 150
             assert len(image.convert("L").getcolors(maxcolors=1 << 16)) > 10  # not a blank canvas
+    # Run 1's masks keep no heads, so no pair has the size-adjusted Jaccard Q4 correlates: the page says so, drawing nothing
+    assert 'src="similarity_vs_influence.png"' not in page and "a mask that keeps no heads has none" in page
 
 
 def test_report_opens_with_the_findings_of_findings_json(study, tmp_path):
@@ -129,7 +132,8 @@ def test_report_opens_with_the_findings_of_findings_json(study, tmp_path):
     assert [f["question"] for f in written] == ["Q1", "Q2", "Q3", "Q4", "Q5", "Q6", "P1"]
     for finding in written:  # the page's first section is findings.json's sentences
         assert finding["interval"] is None  # one seed: no interval over seeds
-        assert finding["verdict"] == "inconclusive" and html.escape(finding["sentence"][:40]) in page
+        label = f"{finding['question']} {finding['verdict']}"  # the page sets the sentence's label in bold
+        assert finding["verdict"] == "inconclusive" and f">{label}</b>{html.escape(finding['sentence'].removeprefix(label)[:40])}" in page
     assert page.index("<h2>Findings</h2>") < page.index("<section>")
 
 
@@ -175,3 +179,14 @@ def test_report_of_one_sweep_point(study, tmp_path):
 def test_the_threshold_sweep_sets_sparsity_against_the_threshold(study):
     sweep = [r for r in study.analysis("threshold_sweep") if r["seed"] == "mean"]
     assert [r["threshold"] for r in sweep] == [0.5, 0.95] and sweep[0]["sparsity"] >= sweep[1]["sparsity"]
+
+
+def test_a_sweeps_first_point_is_its_primary_and_the_others_are_exploratory(study, tmp_path):
+    """Run 2 sweeps prune.threshold: [0.95, 0.5] with no analysis.primary_point: 0.95 answers the study."""
+    for point, exploratory in (("prune.threshold=0.95", False), ("prune.threshold=0.5", True)):
+        reported = invoke("report", "--store", study.store, "--out", tmp_path / point, "--point", point)
+        assert reported.exit_code == 0, reported.output
+        answers = json.loads((tmp_path / point / "findings.json").read_text())
+        assert {json.dumps(a["point"]) for a in answers} == {json.dumps(
+            {"label": point, "primary_point": "prune.threshold=0.95", "exploratory": exploratory})}
+        assert all(a["sentence"].startswith("Exploratory (") == exploratory for a in answers)
