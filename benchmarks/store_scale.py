@@ -137,7 +137,8 @@ def write_tasks(root: Path, seeds: int, train: int, test: int, checkpoints: int,
 def ingest(root: Path) -> dict:
     """One run of the plan through StoreWriter, as the driver records it: begin, ingest each task,
     record it, finish. Run with the checkout under test first on sys.path."""
-    from store.db import StoreWriter, TaskRecord
+    from store.db import StoreWriter
+    from store.task_rows import TaskRecord
 
     plan = json.loads((root / "plan.json").read_text())
     seconds = {"tracin": 0.0, "other": 0.0}

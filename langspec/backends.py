@@ -17,7 +17,7 @@ from langspec.compile import Task
 from langspec.errors import PlanError
 from langspec.progress import RunDisplay
 from langspec.worker import WORKER_NICENESS, WORKER_PRELOAD, TaskCall, run_task
-from store import artifacts
+from store import attempts
 
 
 class LocalBackend:
@@ -150,7 +150,7 @@ class RayBackend:
         now = time.monotonic()
         # Begun: its worker made its attempt directory (a task may load a model for a while before its
         # first progress report).
-        started = {call.key for call, _ in self._pending.values() if artifacts.attempt_started(self._root, call.key, call.token)}
+        started = {call.key for call, _ in self._pending.values() if attempts.attempt_started(self._root, call.key, call.token)}
         if started:  # the run's own tasks hold the nodes: an ordinary queue, not a stall
             return
         for call, submitted in self._pending.values():

@@ -322,7 +322,7 @@ def status(store: StoreOpt = DEFAULT_STORE, runs: Annotated[int, typer.Option(me
     """The last runs in the store and what happened to their tasks; for a run still going, what is done,
     running (with its progress), queued and failed. Safe to run while the run writes the store."""
     from langspec.progress import read_progress
-    from store.artifacts import pid_alive
+    from store.attempts import pid_alive
     from store.connections import connect_read_only
     from store.queries import internal_columns_rows
 

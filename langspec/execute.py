@@ -26,10 +26,11 @@ from langspec import preflight
 from langspec.progress import RunDisplay
 from langspec.spec import ResourcesSpec
 from langspec.worker import TaskCall
-from store import artifacts
+from store import artifacts, attempts
 from store.connections import damaged_database, is_damage
-from store.db import StoreWriter, TaskRecord, package_version
+from store.db import StoreWriter, package_version
 from store.errors import StoreError
+from store.task_rows import TaskRecord
 
 
 @dataclass
@@ -77,7 +78,7 @@ def _execute(graph: TaskGraph, loaded: LoadedSpec, root: Path, pending: list[Tas
         backend = _start_backend(pending, root, executor, address, display, loaded.spec.resources) if pending else None
         token = artifacts.new_token()
         artifacts.set_fence(root, token)  # from here on, no attempt of an earlier run can commit
-        artifacts.clean_attempts(root, lambda key: artifacts.is_complete(root, key))
+        attempts.clean_attempts(root, lambda key: artifacts.is_complete(root, key))
         run_id = writer.begin_run(
             spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_text=loaded.text,
             overrides=list(loaded.overrides), spec_json=loaded.spec.model_dump_json(), spec_hash=loaded.spec_hash, git_commit=_git_commit(),
@@ -96,7 +97,7 @@ def _execute(graph: TaskGraph, loaded: LoadedSpec, root: Path, pending: list[Tas
             if backend is not None:
                 backend.close(interrupted)
         writer.finish_run(run_id, result.status)
-        artifacts.clean_attempts(root, lambda key: artifacts.is_complete(root, key))
+        attempts.clean_attempts(root, lambda key: artifacts.is_complete(root, key))
         return result
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 
 from langspec.compile import stage_tables
-from store import artifacts
+from store import artifacts, attempts
 from store.errors import StoreError
 from store.queries import internal
 from store.connections import (DB_FILE, connect_read_only, damaged_database, database_dir, is_damage, quoted,
@@ -86,7 +86,7 @@ def verify_store(root: Path, repair: bool = False) -> list[Problem]:
 def _leftovers(root: Path, complete: dict) -> list[Path]:
     """Attempts of dead processes that no run will resume (the ones clean_attempts removes)."""
     return [attempt for attempt in sorted(artifacts.attempts_dir(root).glob("*"))
-            if artifacts.is_dead(attempt) and (attempt.name.split(".", 1)[0] in complete
+            if attempts.is_dead(attempt) and (attempt.name.split(".", 1)[0] in complete
                                                 or not (attempt / artifacts.RESUME_FILE).is_file())]
 
 
@@ -115,4 +115,4 @@ def _repair(root: Path, problems: list[Problem], complete: dict, damaged: dict, 
         for key, (stage, name, tables) in complete.items():
             if key not in ingested:
                 writer.ingest(key, stage, name, tables)
-        artifacts.clean_attempts(root, lambda key: key in complete)
+        attempts.clean_attempts(root, lambda key: key in complete)

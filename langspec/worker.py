@@ -20,7 +20,7 @@ from langspec.progress import ProgressFile
 from runners.context import TaskContext
 from runners.inputs import Inputs
 from runners.stage import stage
-from store import artifacts
+from store import artifacts, attempts
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def run_task(call: TaskCall, report=None) -> dict:
     try:
         # An attempt that died (a killed driver or worker) may have left state a resumable stage
         # goes on from; it is taken over only once its owner is provably dead.
-        workdir, _ = artifacts.start_attempt(root, call.key, call.token, resumable)
+        workdir, _ = attempts.start_attempt(root, call.key, call.token, resumable)
         if (os.getpid(), socket.gethostname()) != (call.driver_pid, call.driver_host):
             watchdog = _Watchdog(root, call, workdir, resumable)
             watchdog.start()
@@ -104,7 +104,7 @@ def run_task(call: TaskCall, report=None) -> dict:
     except Exception as err:
         finished = datetime.now()
         if workdir is not None and resumable and (artifacts.no_space(err) or artifacts.disk_nearly_full(root)):
-            artifacts.release(workdir)  # the next run resumes from the last finished epoch
+            attempts.release(workdir)  # the next run resumes from the last finished epoch
         elif workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
         return {
@@ -114,7 +114,7 @@ def run_task(call: TaskCall, report=None) -> dict:
         }
     except BaseException:  # an interrupt: what a resumable stage finished stays for the next run
         if workdir is not None and resumable:
-            artifacts.release(workdir)
+            attempts.release(workdir)
         elif workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
         raise
@@ -149,9 +149,9 @@ class _Watchdog(threading.Thread):
     def run(self) -> None:
         local = self._call.driver_host == socket.gethostname()
         while not self._stopped.wait(self._period):
-            artifacts.heartbeat(self._attempt)
+            attempts.heartbeat(self._attempt)
             token = artifacts.fence_token(self._root)
-            if (token and token != self._call.token) or (local and not artifacts.pid_alive(self._call.driver_pid)):
+            if (token and token != self._call.token) or (local and not attempts.pid_alive(self._call.driver_pid)):
                 if not self._resumable:  # nothing here is worth keeping; a resumable state is taken over
                     shutil.rmtree(self._attempt, ignore_errors=True)
                 os._exit(ORPHANED_EXIT)

@@ -2,11 +2,12 @@
 
 The database and its lock files may live outside the store, on the driver's disk (`run --db-dir`; the
 store records where: store.connections.database_dir), with `tasks/` on a shared filesystem; one run per
-store across hosts is then the run record in `tasks/` (store.artifacts.claim_run).
+store across hosts is then the run record in `tasks/` (store.run_owner.claim_run).
 
 Only the driver of a run writes the database, holding `.lock` beside it for the whole run; each finished
 task is ingested in one transaction that first deletes that task's rows, so ingesting twice is
-harmless. Readers open the file read-only.
+harmless (store.task_rows: a task's rows and the statements that write them). Readers open the file
+read-only.
 
 DuckDB locks its file per process (store.connections), so the writer opens the database only for each write
 (begin a run, record or ingest a task, end the run) and closes it after, and a store can be read
@@ -23,13 +24,11 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import duckdb
 
-from store import artifacts
+from store import artifacts, run_owner, task_rows
 from store.artifacts import INFLUENCE_TABLES
 from store.connections import (DB_FILE, LOCK_FILE, check_wal, clear_mark, connect_waiting, database_dir, first_row, gate,
                                lock_holder, mark_writing, network_filesystem, not_a_directory, read_database_record,
@@ -37,6 +36,7 @@ from store.connections import (DB_FILE, LOCK_FILE, check_wal, clear_mark, connec
 from store.errors import StoreError
 from store.guards import check_tables, keep_private, reach_tasks_only
 from store.migrations import MIGRATIONS, SCHEMA_FILES, SCHEMA_VERSION, migratable, schema_version
+from store.task_rows import TaskRecord
 
 COMPACTING_FILE = "langspec.duckdb.compacting"  # the new file a rewrite of the database fills (StoreWriter._compact)
 # How long the writer waits for readers (`langspec report` at paper size: under 30 s) before it says
@@ -44,34 +44,10 @@ COMPACTING_FILE = "langspec.duckdb.compacting"  # the new file a rewrite of the 
 # longer than it could ever need: a reader must not make a run fail.
 WRITE_WAIT_S = 1800.0
 WRITE_NOTE_S = 10.0  # after this long, and every minute then, the writer says what it waits for
-# Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input. A TracIn
-# task fills the four of store/influence.py (or, written before #13, `influence` with text ids alone).
-STAGE_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "mask_transfer", "ablation_examples",
-                "gradient_norms", "planted_heads")
-TASK_TABLES = STAGE_TABLES + INFLUENCE_TABLES
 # The oldest storage format that DuckDB clients of every version since 1.1 read (the CLI, DBeaver, R), with
 # everything the schema uses. 'v1.0.0' is no older on disk (both are format 64), and 1.0 readers reject the
 # primary keys that duckdb 2.0 writes there. Applies when the file is created; an existing store keeps its format.
 STORAGE_VERSION = "v1.1.0"
-
-
-@dataclass(frozen=True)
-class TaskRecord:
-    """What happened to one task in one run (a row of `tasks`)."""
-
-    task_key: str
-    name: str
-    stage: str
-    params: str  # JSON
-    inputs: str  # JSON: {role: upstream task_key}
-    outcome: str  # cached | ran | failed | skipped
-    reason: str = ""
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    seconds: float | None = None
-    device: str | None = None
-    error: str | None = None
-    summary: str | None = None  # JSON
 
 
 class StoreWriter:
@@ -134,7 +110,7 @@ class StoreWriter:
     def _own_run(self) -> None:
         """Become the store's one run across hosts (tasks/.run, beside the fence), with a heartbeat; then
         record where the database is, so every command finds it."""
-        self._owner = artifacts.claim_run(self.root)
+        self._owner = run_owner.claim_run(self.root)
         threading.Thread(target=self._beat, name="langspec-run-heartbeat", daemon=True).start()
         before = read_database_record(self.root)
         if before is not None and before[1] != self.db:
@@ -148,8 +124,8 @@ class StoreWriter:
                          "disk (docs/store.md, \"A store on a shared filesystem\")")
 
     def _beat(self) -> None:
-        while not self._stop_beating.wait(artifacts.RUN_HEARTBEAT_S):
-            if not artifacts.beat_run(self.root, self._owner):
+        while not self._stop_beating.wait(run_owner.RUN_HEARTBEAT_S):
+            if not run_owner.beat_run(self.root, self._owner):
                 self._notify(f"another run has taken the store {self.root} over: this run's tasks can no longer commit")
                 return
 
@@ -208,7 +184,7 @@ class StoreWriter:
                     f"the store {self.root} has schema version {found}, this langspec reads version {SCHEMA_VERSION}; "
                     "use a new --store DIR (or the langspec version that wrote it)"
                 )
-            with _transaction(con):
+            with task_rows.transaction(con):
                 tables, *views_and_macros = SCHEMA_FILES
                 check_tables(con, self.root)  # before any statement reads them: a migration trusts what it finds
                 con.execute(tables.read_text())
@@ -267,10 +243,10 @@ class StoreWriter:
                   points: tuple[tuple[str, tuple[str, ...]], ...] = (), queued: tuple[TaskRecord, ...] = ()) -> int:
         """A new run (status running), the tasks of each of its sweep points, and a `queued` row in
         `tasks` for each task it will run or take from the cache; returns its run_id."""
-        with self._open() as con, _transaction(con):
+        with self._open() as con, task_rows.transaction(con):
             # The lock guarantees that a run still marked running was ended by a crash or a kill.
             for (ended,) in con.sql("SELECT run_id FROM runs WHERE status = 'running'").fetchall():
-                _leave_queued(con, ended)
+                task_rows.leave_queued(con, ended)
             con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
             run_id = first_row(con, "SELECT coalesce(max(run_id), 0) + 1 FROM runs")[0]
             con.execute(
@@ -282,17 +258,17 @@ class StoreWriter:
             if rows:
                 con.executemany("INSERT INTO points VALUES (?, ?, ?)", rows)
             for record in queued:
-                _insert_task(con, run_id, record)
+                task_rows.insert_task(con, run_id, record)
         return run_id
 
     def finish_run(self, run_id: int, status: str) -> None:
-        with self._open() as con, _transaction(con):
-            _leave_queued(con, run_id)
+        with self._open() as con, task_rows.transaction(con):
+            task_rows.leave_queued(con, run_id)
             con.execute("UPDATE runs SET status = ?, finished_at = now() WHERE run_id = ?", [status, run_id])
 
     def record_task(self, run_id: int, record: TaskRecord) -> None:
-        with self._open() as con, _transaction(con):
-            _insert_task(con, run_id, record)
+        with self._open() as con, task_rows.transaction(con):
+            task_rows.insert_task(con, run_id, record)
 
     # --- results --------------------------------------------------------------------------------
 
@@ -309,7 +285,7 @@ class StoreWriter:
         """Replace the task's rows in every task table by the Parquet tables its manifest lists; one
         transaction, with the task's `record` in `run_id` when given, so a reader sees the task whole
         or not at all. `tables`: what its stage declares; a missing one is an error, never absent rows."""
-        _check_key(key)
+        task_rows.check_key(key)
         manifest = artifacts.read_manifest(self.root, key)
         if manifest is None:
             raise StoreError(f"task {name} has no readable {artifacts.SUCCESS_FILE}; `langspec verify --repair` sets it aside")
@@ -319,34 +295,34 @@ class StoreWriter:
         missing = [table for table in tables if table not in files]
         if missing:
             raise StoreError(f"task {name} lacks its table(s) {', '.join(missing)}; `langspec verify --repair` sets it aside")
-        unknown = set(files) - set(STAGE_TABLES) - set(INFLUENCE_TABLES)
+        unknown = set(files) - set(task_rows.STAGE_TABLES) - set(INFLUENCE_TABLES)
         if unknown:
             raise StoreError(f"task {name} wrote tables the store does not know: {', '.join(sorted(unknown))}")
         from store.influence import insert_influence, insert_tables  # numpy and pyarrow: a reader of the store never needs them
 
         counts = {}
-        with self._open() as con, _transaction(con):  # an interrupt too rolls back: no half-ingested task
-            _delete_task(con, key)
+        with self._open() as con, task_rows.transaction(con):  # an interrupt too rolls back: no half-ingested task
+            task_rows.delete_task_rows(con, key)
             scores = {table: files.pop(table) for table in INFLUENCE_TABLES if table in files}
             for table, path in files.items():
-                counts[table] = _insert(con, table, key, path)
+                counts[table] = task_rows.insert_table(con, table, key, path)
             if set(scores) == set(INFLUENCE_TABLES):  # as a TracIn task writes them: copied
                 counts.update(insert_tables(con, key, {table: ("parquet", path) for table, path in scores.items()}))
             elif set(scores) == {"influence"}:  # a task directory from before #13: text ids, numbered and ranked here
-                counts["influence"] = insert_influence(con, key, _text_scores(scores["influence"]))
+                counts["influence"] = insert_influence(con, key, task_rows.text_scores(scores["influence"]))
             elif scores:
                 raise StoreError(f"task {name} lacks its table(s) {', '.join(sorted(set(INFLUENCE_TABLES) - set(scores)))}; "
                                  "`langspec verify --repair` sets it aside")
             con.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, now())", [key, stage, name])
             if record is not None:
-                _insert_task(con, run_id, record)
+                task_rows.insert_task(con, run_id, record)
         return counts
 
     def forget(self, key: str) -> None:
         """Delete a task's rows from every task table: its result is gone or damaged."""
-        _check_key(key)
-        with self._open() as con, _transaction(con):
-            _delete_task(con, key)
+        task_rows.check_key(key)
+        with self._open() as con, task_rows.transaction(con):
+            task_rows.delete_task_rows(con, key)
             con.execute("DELETE FROM results WHERE task_key = ?", [key])
 
     def close(self) -> None:
@@ -355,7 +331,7 @@ class StoreWriter:
     def _release(self) -> None:
         if self._owner is not None:
             self._stop_beating.set()
-            artifacts.release_run(self.root, self._owner)
+            run_owner.release_run(self.root, self._owner)
             self._owner = None
         if not self._lock.closed:
             self._lock.seek(0)
@@ -369,63 +345,6 @@ class StoreWriter:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def _check_key(key: str) -> None:
-    if not artifacts.is_task_key(key):
-        raise StoreError(f"{key!r} is not a task key (64 hexadecimal digits); a directory of that name in tasks/ is none of langspec's")
-
-
-@contextmanager
-def _transaction(con: duckdb.DuckDBPyConnection):
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
-
-
-def _delete_task(con: duckdb.DuckDBPyConnection, key: str) -> None:
-    """Delete a task's rows from every task table."""
-    from store.influence import delete_task
-
-    for table in STAGE_TABLES:
-        con.execute(f"DELETE FROM {table} WHERE task_key = ?", [key])
-    delete_task(con, key)
-
-
-def _insert_task(con: duckdb.DuckDBPyConnection, run_id: int, record: TaskRecord) -> None:
-    """A task's row in a run, replacing the one it had (`queued`, until it is done)."""
-    con.execute("DELETE FROM tasks WHERE run_id = ? AND task_key = ?", [run_id, record.task_key])
-    con.execute(
-        "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [run_id, record.task_key, record.name, record.stage, record.params, record.inputs, record.outcome, record.reason,
-         record.started_at, record.finished_at, record.seconds, record.device, record.error, record.summary],
-    )
-
-
-def _leave_queued(con: duckdb.DuckDBPyConnection, run_id: int) -> None:
-    """The tasks a run still had queued when it ended were not run by it."""
-    con.execute("UPDATE tasks SET outcome = 'not run', reason = 'its run ended first' WHERE run_id = ? AND outcome = 'queued'",
-                [run_id])
-
-
-def _text_scores(path: Path):
-    import pyarrow.parquet as pq  # heavy: only ingest reads task tables, a reader of the store never
-
-    return pq.read_table(path, read_dictionary=["test_id", "train_id", "variant"])
-
-
-def _insert(con: duckdb.DuckDBPyConnection, table: str, key: str, path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    columns = pq.read_schema(path).names
-    # A `path` column is relative to the task directory; rows store it relative to the store root.
-    select = "* REPLACE ($task_dir || path AS path)" if "path" in columns else "*"
-    params = {"key": key, "parquet": str(path)} | ({"task_dir": f"tasks/{key}/"} if "path" in columns else {})
-    con.execute(f"INSERT INTO {table} BY NAME SELECT $key AS task_key, {select} FROM read_parquet($parquet)", params)
-    return first_row(con, f"SELECT count(*) FROM {table} WHERE task_key = $key", key=key)[0]
 
 
 def package_version(name: str) -> str:

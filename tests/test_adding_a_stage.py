@@ -5,7 +5,7 @@ the store.
 It runs in a process of its own, which registers the stage before langspec is imported, as the code
 of those places would: the module (`runners.probe`), its name in `runners.stage.STAGES`, its Arrow
 schema in `runners.tables.SCHEMAS`, its DDL in the store's `tables.sql` (here a copy with the DDL
-appended) and its name in `store.db.STAGE_TABLES`. The generated files the page lists (the JSON
+appended) and its name in `store.task_rows.STAGE_TABLES`. The generated files the page lists (the JSON
 Schema, the reference pages, the import contracts) are not read by a run."""
 
 from __future__ import annotations
@@ -63,14 +63,14 @@ sys.modules["runners.probe"] = probe
 registry.STAGES = (*registry.STAGES, "probe")  # runners/stage.py
 tables.SCHEMAS["probe_counts"] = pa.schema([("seed", pa.int32()), ("language", pa.string()), ("examples", pa.int32())])  # runners/tables.py
 
-from store import db  # noqa: E402
+from store import db, task_rows  # noqa: E402
 
 work = Path(sys.argv[1])
 schema = work / "tables.sql"  # store/schema/tables.sql, with the stage's DDL
 schema.write_text(db.SCHEMA_FILES[0].read_text()
                   + "CREATE TABLE IF NOT EXISTS probe_counts (task_key VARCHAR, seed INTEGER, language VARCHAR, examples INTEGER);\\n")
 db.SCHEMA_FILES = (schema, *db.SCHEMA_FILES[1:])
-db.STAGE_TABLES = (*db.STAGE_TABLES, "probe_counts")  # store/db.py
+task_rows.STAGE_TABLES = (*task_rows.STAGE_TABLES, "probe_counts")  # store/task_rows.py
 
 from langspec.compile import compile_spec  # noqa: E402
 from langspec.execute import execute  # noqa: E402

@@ -26,10 +26,11 @@ from dataclasses import replace
 import duckdb
 
 from langspec.science import stats
+from langspec.science.estimates import crossed_estimate
 from langspec.science.questions import QUESTIONS, paired, related_languages, related_minus_unrelated
 from langspec.science.study import MULTILINGUAL, Gates, StudyData, gates, load
 from langspec.science.verdicts import (ALPHA, CONTRADICTED, GENERAL, INCONCLUSIVE, MIN_SEEDS, POWER_SEEDS, SUPPORTED, Answer,
-                                       Finding, crossed_estimate)
+                                       Finding)
 
 # The names the report, the controls, the benchmarks and the tests read through this module.
 __all__ = ["ALPHA", "CONTRADICTED", "GENERAL", "INCONCLUSIVE", "MIN_SEEDS", "MULTILINGUAL", "QUESTIONS", "SUPPORTED", "Answer", "Finding",

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from langspec.cli import app
-from langspec.science import findings, language_tests, questions, relabelling, stats, tracin_vs_ablation, verdicts
+from langspec.science import estimates, findings, language_tests, questions, relabelling, stats, tracin_vs_ablation, verdicts
 from langspec.science.study import Gates
 
 
@@ -48,7 +48,7 @@ def study_data(languages, seeds, **fields) -> findings.StudyData:
 def test_seeds_that_agree_exactly_give_no_interval_and_say_so():
     assert stats.over_seeds([0.3, 0.3, 0.3]).interval() == (0.3, 0.3)  # what the guard keeps from a verdict
     reasons: list[str] = []
-    assert verdicts.over_seeds_estimate([0.3, 0.3, 0.3], reasons) is None
+    assert estimates.over_seeds_estimate([0.3, 0.3, 0.3], reasons) is None
     assert reasons == [verdicts.IDENTICAL_SEEDS] == ["the seeds agree exactly: no interval"]
     answer = findings.Answer("Q4", "t", "r", 0.3, None, {"seeds": 3}, reasons, [], lambda v, i: f"Q4 {v}: r = 0.3 ({i}).",
                              languages=("ka", "la"))
@@ -58,7 +58,7 @@ def test_seeds_that_agree_exactly_give_no_interval_and_say_so():
     assert "no interval: the seeds agree exactly" in finding.sentence and "not detectable with this design" in finding.sentence
     # the crossed estimate too: seeds that scored every test example alike
     crossed: list[str] = []
-    mean, estimate, n = verdicts.crossed_estimate({0: {"a": 0.1, "b": 0.4}, 1: {"a": 0.1, "b": 0.4}}, crossed)
+    mean, estimate, n = estimates.crossed_estimate({0: {"a": 0.1, "b": 0.4}, 1: {"a": 0.1, "b": 0.4}}, crossed)
     assert estimate is None and mean == pytest.approx(0.25) and crossed == [verdicts.IDENTICAL_SEEDS]
 
 
@@ -112,7 +112,7 @@ def test_a_seed_that_looks_failed_is_flagged_by_the_fixed_rule_and_kept_in_the_e
     assert stats.failed_seeds(values) == [4]
     assert stats.failed_seeds([0.10, 0.12, 0.09, 0.11, 0.13]) == [] and stats.failed_seeds([0.1, -5.0]) == []  # 2 seeds: no rule
     reasons, notes, details = [], [], {}
-    estimate = verdicts.over_seeds_estimate(values, reasons, seeds=[3, 4, 5, 6, 7], notes=notes, details=details)
+    estimate = estimates.over_seeds_estimate(values, reasons, seeds=[3, 4, 5, 6, 7], notes=notes, details=details)
     assert estimate.mean == pytest.approx(statistics.mean(values))  # the primary estimate keeps every seed
     assert details["failed_seeds"]["flagged"] == [7] and details["failed_seeds"]["statistic_without"] == pytest.approx(0.105)
     assert details["failed_seeds"]["interval_without"] == pytest.approx(list(stats.over_seeds(others).interval()))
@@ -132,13 +132,13 @@ def test_skewed_test_examples_are_noted_with_their_skewness_by_hand():
     assert stats.skewness([1.0, 2.0, 4.0, 5.0]) == pytest.approx(0.0, abs=1e-12) and math.isnan(stats.skewness([1.0, 1.0, 1.0]))
     skewed = {0: {"a": 0.0, "b": 0.0, "c": 0.0, "d": 1.0}, 1: {"a": 0.2, "b": 0.2, "c": 0.2, "d": 1.2}}
     reasons, notes, details = [], [], {}
-    verdicts.crossed_estimate(skewed, reasons, notes=notes, details=details)
+    estimates.crossed_estimate(skewed, reasons, notes=notes, details=details)
     assert details["skewed_test_examples"]["skewness"] == pytest.approx(2.0, abs=1e-12)
     assert details["skewed_test_examples"]["test_examples"] == 4 and stats.SKEWED_EXAMPLES_ABOVE == 1.5
     assert len(notes) == 1 and notes[0].startswith("the test examples' values are skewed (G1 = +2.00 over 4 test examples")
     symmetric = {0: {"a": 0.0, "b": 0.1, "c": 0.3, "d": 0.4}, 1: {"a": 0.1, "b": 0.1, "c": 0.4, "d": 0.4}}
     notes, details = [], {}
-    verdicts.crossed_estimate(symmetric, [], notes=notes, details=details)
+    estimates.crossed_estimate(symmetric, [], notes=notes, details=details)
     assert notes == [] and "skewed_test_examples" not in details
 
 

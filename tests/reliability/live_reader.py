@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import langspec
-from store.db import TASK_TABLES
+from store.task_rows import TASK_TABLES
 
 LANGSPEC = str(Path(sys.executable).with_name("langspec"))
 COMMANDS = (

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from store.artifacts import OWNER_FILE, RESUME_FILE, STALE_S, attempts_dir
+from store.artifacts import OWNER_FILE, RESUME_FILE, attempts_dir
+from store.attempts import STALE_S
 from tests.reliability.test_cluster import start_cluster, stop_cluster
 from waiting import wait_for
 

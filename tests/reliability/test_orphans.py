@@ -29,6 +29,7 @@ from langspec.execute import execute, task_call
 from langspec.worker import ORPHANED_EXIT, run_task
 from langspec.load import load_spec
 from store import artifacts
+from store.attempts import pid_alive
 
 SPEC = """\
     name: orphans
@@ -67,7 +68,7 @@ def descendants(pid: int) -> set[int]:
 
 
 def living(pids: set[int]) -> set[int]:
-    return {pid for pid in pids if artifacts.pid_alive(pid)}
+    return {pid for pid in pids if pid_alive(pid)}
 
 
 class Driver:

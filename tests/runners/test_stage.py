@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from langspec.spec import Spec
 from runners.stage import STAGES, Upstream, stage
-from store.db import TASK_TABLES
+from store.task_rows import TASK_TABLES
 
 
 def spec_field(path: str):

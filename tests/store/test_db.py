@@ -379,11 +379,11 @@ def test_meta_and_interrupted_runs(tmp_path):
 
 
 def test_an_attempt_of_a_fenced_out_run_cannot_commit(tmp_path):
-    from store import artifacts
+    from store import artifacts, attempts
 
     old, new = artifacts.new_token(), artifacts.new_token()
     artifacts.set_fence(tmp_path, old)
-    attempt, resumed = artifacts.start_attempt(tmp_path, KEY, old, resumable=False)
+    attempt, resumed = attempts.start_attempt(tmp_path, KEY, old, resumable=False)
     (attempt / "tables").mkdir()
     (attempt / "tables" / "metrics.parquet").write_bytes(b"x")
     artifacts.set_fence(tmp_path, new)  # a new run owns the store
@@ -396,13 +396,13 @@ def test_an_attempt_of_a_fenced_out_run_cannot_commit(tmp_path):
 
 
 def test_a_commit_never_replaces_a_complete_result(tmp_path):
-    from store import artifacts
+    from store import artifacts, attempts
 
     token = artifacts.new_token()
     artifacts.set_fence(tmp_path, token)
     results = []
     for content in (b"first", b"second"):
-        attempt, _ = artifacts.start_attempt(tmp_path, KEY, token, resumable=False)
+        attempt, _ = attempts.start_attempt(tmp_path, KEY, token, resumable=False)
         (attempt / "result.bin").write_bytes(content)
         results.append(artifacts.commit(attempt, tmp_path, KEY, token, {}))
     assert results == [True, False]

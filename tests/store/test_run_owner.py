@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from store import artifacts
+from store import run_owner
 from store.connections import DB_FILE, DB_RECORD, connect_read_only, network_filesystem
 from store.db import StoreWriter
 from store.errors import StoreError
@@ -73,20 +73,20 @@ def test_a_killed_drivers_record_is_taken_over_on_its_host(tmp_path, driver):
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     with StoreWriter(tmp_path / "shared", db_dir=tmp_path / "b"):
-        assert artifacts.read_run_owner(tmp_path / "shared").pid == os.getpid()
-    assert artifacts.read_run_owner(tmp_path / "shared") is None  # given back at the end
+        assert run_owner.read_run_owner(tmp_path / "shared").pid == os.getpid()
+    assert run_owner.read_run_owner(tmp_path / "shared") is None  # given back at the end
 
 
 def test_a_dead_drivers_record_from_another_host_is_taken_over_once_its_heartbeat_ages(tmp_path, driver, other_host):
     driver.send_signal(signal.SIGKILL)  # from another host's view its pid says nothing: only the heartbeat does
     driver.wait()
-    take = ("import sys; from store.db import StoreWriter; from store import artifacts; "
-            "w = StoreWriter(sys.argv[1], db_dir=sys.argv[2]); print(artifacts.read_run_owner(sys.argv[1]).host)")
+    take = ("import sys; from store.db import StoreWriter; from store import run_owner; "
+            "w = StoreWriter(sys.argv[1], db_dir=sys.argv[2]); print(run_owner.read_run_owner(sys.argv[1]).host)")
     command = on_other_host(sys.executable, "-c", take, str(tmp_path / "shared"), str(tmp_path / "b"))
     fresh = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert fresh.returncode != 0 and f"pid {driver.pid} on host {socket.gethostname()}" in " ".join(fresh.stderr.split())
-    aged = time.time() - artifacts.RUN_STALE_S - 1
-    os.utime(tmp_path / "shared" / "tasks" / artifacts.RUN_OWNER_FILE, (aged, aged))
+    aged = time.time() - run_owner.RUN_STALE_S - 1
+    os.utime(tmp_path / "shared" / "tasks" / run_owner.RUN_OWNER_FILE, (aged, aged))
     taken = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert taken.returncode == 0, taken.stderr
     assert taken.stdout.strip() == OTHER_HOST
@@ -96,18 +96,18 @@ def test_a_record_from_another_host_holds_while_its_heartbeat_is_fresh(tmp_path)
     root = tmp_path / "store"
     (root / "tasks").mkdir(parents=True)
     # pid 1 lives here, but the record is another host's: only its heartbeat counts
-    (root / "tasks" / artifacts.RUN_OWNER_FILE).write_text('{"host": "elsewhere", "pid": 1, "token": "t"}')
+    (root / "tasks" / run_owner.RUN_OWNER_FILE).write_text('{"host": "elsewhere", "pid": 1, "token": "t"}')
     with pytest.raises(StoreError, match="pid 1 on host elsewhere"):
         StoreWriter(root)
-    aged = time.time() - artifacts.RUN_STALE_S - 1
-    os.utime(root / "tasks" / artifacts.RUN_OWNER_FILE, (aged, aged))
+    aged = time.time() - run_owner.RUN_STALE_S - 1
+    os.utime(root / "tasks" / run_owner.RUN_OWNER_FILE, (aged, aged))
     with StoreWriter(root):
-        assert artifacts.read_run_owner(root).host == socket.gethostname()
+        assert run_owner.read_run_owner(root).host == socket.gethostname()
 
 
 def test_the_running_driver_keeps_its_heartbeat_fresh(tmp_path, monkeypatch):
-    monkeypatch.setattr(artifacts, "RUN_HEARTBEAT_S", 0.05)
-    record = tmp_path / "store" / "tasks" / artifacts.RUN_OWNER_FILE
+    monkeypatch.setattr(run_owner, "RUN_HEARTBEAT_S", 0.05)
+    record = tmp_path / "store" / "tasks" / run_owner.RUN_OWNER_FILE
     with StoreWriter(tmp_path / "store"):
         aged = time.time() - 1000
         os.utime(record, (aged, aged))

@@ -7,7 +7,7 @@ import duckdb
 import pyarrow as pa
 
 from runners import tables
-from store.db import INFLUENCE_TABLES, STAGE_TABLES
+from store.task_rows import INFLUENCE_TABLES, STAGE_TABLES
 from store.migrations import schema_sql
 
 DUCKDB_TYPES = {pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.string(): "VARCHAR", pa.float64(): "DOUBLE",
