@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, create_model, field_validator, model_validator
 
-from runners.stage import MAX_SEED, STAGES, Section, stage
+from runners.stage import MAX_SEED, STAGES, Section, listed_twice, stage
 
 # --- study-wide sections ----------------------------------------------------------------------
 
@@ -57,7 +57,7 @@ class _Resources(Section):
     @field_validator("env_vars")
     @classmethod
     def check_env_vars_unique(cls, names: list[str]) -> list[str]:
-        repeated = sorted({name for name in names if names.count(name) > 1})
+        repeated = listed_twice(names)
         if repeated:
             raise ValueError(f"environment variables listed twice: {', '.join(repeated)}; list each once")
         return names

@@ -18,7 +18,7 @@ from runners.methods import chatterbot, hub, toy
 from runners.context import TaskContext
 from runners.errors import DataSourceError
 from runners.inputs import Inputs
-from runners.stage import MAX_EXAMPLES, MAX_SEED, Planned, Section, StageParams, Upstream
+from runners.stage import MAX_EXAMPLES, MAX_SEED, Planned, Section, StageParams, Upstream, listed_twice
 from runners.tables import LABELS_FILE, write_table
 
 VERSION = 2  # 2: writes labels.json, the names of the labels that every checkpoint's id2label carries
@@ -111,7 +111,7 @@ class DataSpec(Section):
     @field_validator("languages")
     @classmethod
     def check_languages_unique(cls, languages: list[str]) -> list[str]:
-        repeated = sorted({lang for lang in languages if languages.count(lang) > 1})
+        repeated = listed_twice(languages)
         if repeated:
             raise ValueError(f"languages are listed twice: {', '.join(repeated)}; list each once")
         return languages

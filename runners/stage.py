@@ -119,6 +119,11 @@ class Stage(Protocol):
     def run(self, params: Any, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict: ...
 
 
+def listed_twice(items: list[str]) -> list[str]:
+    """The items a spec's list names more than once, sorted: what a list of languages or of names must not have."""
+    return sorted({item for item in items if items.count(item) > 1})
+
+
 def stage(name: str) -> Stage:
     """The module of a stage in STAGES."""
     if name not in STAGES:
