@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -78,10 +79,9 @@ def table(by_point: dict[str, list[findings.Finding]]) -> list[str]:
 
 
 def _reason(finding: findings.Finding) -> str:
-    """The first reason, with its numbers taken out, so that equal reasons count together."""
+    """The first reason, its measured numbers (those with a decimal point) as #, so that equal reasons count together."""
     first = finding.reasons[0] if finding.reasons else "no reason given"
-    words = [w for w in first.split() if not any(c.isdigit() for c in w)]
-    return " ".join(words)[:90]
+    return re.sub(r"[-+]?\d+\.\d+", "#", first)[:110]
 
 
 def main() -> None:
@@ -93,7 +93,8 @@ def main() -> None:
     if not args.no_run:
         subprocess.run([sys.executable, "-m", "langspec", "run", str(SPEC), "--store", str(args.store)], cwd=HERE, check=True)
     run_id, by_point, seeds = study_findings(args.store, args.run_id)
-    print(f"run {run_id} of {args.store}: {len(by_point)} null studies (data seeds), {sorted(seeds)} training seeds each\n")
+    print(f"run {run_id} of {args.store}: {len(by_point)} null studies (data seeds), "
+          f"{' or '.join(map(str, sorted(seeds)))} training seeds each\n")
     print("\n".join(table(by_point)))
 
 
