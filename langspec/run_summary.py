@@ -11,7 +11,7 @@ from langspec.output import DEFAULT_STORE, accuracy_table, literal, out, say
 
 
 def print_run_summary(result, store: Path) -> None:
-    from store.connections import connect_read_only
+    from store.connections import DB_FILE, connect_read_only, database_dir
     from store.queries import internal, run_named, run_points
 
     counts: dict[str, int] = {}
@@ -34,7 +34,7 @@ def print_run_summary(result, store: Path) -> None:
         if accuracy:
             say(f"test accuracy at the last epoch{', ' + point if point else ''} (mean over seeds):")
             out.print(accuracy_table(accuracy))
-    say(f"results: {store / 'langspec.duckdb'}")
+    say(f"results: {database_dir(store) / DB_FILE}")
     where = store_flag(store)
     say(f"next: langspec analyze{where}  (the study's analyses)  ·  langspec report{where}  (findings and figures)")
     for point, findings in answers.items():

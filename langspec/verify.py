@@ -48,7 +48,7 @@ def verify_store(root: Path, repair: bool = False) -> list[Problem]:
             err = damaged_database(root, err)
         elif "damaged" not in str(err):
             raise
-        problems.append(Problem("damaged database", str(root / DB_FILE), str(err).split(";")[0],
+        problems.append(Problem("damaged database", str(database_dir(root) / DB_FILE), str(err).split(";")[0],
                                 "set aside as langspec.duckdb.damaged-<time>; a new one is built from the task directories"))
         ingested = {}
     complete, damaged = {}, {}

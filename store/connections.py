@@ -160,7 +160,7 @@ def connect_read_only(root: str | Path, wait_s: float = READ_WAIT_S) -> duckdb.D
 
     with gate(database, fcntl.LOCK_SH, lambda: waiting(f"a langspec run (pid {lock_holder(database)})")) as handle:
         check_wal(database, handle)
-        con = connect_waiting(database, waiting, read_only=True, config=READ_ONLY_CONFIG)
+        con = connect_waiting(Path(root), database, waiting, read_only=True, config=READ_ONLY_CONFIG)
     found = schema_version(con)
     if found is not None and found != SCHEMA_VERSION:
         con.close()
@@ -176,16 +176,17 @@ LOCK_CONFLICT = re.compile(r"could not set lock on file", re.IGNORECASE)
 LOCK_HOLDER = re.compile(r"Conflicting lock is held in (\S+) \(PID (\d+)\)")
 
 
-def connect_waiting(root: Path, keep_waiting, **options) -> duckdb.DuckDBPyConnection:
-    """duckdb.connect, retried with backoff while another process holds the file; keep_waiting(holder)
-    says whether to go on (or raises). A damaged file is reported as such."""
+def connect_waiting(root: Path, database: Path, keep_waiting, **options) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect to the store `root`'s database, in the directory `database` (database_dir),
+    retried with backoff while another process holds the file; keep_waiting(holder) says whether to
+    go on (or raises). A damaged file is reported as such."""
     pause = 0.01
     while True:
         try:
-            return duckdb.connect(str(root / DB_FILE), **options)
+            return duckdb.connect(str(database / DB_FILE), **options)
         except duckdb.Error as err:
             if is_damage(err):
-                raise damaged_database(root, err) from None
+                raise damaged_database(root, err, database) from None
             if not LOCK_CONFLICT.search(str(err)):
                 raise StoreError(f"cannot open the store {root}: {err}") from None
             found = LOCK_HOLDER.search(str(err))
@@ -283,8 +284,13 @@ def read_every_block(con: duckdb.DuckDBPyConnection) -> None:
         con.sql(f'SELECT bit_xor(hash(COLUMNS(*))) FROM "{table}"').fetchall()
 
 
-def damaged_database(root: Path, err: Exception) -> StoreError:
+def damaged_database(root: Path, err: Exception, database: Path | None = None) -> StoreError:
+    """What to say of the store `root`'s damaged database file, in the directory `database`: by default
+    where the store's record puts it (`run --db-dir`), else the store itself."""
+    if database is None:
+        found = read_database_record(root)
+        database = Path(root) if found is None else found[1]
     return StoreError(
-        f"the database {Path(root) / DB_FILE} is damaged ({' '.join(str(err).split())[:200]}); "
+        f"the database {Path(database) / DB_FILE} is damaged ({' '.join(str(err).split())[:200]}); "
         f"`langspec verify --repair --store {quoted(root)}` rebuilds it from the task directories (results are kept, the run history is not)"
     )

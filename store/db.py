@@ -138,7 +138,7 @@ class StoreWriter:
             check_wal(self.db, mark)
             mark_writing(mark)
             try:
-                self.con = connect_waiting(self.db, lambda holder: self._waited(started, holder),
+                self.con = connect_waiting(self.root, self.db, lambda holder: self._waited(started, holder),
                                            config={"storage_compatibility_version": STORAGE_VERSION})
                 reach_tasks_only(self.con, self.root)
             except BaseException:
@@ -186,7 +186,7 @@ class StoreWriter:
                 )
             with task_rows.transaction(con):
                 tables, *views_and_macros = SCHEMA_FILES
-                check_tables(con, self.root)  # before any statement reads them: a migration trusts what it finds
+                check_tables(con, self.root, self.db)  # before any statement reads them: a migration trusts what it finds
                 con.execute(tables.read_text())
                 if found is None:
                     versions = {"schema_version": str(SCHEMA_VERSION), "langspec_version": package_version("langspec"),

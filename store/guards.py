@@ -43,9 +43,11 @@ def reach_tasks_only(con: duckdb.DuckDBPyConnection, root: Path) -> None:
 CREATED_TABLES = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
 
 
-def check_tables(con: duckdb.DuckDBPyConnection, root: Path) -> None:
-    """Every table of the schema that the database has is a base table with the schema's columns:
-    `CREATE TABLE IF NOT EXISTS` accepts a view of that name, and a migration would read it."""
+def check_tables(con: duckdb.DuckDBPyConnection, root: Path, database: Path) -> None:
+    """Every table of the schema that the database has (the store `root`'s, in the directory
+    `database`) is a base table with the schema's columns: `CREATE TABLE IF NOT EXISTS` accepts a view
+    of that name, and a migration would read it."""
+    file = database / DB_FILE
     expected = duckdb.connect()
     try:
         expected.execute(SCHEMA_FILES[0].read_text())
@@ -58,7 +60,7 @@ def check_tables(con: duckdb.DuckDBPyConnection, root: Path) -> None:
                 raise StoreError(
                     f"the store {root} is not as langspec left it: `{table}` is {kind[0].lower()} with columns "
                     f"{', '.join(name for name, _ in columns) or 'none'}, where the schema has a base table; something other than "
-                    f"langspec changed the database. Move it away (`mv {quoted(root / DB_FILE)} {quoted(str(root / DB_FILE) + '.suspect')}`) "
+                    f"langspec changed the database. Move it away (`mv {quoted(file)} {quoted(str(file) + '.suspect')}`) "
                     f"and `langspec verify --repair --store {quoted(root)}` rebuilds it from the task directories"
                 )
     finally:

@@ -17,8 +17,6 @@ The file format is the one `e5_parse` in the package's own e5.c reads:
 from __future__ import annotations
 
 import fcntl
-import functools
-import hashlib
 import importlib.util
 import json
 import os
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runners.errors import ModelSourceError
+from runners.methods.cache import cache_root, file_sha256
 
 if TYPE_CHECKING:  # numpy is imported where a file is converted, so that checking a spec stays fast
     import numpy as np
@@ -68,28 +67,6 @@ def model_file(name: str) -> Path:
         f"the package {model.package} is not installed in this Python ({sys.executable})"
     raise ModelSourceError(f"model.packaged: {name} needs {model.package}'s {model.file}, but {where}; "
                            f"install it with: {install_line(name)}")
-
-
-def file_sha256(path: Path) -> str:
-    stat = path.stat()
-    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.cache
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    """Hashed once per process and file version (72 MB, ~0.2 s)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def cache_root() -> Path:
-    """$LANGSPEC_CACHE, else $XDG_CACHE_HOME/langspec, else ~/.cache/langspec."""
-    if os.environ.get("LANGSPEC_CACHE"):
-        return Path(os.environ["LANGSPEC_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "langspec"
 
 
 def converted(name: str) -> Path:

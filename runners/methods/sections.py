@@ -5,6 +5,7 @@ sparse_finetune and ablation stages fine-tune with them, and every stage that lo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_serializer, model_validator
@@ -31,7 +32,8 @@ class TinyModelSpec(Section):
 class ModelSpec(Section):
     pretrained: str | None = Field(
         None, description="A Hugging Face model id or local directory (e.g. xlm-roberta-base); exclusive with `tiny` "
-        "and `packaged`."
+        "and `packaged`. A directory (relative to where langspec runs) counts in task keys by its files' names and "
+        "content, not by where it is: a copy elsewhere stays cached, a changed file re-runs the tasks.",
     )
     tiny: TinyModelSpec | None = Field(
         None, description="A small random-init XLM-R with a tokenizer trained on the data (the demo, the tests)."
@@ -76,6 +78,21 @@ class ModelSpec(Section):
         return self
 
     @model_validator(mode="after")
+    def check_pretrained_readable(self) -> ModelSpec:
+        """A directory's files are read for the task keys (_key_fields): one that cannot be read is said here,
+        with the field, rather than when the graph is compiled."""
+        if self.pretrained is not None and Path(self.pretrained).is_dir():
+            from runners.methods import cache
+
+            try:
+                cache.directory_sha256(Path(self.pretrained))
+            except OSError as error:
+                raise ValueError(f"the directory {self.pretrained} has a file that cannot be read ({error}); "
+                                 "task keys cover its files' content: make every file in it readable, or remove "
+                                 "the ones from_pretrained does not need") from None
+        return self
+
+    @model_validator(mode="after")
     def check_trim_vocabulary(self) -> ModelSpec:
         if self.trim_vocabulary and self.tiny is not None:
             raise ValueError("trim_vocabulary is for pretrained and packaged models: a tiny model's tokenizer is trained "
@@ -86,9 +103,16 @@ class ModelSpec(Section):
     @model_serializer(mode="wrap")
     def _key_fields(self, handler):
         """The dump that task keys hash. A packaged model adds its file's sha256 and the converter's
-        version (a new file or converter re-runs the tasks); the fields added for it and for trimming are
-        left out at their defaults, so that every other model keeps the key it had before they existed."""
+        version (a new file or converter re-runs the tasks). A `pretrained` directory is its content
+        (cache.directory_sha256) in place of its path, so that a checkout or store moved elsewhere stays
+        cached; a hub id stays the id. The fields added for packaged models and for trimming are left out
+        at their defaults, so that every other model keeps the key it had before they existed."""
         data = handler(self)
+        if self.pretrained is not None and Path(self.pretrained).is_dir():
+            from runners.methods import cache
+
+            del data["pretrained"]
+            data["pretrained_content"] = cache.directory_sha256(Path(self.pretrained))
         if self.packaged is None:
             data.pop("packaged", None)
         else:
