@@ -16,6 +16,7 @@ from pathlib import Path
 from langspec.compile import Task
 from langspec.errors import PlanError
 from langspec.progress import RunDisplay
+from langspec.spec import StageResources
 from langspec.worker import WORKER_NICENESS, WORKER_PRELOAD, TaskCall, run_task
 from store import attempts
 
@@ -33,6 +34,10 @@ class LocalBackend:
         import torch
 
         _check_gpus(pending, torch.cuda.device_count(), "this machine")
+
+    def has_room(self, resources: StageResources) -> bool:
+        """One task at a time: the driver picks each next task from all that are ready then."""
+        return not self._queue
 
     def submit(self, call: TaskCall, max_retries: int = 0) -> None:
         self._queue.append(call)  # nothing to retry: a crash here ends the driver too
@@ -73,23 +78,47 @@ class RayBackend:
         # run its prestarted workers (5 s of a 40 s run measured), since Ray starts workers for each environment.
         cluster = address is not None or sum(1 for node in ray.nodes() if node.get("Alive")) > 1
         self._runtime_env = {"env_vars": dict(env)} if env and cluster else None
-        self._pending: dict = {}  # ObjectRef -> (task call, submitted at)
+        self._pending: dict = {}  # ObjectRef -> (task call, submitted at), in the order of submission
         self._reported: set[str] = set()
         self._queued_report_s = queued_report_s
+        self._capacity_seen: dict[str, float] | None = None  # as wait() last looked
 
     def check_fits(self, pending: list[Task]) -> None:
         """Every task's request fits on at least one live node; otherwise Ray would queue it forever."""
         nodes = [node["Resources"] for node in self._ray.nodes() if node.get("Alive")]
         _check_gpus(pending, max((node.get("GPU", 0) for node in nodes), default=0), "the largest node of the Ray cluster")
         for task in pending:
-            request = _request(task)
-            if not any(all(node.get(name, 0) >= amount for name, amount in request.items()) for node in nodes):
+            request = _request(task.resources)
+            if not any(_fits(request, node) for node in nodes):
                 largest = max(nodes, key=lambda node: (node.get("CPU", 0), node.get("GPU", 0)), default={})
                 raise PlanError(
                     f"stage {task.stage} asks for {_describe(request)} per task, but no node of the Ray cluster has that: "
                     f"the largest of its {len(nodes)} node(s) has {_describe({k: largest.get(k, 0) for k in request})}; "
                     f"lower resources.{task.stage}.num_cpus (or num_gpus; or resources.default) in the spec, or add a bigger node"
                 )
+
+    def has_room(self, resources: StageResources) -> bool:
+        """Whether to submit a task asking for `resources` now: while it and the run's tasks submitted
+        before it fit in the cluster's CPUs and GPUs at once, and beyond that for LOOKAHEAD tasks more,
+        which wait in Ray's queue. The driver holds the rest, so that a task it finds ready later (the
+        next stage of the critical path) can go before them: once submitted, a task keeps its place in
+        Ray's queue."""
+        if self._capacity_seen is None:
+            self._capacity_seen = self._capacity()
+        free, waiting = dict(self._capacity_seen), 0
+        for submitted, _ in self._pending.values():  # as Ray starts them: in the order of submission
+            request = _request(submitted)
+            if _fits(request, free):
+                free = {name: round(amount - request.get(name, 0), 6) for name, amount in free.items()}  # 0.1 GPUs ten times
+            else:
+                waiting += 1
+        return _fits(_request(resources), free) or waiting < LOOKAHEAD
+
+    def _capacity(self) -> dict[str, float]:
+        """The CPUs and GPUs of the cluster's live nodes together. On a cluster that other jobs share,
+        what they hold counts as free: more of the run's tasks may then wait in Ray's queue."""
+        total = self._ray.cluster_resources()
+        return {"CPU": total.get("CPU", 0), "GPU": total.get("GPU", 0)}
 
     def submit(self, call: TaskCall, max_retries: int = 3) -> None:
         # Ray retries a task whose worker or node died; an error in the task comes back as a result, never retried.
@@ -107,8 +136,7 @@ class RayBackend:
         refs = {}
         for node in self._ray.nodes():
             resources = node["Resources"]
-            if not node.get("Alive") or not any(all(resources.get(name, 0) >= amount for name, amount in _request(task).items())
-                                                for task in pending):
+            if not node.get("Alive") or not any(_fits(_request(task.resources), resources) for task in pending):
                 continue
             label = f"{node['NodeManagerHostname']} ({node['NodeManagerAddress']}, Ray node {node['NodeID'][:12]})"
             strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
@@ -133,6 +161,10 @@ class RayBackend:
             self._display.poll_files(self._root)
             if ready:
                 break
+            capacity = self._capacity()
+            if capacity != self._capacity_seen:  # nodes joined (an autoscaler's) or left: the driver submits to fit them
+                self._capacity_seen = capacity
+                return []
             self._report_queued()
         results = []
         for ref in ready:
@@ -178,11 +210,22 @@ class RayBackend:
             self._ray.shutdown()
 
 
-def _request(task: Task) -> dict[str, float]:
-    request = {"CPU": task.resources.num_cpus}
-    if task.resources.num_gpus:
-        request["GPU"] = task.resources.num_gpus
+# How many of the run's tasks the driver submits beyond those the cluster can run at once: they start
+# the moment a task ends (no round trip to the driver), and an autoscaler, which scales on the demand
+# waiting in Ray's queue, still sees some. Few, since each keeps its place ahead of any task found
+# ready after it.
+LOOKAHEAD = 2
+
+
+def _request(resources: StageResources | TaskCall) -> dict[str, float]:
+    request = {"CPU": resources.num_cpus}
+    if resources.num_gpus:
+        request["GPU"] = resources.num_gpus
     return request
+
+
+def _fits(request: dict[str, float], free: dict[str, float]) -> bool:
+    return all(free.get(name, 0) >= amount for name, amount in request.items())
 
 
 def _describe(resources: dict[str, float]) -> str:

@@ -1,10 +1,10 @@
 """Run a task graph: one driver loop, two backends (langspec.backends: Ray tasks, or in-process for
 debugging), each running a task with langspec.worker.
 
-The driver submits a task once all its inputs are done, ingests each result into DuckDB as it
-finishes, skips the dependents of a failed task while independent branches finish, and records
-every task's outcome. Weights never travel through Ray: a task writes its artifact directory and
-returns a small manifest.
+The driver submits a task once all its inputs are done (the critical path first, and only as many
+as the backend has room for), ingests each result into DuckDB as it finishes, skips the dependents
+of a failed task while independent branches finish, and records every task's outcome. Weights
+never travel through Ray: a task writes its artifact directory and returns a small manifest.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -123,7 +124,7 @@ def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backe
             writer.forget(task.key)
             why[task.key] = f"its result was damaged ({problem})"
     display.start(graph, done=len(state))
-    chain = _chain_lengths(graph)
+    critical, chain = _critical_paths(graph), _chain_lengths(graph)
     while len(state) < len(graph.tasks) or "submitted" in state.values():
         ready = []
         for task in graph.tasks:  # topological order: a task's inputs are decided before it
@@ -136,8 +137,11 @@ def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backe
                 display.finish(task, "skipped")
             elif all(state.get(key) in ("cached", "ran") for _, key in task.inputs):
                 ready.append(task)
-        # The longest chain of dependents first: both backends start tasks in the order they get them.
-        for task in sorted(ready, key=lambda task: -chain[task.key]):
+        # The critical path first: both backends start tasks in the order they get them. A task the
+        # backend has no room for waits here, where one ready later may still go before it.
+        for task in sorted(ready, key=lambda task: (-critical[task.key], -chain[task.key])):
+            if not backend.has_room(task.resources):
+                continue  # a smaller task after it may still fit
             backend.submit(task_call(task, root, token, env_vars), max_retries=task.resources.max_retries)
             state[task.key] = "submitted"
             display.begin(task)
@@ -151,13 +155,34 @@ def _drive(graph: TaskGraph, root: Path, writer: StoreWriter, run_id: int, backe
     return result
 
 
+# A task's expected cost by its stage, in fine-tunings of the same model and data: weights to order
+# tasks by, not predictions. From the task times in benchmarks/RESULTS.md (the demo's run, "Warm
+# workers"; specs/ablation.yaml at a load average of 1-3.5): sparse fine-tuning costs what fine-tuning
+# does (14.1 against 12.8 s), an ablation 0.64 of it (it trains on (L-1)/L of the rows), TracIn 0.6-1.6
+# of it (more at the paper's size, where it dominates), a prune, mask_transfer or data task a few
+# percent. A stage not listed (a new one) counts as one fine-tuning.
+STAGE_COST = {"data": 0.05, "finetune": 1.0, "ablation": 0.6, "prune": 0.05, "mask_transfer": 0.05,
+              "sparse_finetune": 1.0, "tracin": 1.0}
+
+
+def _critical_paths(graph: TaskGraph) -> dict[str, float]:
+    """Each task's costliest chain of tasks that wait on it, itself included, in STAGE_COST's units:
+    the least the study still takes once it starts, however many nodes run it."""
+    return _longest_chains(graph, lambda task: STAGE_COST.get(task.stage, 1.0))
+
+
 def _chain_lengths(graph: TaskGraph) -> dict[str, int]:
     """Each task's longest chain of tasks that wait on it, itself included: 1 for a task nothing needs."""
-    chain = {task.key: 1 for task in graph.tasks}
+    return _longest_chains(graph, lambda task: 1)
+
+
+def _longest_chains(graph: TaskGraph, cost: Callable[[Task], float]) -> dict[str, float]:
+    longest = {task.key: 0 for task in graph.tasks}  # until a task's turn: the longest of its dependents' chains
     for task in reversed(graph.tasks):  # its dependents come later in topological order: its chain is final
+        longest[task.key] += cost(task)
         for _, upstream in task.inputs:
-            chain[upstream] = max(chain[upstream], chain[task.key] + 1)
-    return chain
+            longest[upstream] = max(longest[upstream], longest[task.key])
+    return longest
 
 
 def _start_backend(pending: list[Task], root: Path, executor: str, address: str | None, display: RunDisplay,
