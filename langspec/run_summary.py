@@ -38,7 +38,8 @@ def print_run_summary(result, store: Path) -> None:
     where = store_flag(store)
     say(f"next: langspec analyze{where}  (the study's analyses)  ·  langspec report{where}  (findings and figures)")
     for point, findings in answers.items():
-        say(f"findings{' at ' + point if point else ''} (langspec report{where}{' --point ' + shlex.quote(point) if point else ''} for the numbers):")
+        role = "" if not point or not findings else " (exploratory)" if findings[0].point["exploratory"] else " (the primary point)"
+        say(f"findings{' at ' + point if point else ''}{role} (langspec report{where}{' --point ' + shlex.quote(point) if point else ''} for the numbers):")
         for finding in findings:
             why = f" ({finding.reasons[0]})" if finding.reasons and finding.verdict != "supported" else ""
             say(f"  {finding.question} {finding.title}: {finding.verdict}{why}")

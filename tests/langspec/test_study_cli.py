@@ -190,3 +190,6 @@ def test_a_sweeps_first_point_is_its_primary_and_the_others_are_exploratory(stud
         assert {json.dumps(a["point"]) for a in answers} == {json.dumps(
             {"label": point, "primary_point": "prune.threshold=0.95", "exploratory": exploratory})}
         assert all(a["sentence"].startswith("Exploratory (") == exploratory for a in answers)
+    said = " ".join(study.swept.split())  # the run's own summary says the same of each point
+    assert "findings at prune.threshold=0.95 (the primary point)" in said
+    assert "findings at prune.threshold=0.5 (exploratory)" in said
