@@ -34,7 +34,7 @@ def explain(graph: TaskGraph, root: Path) -> dict[str, str]:
             reasons[task.key] = f"will run: input {rerun_inputs[0]} will run"
         elif task.name in previous:
             changes = changed_fields(previous[task.name], task.params.model_dump(mode="json"))
-            why = ", ".join(changes[:3]) + (" ..." if len(changes) > 3 else "") if changes else "stage version or data changed"
+            why = ", ".join(changes[:3]) + (" ..." if len(changes) > 3 else "") if changes else "an input or the stage version changed (its own fields did not)"
             reasons[task.key] = f"will run: {why}"
         else:
             reasons[task.key] = "will run: no result yet"
