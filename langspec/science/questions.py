@@ -338,7 +338,9 @@ def p1_planted_families(data: StudyData, gate: Gates) -> Answer:
              f"{jaccard_interval[1]:+.3f}])") if jaccard else ""
         return (f"P1 {verdict} (a check of the toy world and TracIn): a test example's top-{data.k} proponents come "
                 f"{statistic:+.3f} more from its related language than from an unrelated one ({interval}; "
-                f"{plural(n['test_examples'], 'test example')} in each of {plural(n['seeds'], 'seed')}){j}.")
+                f"{plural(n['test_examples'], 'test example')} in each of {plural(n['seeds'], 'seed')}){j}. The families are in "
+                "the toy data itself (a shared word order and half the lexicon), so the proponents show them with or without "
+                "language modules in the model; only the masks' part speaks of modules.")
 
     language_test = LanguageTest(relabelled, "the family labels", smallest_p_at) if relabelled else None
     return Answer("P1", title, name, statistic, estimate, {**n, "related_pairs": sum(map(len, related.values())) // 2, "k": data.k},

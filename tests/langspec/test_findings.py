@@ -213,6 +213,8 @@ def test_holm_adjusts_the_primary_questions_only():
     assert all(f.p_adjusted is None or f.p_adjusted >= f.p_value for f in primary)
     p1 = next(f for f in answers if f.question == "P1")
     assert not p1.primary and p1.p_adjusted is None
+    # What its TracIn part measures where the families are in the data (#38, item 4)
+    assert "The families are in the toy data itself" in p1.sentence and "only the masks' part speaks of modules" in p1.sentence
 
 
 def test_monolingual_masks_do_not_enter_q1_or_p1():
