@@ -137,7 +137,7 @@ def fine_tune(
         metrics, checkpoints, loss = resume["metrics"], resume["checkpoints"], resume["loss"]
     epochs = training.train(
         model, train, orders, epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio, pad_id=pad_id, device=device, report=ctx.report, step_hook=step_hook,
+        warmup_ratio=config.warmup_ratio, optimizer=config.optimizer, pad_id=pad_id, device=device, report=ctx.report, step_hook=step_hook,
         resume=resume,
     )
     for end in epochs:
