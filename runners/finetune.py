@@ -27,8 +27,8 @@ SECTIONS = {
         None,
         description="A known answer: fine-tune with planted language modules. Each language family (toy data: ka/kb, "
         "la/lb, na/nb, mi; other sources: each language alone) gets a planted set of heads: its examples run and are "
-        "trained through that set and the shared parameters, and teach the other heads to stay silent on them "
-        "(silence). The model is then evaluated, pruned and "
+        "trained through that set and the shared parameters, with the other heads cut off (or, with leak, weakened), "
+        "and teach those heads to stay silent on them (silence). The model is then evaluated, pruned and "
         "scored with all its heads, like any other; the planted sets are stored (planted_heads) for the analyses "
         "to compare with the pruned ones. None: ordinary fine-tuning.",
     )),

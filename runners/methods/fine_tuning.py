@@ -62,12 +62,13 @@ def fine_tune(
 
     `planted` (the `planted:` section, with `families`, language -> family: full fine-tuning with
     planted modules, laid out by `plant` and written to the planted_heads table): batches still mix
-    languages, and each example runs with its own language's mask (per-example gates), so a head
-    gets the task's gradient only from the examples whose set holds it, and `planted.silence`
-    weighs the term that keeps the other heads silent on them (`heads.planted_modules`); with every
-    head in every set this is ordinary fine-tuning, bit for bit. The model is evaluated with all
-    heads, as pruning and TracIn then use it, and also under each language's planted set (metric
-    rows of variant `planted`).
+    languages, and each example runs with its own language's set open and the other heads at gate
+    `planted.leak` (per-example gates), so at leak 0 a head gets the task's gradient only from the
+    examples whose set holds it, and `planted.silence` weighs the term that keeps the other heads
+    silent on them (`heads.planted_modules`); with every head in every set, or at leak 1 without
+    the silence term, this is ordinary fine-tuning, bit for bit. The model is evaluated with all
+    heads, as pruning and TracIn then use it, and also under each language's planted set, its other
+    heads cut off whatever the leak (metric rows of variant `planted`).
     """
     import torch  # heavy imports live here so that compiling a spec stays fast
 
@@ -101,10 +102,10 @@ def fine_tune(
         orders = training.shuffled_batches(len(train), config.batch_size, seed)
         step_hook = None
         if planted_masks is not None:
-            gates = torch.stack([planted_masks[language] for language in train.languages]).to(device)  # (N, L, H)
+            sets = torch.stack([planted_masks[language] for language in train.languages]).to(device)  # (N, L, H)
 
             def step_hook(indices: list[int], optimizer):
-                return heads.planted_modules(model, gates[indices], planted.silence)
+                return heads.planted_modules(model, sets[indices], planted.silence, planted.leak)
     else:
         masks = {language: mask.to(device) for language, mask in masks.items()}
         orders = training.language_batches(train.languages, config.batch_size, seed, language_sampling)

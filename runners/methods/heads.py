@@ -67,23 +67,32 @@ def head_mask(model: nn.Module, gates: torch.Tensor) -> Iterator[torch.Tensor]:
 
 @contextmanager
 def planted_modules(
-    model: nn.Module, gates: torch.Tensor, silence: float
+    model: nn.Module, sets: torch.Tensor, silence: float, leak: float
 ) -> Iterator[Callable[[Batch], torch.Tensor] | None]:
-    """One training step of planted modules: each example runs with its family's heads only
-    (`gates`, (B, L, H) 0/1, as `head_mask`), and a term keeps every other head silent on it.
+    """One training step of planted modules: each example runs with its family's heads open and the
+    other heads at gate `leak` (`sets`, (B, L, H) 0/1, each example's planted set), and a term keeps
+    those other heads silent on it.
+
+    At leak 0 the other heads are cut off, so the task's gradient reaches a head only from the
+    examples whose set holds it; between 0 and 1 it reaches every head from every example, through
+    the head's gate (graded planting); at 1 every head runs fully.
 
     The silence term is `silence` x the mean, over the (example, out-of-set head) pairs, of what the
     head writes into the residual stream (its output through its columns of the attention output
-    projection), squared and averaged over the example's tokens (the batch's attention_mask). Its gradient
-    reaches the out-of-set head's weights and, through the head's input, the layers below it (the
-    example's own heads there and the shared weights); the task loss still runs through the
-    family's heads alone. Without it a language's out-of-set heads,
-    never trained on its inputs, write noise into it when the model runs with every head.
+    projection, before its gate: at leak 0 the gated write is nothing), squared and averaged over
+    the example's tokens (the batch's attention_mask). The set, not the gate, says which heads it
+    covers, and the ungated write is what it reads, so it asks the same of the same heads at every
+    leak: silence and leak are independent dials. Its gradient reaches the out-of-set head's weights
+    and, through the head's input, the layers below it (the example's own heads there and the
+    shared weights). Without it, at leak 0, a language's out-of-set heads, never trained on its
+    inputs, write noise into it when the model runs with every head.
 
-    Yields a function of the batch that gives the term (a 0-d tensor) after the forward pass, or None when
-    `silence` is 0 or every head is in every example's set (then this is `head_mask`, exactly).
+    Yields a function of the batch that gives the term (a 0-d tensor) after the forward pass, or
+    None when `silence` is 0 or every head is in every example's set: then this is `head_mask` at the
+    gates, exactly, and with every gate 1 (overlap 1, or leak 1) ordinary fine-tuning, bit for bit.
     """
-    outside = 1 - gates  # (B, L, H)
+    outside = 1 - sets  # (B, L, H)
+    gates = torch.where(sets.bool(), 1.0, leak).to(sets.dtype)  # (B, L, H): at leak 0, `sets` itself
     if silence == 0 or not bool(outside.any()):
         with head_mask(model, gates):
             yield None

@@ -165,3 +165,21 @@ class PlantedSpec(Section):
         "language's set, never trained on its inputs, write noise into it when the model runs with all heads, and "
         "the instrument has nothing to find (docs/known-answers.md).",
     )
+    leak: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Gate of the heads outside a family's set on its examples (the set's own heads run at 1): 0.0, "
+        "they are cut off, and a family's examples train its set's heads only; between, every head runs on every "
+        "example and every family trains it, its own family more (graded planting); 1.0, every head runs fully on "
+        "every example, and with silence 0.0 this is ordinary fine-tuning, bit for bit. The set, not the gate, says "
+        "which heads the silence term quiets, so silence and leak are independent dials. A spec without leak (or "
+        "with 0.0) keeps the task keys it had before leak existed.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _key_fields(self, handler):
+        """The dump that task keys hash: `leak` is left out at 0.0, so that every planted fine-tuning
+        keeps the key it had before `leak` existed."""
+        data = handler(self)
+        if self.leak == 0.0:
+            data.pop("leak", None)
+        return data
