@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # runners.inputs loads pyarrow, which compiling a spec does n
     from runners.inputs import Inputs
 
 # The stages in the order a seed's study plans them; a new stage is its module and a name here.
-STAGES = ("data", "finetune", "ablation", "prune", "mask_transfer", "sparse_finetune", "tracin")
+STAGES = ("data", "finetune", "ablation", "prune", "mask_transfer", "head_effects", "sparse_finetune", "tracin")
 
 
 # Upper bounds of the spec's counts and sizes: far above any real study (specs/base/paper.yaml takes

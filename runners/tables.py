@@ -55,6 +55,11 @@ SCHEMAS = {
          ("epoch", pa.int32()), ("heads_kept", pa.int32()), ("examples", pa.int32()), ("correct", pa.int32()),
          ("accuracy", pa.float64())]
     ),
+    # The head_effects stage: a language's mean loss with every head on, and with one head gated off.
+    "head_effects": pa.schema(
+        [("seed", pa.int32()), ("language", pa.string()), ("split", pa.string()), ("examples", pa.int32()),
+         ("layer", pa.int32()), ("head", pa.int32()), ("loss_all", pa.float64()), ("loss_without", pa.float64())]
+    ),
     "influence": pa.schema(
         [("seed", pa.int32()), ("variant", pa.string()), ("checkpoint", pa.int32()), ("test_no", pa.int32()),
          ("train_no", pa.int32()), ("score", pa.float32())]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # The schema, run in this order on every run: tables (CREATE IF NOT EXISTS), then the migrations of
 # an older store, then the views and macros (CREATE OR REPLACE), which DuckDB binds to the tables.
 SCHEMA_DIR = Path(__file__).with_name("schema")
@@ -67,7 +67,9 @@ def _scores_to_v5(con: duckdb.DuckDBPyConnection) -> None:
 # every writer open replaces anyway: nothing more to do. 4 -> 5: the score tables name their task by
 # number; `influence`, `tracin_cp` and `proponents` become views with the same columns. 5 -> 6: the
 # tables `gradient_norms` (TracIn) and `planted_heads` (fine-tuning with planted modules), which
-# tables.sql creates: nothing more to do.
+# tables.sql creates: nothing more to do. 6 -> 7: the table `head_effects`, which tables.sql creates; the
+# version moves because an analysis reads it (planted_recovery_by_effects), and a query on a store whose
+# writer never created the table would fail to bind: a read-only open asks for a run to upgrade it instead.
 MIGRATIONS = {
     1: [
         "INSERT INTO points SELECT DISTINCT t.run_id, '', t.task_key FROM tasks AS t JOIN runs AS r USING (run_id) "
@@ -79,6 +81,7 @@ MIGRATIONS = {
     3: [],
     4: [_scores_to_v5],
     5: [],
+    6: [],
 }
 
 

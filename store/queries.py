@@ -91,6 +91,7 @@ SWITCHES = {
     "ablation": "ablation.enabled is false",
     "prune": "prune.enabled is false",
     "mask_transfer": "it runs with prune, and prune.enabled is false",
+    "head_effects": "head_effects.enabled is false",
     "sparse_finetune": "sparse_finetune.enabled is false",
     "tracin": "tracin.enabled is false",
     "planted": "its spec has no `planted:` section",

@@ -19,7 +19,7 @@ from store.errors import StoreError
 # Tables a task fills from `<task dir>/tables/<table>.parquet`; a fixed list, never user input. A TracIn
 # task fills the four of store/influence.py (or, written before #13, `influence` with text ids alone).
 STAGE_TABLES = ("examples", "metrics", "checkpoints", "subnetworks", "prune_steps", "mask_transfer", "ablation_examples",
-                "gradient_norms", "planted_heads")
+                "gradient_norms", "planted_heads", "head_effects")
 TASK_TABLES = STAGE_TABLES + INFLUENCE_TABLES
 
 

@@ -3,7 +3,9 @@
 
 At every sweep point whose fine-tuning planted modules, with the findings' own statistics
 (`langspec.science.findings`): recovery, the Jaccard of each language's pruned mask with its family's
-planted set against its exact expectation for random masks of the same sizes, over seeds; Q1's
+planted set against its exact expectation for random masks of the same sizes, over seeds; where the
+run measured head effects, recovery by an independent probe, the heads whose ablation raises the
+language's loss most, as many as the planted set holds, measured the same way; Q1's
 own-mask advantage and verdict; S+ of the full model and of the subnetworks (crossed over seeds and
 test examples); and P1's related-minus-unrelated M+, over all families and per family.
 """
@@ -24,6 +26,7 @@ CONTROLS_FIGURE = "controls.png"
 COLORS = {"full": "#4c72b0", "subnetwork": "#dd8452"}  # as the report's
 MEASURES = {  # name -> what it is, in words (controls.json and the figure's panels)
     "recovery": "Jaccard of each language's pruned mask with its family's planted set, minus its expectation for random masks of the same sizes (mean over languages; interval over seeds)",
+    "recovery_by_effects": "Jaccard of each language's heads with the largest ablation effects on its validation loss (head_effects), as many as its family's planted set holds, with that set, minus its expectation for random sets of that size (mean over languages; interval over seeds). Both sets have the planted set's size, so no mask size needs adjusting for; only where the run measured head effects",
     "q1": "Q1: own-mask minus other-mask test accuracy (mean over language pairs; crossed interval)",
     "s_plus_full": "S+ of the full model: share of a test example's top-k proponents from its own language (crossed interval)",
     "s_plus_subnetwork": "S+ of the subnetworks (crossed interval)",
@@ -45,6 +48,9 @@ def controls(con: duckdb.DuckDBPyConnection, run_id: int, k: int) -> list[dict]:
             "s_plus_subnetwork": _crossed(data.in_language("subnetwork"), chance),
             "p1": _finding(answers["P1"]),
         }
+        by_effects = _recovery_by_effects(con, run_id, point["point"])
+        if by_effects is not None:
+            measures["recovery_by_effects"] = by_effects
         related = findings.related_languages(data.languages)
         families = sorted({tuple(sorted([a, *b])) for a, b in related.items() if b})
         per_family = {"/".join(family): _crossed(findings.related_minus_unrelated(data, "full", list(family))) for family in families}
@@ -77,9 +83,24 @@ def _finding(finding: findings.Finding) -> dict:
 def _recovery(con: duckdb.DuckDBPyConnection, run_id: int, point: str) -> dict:
     """Per seed, the mean over languages of J(pruned, planted) minus its random-mask expectation."""
     rows = [r for r in run_named(con, "planted_recovery", run_id=run_id, point=point).to_pylist() if r["seed"] != "mean"]
+    return _above_random(rows, "kept")
+
+
+def _recovery_by_effects(con: duckdb.DuckDBPyConnection, run_id: int, point: str) -> dict | None:
+    """Per seed, the mean over languages of J(top heads by ablation effect, planted) minus its random-set
+    expectation, the top set as large as the planted set; None where the point has no head_effects rows."""
+    if "head_effects" not in {r["name"] for r in internal_rows(con, "store_relation_names")}:
+        return None  # a store that no langspec with the head_effects stage has written to yet
+    rows = [r for r in run_named(con, "planted_recovery_by_effects", run_id=run_id, point=point).to_pylist() if r["seed"] != "mean"]
+    return _above_random(rows, "top") if rows else None
+
+
+def _above_random(rows: list[dict], size: str) -> dict:
+    """Per seed, the mean over languages of a Jaccard with the planted set minus its expectation for
+    random sets of the same sizes (`size`: the column holding the other set's size), over seeds."""
     by_seed: dict[int, list[tuple[float, float]]] = {}
     for r in rows:
-        random = stats.random_mask_jaccard(int(r["heads"]), int(r["planted"]), int(r["kept"]))
+        random = stats.random_mask_jaccard(int(r["heads"]), int(r["planted"]), int(r[size]))
         by_seed.setdefault(int(r["seed"]), []).append((r["jaccard"], random))
     jaccard = [float(np.mean([j for j, _ in pairs])) for _, pairs in sorted(by_seed.items())]
     random = [float(np.mean([e for _, e in pairs])) for _, pairs in sorted(by_seed.items())]
@@ -93,7 +114,7 @@ def _recovery(con: duckdb.DuckDBPyConnection, run_id: int, point: str) -> dict:
 
 def monotone(entries: list[dict], measure: str) -> bool | None:
     """Whether a measure's values fall (never rise) as the overlap grows; None with a missing value."""
-    values = [e["measures"][measure]["value"] for e in sorted(entries, key=lambda e: e["overlap"])]
+    values = [e["measures"].get(measure, {}).get("value") for e in sorted(entries, key=lambda e: e["overlap"])]
     if len(values) < 2 or any(v is None for v in values):
         return None
     return all(b <= a for a, b in zip(values, values[1:]))
@@ -105,7 +126,9 @@ def write(con: duckdb.DuckDBPyConnection, run_id: int, k: int, out: Path) -> tup
     entries = controls(con, run_id, k)
     if not entries:
         return None
-    document = {"measures": MEASURES, "monotone": {m: monotone(entries, m) for m in MEASURES}, "points": entries}
+    reported = [m for m in MEASURES if any(m in e["measures"] for e in entries)]  # recovery_by_effects: with head_effects
+    document = {"measures": {m: MEASURES[m] for m in reported}, "monotone": {m: monotone(entries, m) for m in reported},
+                "points": entries}
     (out / CONTROLS_FILE).write_text(json.dumps(document, indent=1) + "\n")
     return _figure(entries, out)
 
@@ -125,6 +148,10 @@ def _figure(entries: list[dict], out: Path) -> tuple[str, str, str]:
 
     ax = axes[0]
     line(ax, [e["measures"]["recovery"] for e in entries], "J - random", "#4c72b0")
+    if any("recovery_by_effects" in e["measures"] for e in entries):
+        absent = {"value": None, "interval": None}
+        line(ax, [e["measures"].get("recovery_by_effects", absent) for e in entries], "top heads by ablation effect: J - random",
+             "#55a868", 0.01)
     ax.plot(overlaps, [e["measures"]["recovery"]["jaccard"] for e in entries], "s--", color="#8172b3", label="J")
     ax.plot(overlaps, [e["measures"]["recovery"]["random"] for e in entries], ":", color="grey", label="J of random masks")
     ax.set_title("Pruned mask vs planted set")
@@ -150,6 +177,7 @@ def _figure(entries: list[dict], out: Path) -> tuple[str, str, str]:
     plt.close(fig)
     return (CONTROLS_FIGURE, "Known answers: the instrument against planted modules",
                   "At each planted overlap (0: each family trains its own heads; 1: ordinary fine-tuning), with 95% "
-                  "intervals: the pruned masks' Jaccard with the planted sets against random masks of the same sizes; "
+                  "intervals: the pruned masks' Jaccard with the planted sets against random masks of the same sizes "
+                  "(and, where the run measured head effects, that of the heads with the largest ablation effects); "
                   "Q1's own-mask advantage; S+ of the full model and the subnetworks against chance; P1's related-minus-"
                   "unrelated M+, over all families and per family. Every point's numbers are in controls.json.")

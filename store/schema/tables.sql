@@ -92,6 +92,17 @@ CREATE TABLE IF NOT EXISTS mask_transfer (
     heads_kept INTEGER, examples INTEGER, correct INTEGER, accuracy DOUBLE
 );
 
+-- The head_effects stage: each attention head's ablation effect on each language, on the seed's fine-tuned
+-- model at its last epoch; loss_without - loss_all is how much the language's loss rises without the head.
+CREATE TABLE IF NOT EXISTS head_effects (
+    task_key VARCHAR, seed INTEGER, language VARCHAR,
+    split VARCHAR, -- validation
+    examples INTEGER, -- the language's examples of the split that the losses average over (head_effects.max_examples)
+    layer INTEGER, head INTEGER,
+    loss_all DOUBLE, -- mean cross-entropy with every head on (the same on every row of the language)
+    loss_without DOUBLE -- mean cross-entropy with this head alone gated off
+);
+
 -- Filled by the TracIn stage (store/influence.py ingests it). Scores refer to examples by number:
 -- each TracIn task's test examples, then its training examples, each in text order of their ids,
 -- numbered after the tasks ingested before it. One number names an example of one task, and
