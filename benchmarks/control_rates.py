@@ -1,33 +1,40 @@
 """The planted controls as rates (#38): specs/controls.yaml (the toy world fine-tuned with planted
 language modules, 3 training seeds) over 5 data seeds, at overlap 0.0 (disjoint modules) for each
-silence weight 0.0, 0.1, 0.3 and 1.0, and at overlap 1.0 (ordinary fine-tuning); each data seed at
-each setting is a sweep point, an independent study.
+silence weight 0.0, 0.1, 0.3 and 1.0, at overlap 1.0 (ordinary fine-tuning), and graded (overlap 0.0,
+silence 0.0, leak 0.3: every head runs on every example, its own family's at gate 1 and the others'
+at 0.3, nothing silenced); each data seed at each setting is a sweep point, an independent study.
+Every point also probes its heads by ablation (`head_effects`), for recovery by another route than
+pruning's gate gradients.
 
-Two `langspec run`s into one store: benchmarks/control_rates.yaml as written (overlap 0.0, a product
-of data.seed x planted.silence: 20 points), then the same file with
-`--set 'sweep={planted.overlap: [1.0], data.seed: [...]}'` (5 points, at the spec's silence 0.3).
-At overlap 1.0 the silence term is absent (no head is outside a set), so its value changes no number,
-but the `planted` section, silence included, is part of the fine-tuning's task key: a product sweep
-would fine-tune the same models once per silence (4x the 135 tasks of overlap 1.0), and tabulate
-identical copies as if they were replications. Hence one silence there, tabulated as inert.
+Three `langspec run`s into one store: benchmarks/control_rates.yaml as written (overlap 0.0, a product
+of data.seed x planted.silence: 20 points); the same file with
+`--set 'sweep={planted.overlap: [1.0], data.seed: [...]}'` (5 points, at the spec's silence 0.3); and
+with `--set 'sweep={planted.overlap: [0.0], data.seed: [...]}' --set planted.silence=0.0 --set
+planted.leak=0.3` (5 points). At overlap 1.0 the silence term is absent (no head is outside a set), so
+its value changes no number, but the `planted` section, silence included, is part of the fine-tuning's
+task key: a product sweep would fine-tune the same models once per silence (4x the 135 tasks of
+overlap 1.0), and tabulate identical copies as if they were replications. Hence one silence there,
+tabulated as inert.
 
-For each setting (overlap, silence), over its complete data seeds: for Q1..Q6 and P1, the counts of
-`supported`, `contradicted` and `inconclusive`, the statistic's median [quartiles], and its mean with
-the t interval over data seeds; and recovery (as controls.json computes it: each language's pruned
+For each setting (overlap, silence, leak), over its complete data seeds: for Q1..Q6 and P1, the counts
+of `supported`, `contradicted` and `inconclusive`, the statistic's median [quartiles], and its mean with
+the t interval over data seeds; recovery (as controls.json computes it: each language's pruned
 mask's Jaccard with its family's planted set, minus its expectation for random masks of the same
-sizes, averaged over languages and training seeds) likewise. Each point is read as its own study:
+sizes, averaged over languages and training seeds) likewise; and recovery by ablation effect
+(controls.json's `recovery_by_effects`: the heads whose removal raises a language's validation loss
+most, as many as its planted set holds, against that set). Each point is read as its own study:
 as if it were the primary point, so the `Exploratory` label is ignored; verdicts do not depend on it.
 
 A partial sweep is tabulated too: a point counts once every one of its tasks ran or was cached in a
-run of these two specs (same spec hash), read from the newest such run. So a long sweep can be
+run of these specs (same spec hash), read from the newest such run. So a long sweep can be
 carried over several sessions (cached tasks resume), the table growing with it.
 
-Cost (estimated, not run): 545 tasks for overlap 0.0 (5 data tasks, then per point 3 fine-tunings,
-15 prunes, 3 mask transfers and 6 TracIns: 27) and 135 for overlap 1.0 (its data tasks cached): 680.
-By docs/known-answers.md's timings on the idle 2-core machine (specs/controls.yaml, 82 tasks in
-5 min 6 s; one overlap-0 point, 28 tasks in 1 min 41 s): 25 points x 1 min 41 s = 42 min, or
-680 tasks x 3.7 s = 42 min, so 40-45 min idle; about 70-75 min beside other work (the negative-
-control rate, 680 tasks too, took 1.7x its idle estimate at a load average of 4-15).
+Cost (estimated, not run): 30 points of 30 tasks (3 fine-tunings, 3 head_effects, 15 prunes, 3 mask
+transfers, 6 TracIns), 900 tasks, the fine-tunings of the 25 points of the first two runs partly
+cached in results/control_rates. By docs/known-answers.md's timings on the idle 2-core machine
+(specs/controls.yaml, 82 tasks in 5 min 6 s; one overlap-0 point, 28 tasks in 1 min 41 s), about
+30 x 1 min 50 s = 55 min idle; 1.7x that beside other work (the negative-control rate, 680 tasks,
+took 1.7x its idle estimate at a load average of 4-15).
 
 If a `langspec run` fails or is interrupted, the script stops there, tabulates what is complete and
 exits with its code. `--spec` and `--store` point it elsewhere, e.g. at a spec that extends this one
@@ -64,8 +71,10 @@ from store.queries import internal  # noqa: E402
 SPEC = HERE / "benchmarks" / "control_rates.yaml"
 STORE = HERE / "results" / "control_rates"
 ORDINARY = 1.0  # planted.overlap: every head in every set, ordinary fine-tuning
+GRADED = 0.3  # planted.leak of the third run, at silence 0: modules by degree, nothing silenced
 QUESTIONS = ("Q1", "Q2", "Q3", "Q4", "Q5", "Q6", "P1")
 RECOVERY = "recovery"
+BY_EFFECTS = "recovery_by_effects"
 
 # Each sweep point of the runs of the given spec hashes whose every task ran or was cached in that
 # run, with the newest such run: an interrupted run's finished points count, its unfinished ones do not.
@@ -87,6 +96,7 @@ class Planned:
     label: str
     overlap: float
     silence: float
+    leak: float
     data_seed: int
 
 
@@ -99,24 +109,27 @@ class Study:
     training_seeds: int
     answers: dict[str, findings.Finding]
     recovery: float | None
+    by_effects: float | None  # recovery by each head's ablation effect (head_effects)
 
 
 def runs(spec: Path) -> list[tuple[str, ...]]:
-    """The `--set` overrides of the two runs: the spec as written, then overlap 1.0 over its data seeds."""
-    data_seeds = load_spec(spec).spec.sweep["data.seed"]
-    ordinary = (f"sweep={{planted.overlap: [{ORDINARY}], data.seed: {json.dumps(data_seeds)}}}",
+    """The `--set` overrides of the three runs: the spec as written; overlap 1.0 over its data seeds; and
+    graded planting (overlap 0.0, silence 0.0, leak GRADED) over its data seeds."""
+    data_seeds = json.dumps(load_spec(spec).spec.sweep["data.seed"])
+    ordinary = (f"sweep={{planted.overlap: [{ORDINARY}], data.seed: {data_seeds}}}",
                 f"analysis.primary_point={{planted.overlap: {ORDINARY}}}")
-    return [(), ordinary]
+    graded = (f"sweep={{planted.overlap: [0.0], data.seed: {data_seeds}}}", "planted.silence=0.0", f"planted.leak={GRADED}")
+    return [(), ordinary, graded]
 
 
 def plan(spec: Path) -> tuple[list[Planned], list[str]]:
-    """Every point the two runs plan, and their spec hashes (what the store records of each run)."""
+    """Every point the runs plan, and their spec hashes (what the store records of each run)."""
     points, hashes = [], []
     for overrides in runs(spec):
         loaded = load_spec(spec, overrides)
         hashes.append(loaded.spec_hash)
-        points += [Planned(point_label(p.assignments), p.spec.planted.overlap, p.spec.planted.silence, p.spec.data.seed)
-                   for p in loaded.points]
+        points += [Planned(point_label(p.assignments), p.spec.planted.overlap, p.spec.planted.silence, p.spec.planted.leak,
+                           p.spec.data.seed) for p in loaded.points]
     return points, hashes
 
 
@@ -131,8 +144,9 @@ def read_studies(con: duckdb.DuckDBPyConnection, planned: list[Planned], hashes:
         k = internal(con, "run_top_k", run_id=run_id)[0][0]
         data = replace(findings.load(con, run_id, point.label, k), primary_point=point.label)
         answers = {f.question: f for f in findings.findings(data)}
-        recovery = controls._recovery(con, run_id, point.label)["value"]  # controls.json's own computation
-        studies.append(Study(point, run_id, len(data.seeds), answers, recovery))
+        recovery = controls._recovery(con, run_id, point.label)["value"]  # controls.json's own computations
+        by_effects = controls._recovery_by_effects(con, run_id, point.label)
+        studies.append(Study(point, run_id, len(data.seeds), answers, recovery, by_effects and by_effects["value"]))
     return studies
 
 
@@ -148,14 +162,14 @@ def summary(values: list[float]) -> dict:
 
 
 def settings(studies: list[Study], planned: list[Planned]) -> list[dict]:
-    """Per (overlap, silence), in plan order: its data seeds planned and complete, the verdict counts
-    and statistic summaries of every question, and the recovery's summary."""
-    by_setting: dict[tuple[float, float], list[Study]] = collections.defaultdict(list)
+    """Per (overlap, silence, leak), in plan order: its data seeds planned and complete, the verdict counts
+    and statistic summaries of every question, and the summaries of recovery by pruning and by ablation effect."""
+    by_setting: dict[tuple[float, float, float], list[Study]] = collections.defaultdict(list)
     for study in studies:
-        by_setting[(study.point.overlap, study.point.silence)].append(study)
+        by_setting[(study.point.overlap, study.point.silence, study.point.leak)].append(study)
     out = []
-    for overlap, silence in dict.fromkeys((p.overlap, p.silence) for p in planned):
-        done = by_setting[(overlap, silence)]
+    for overlap, silence, leak in dict.fromkeys((p.overlap, p.silence, p.leak) for p in planned):
+        done = by_setting[(overlap, silence, leak)]
         measures = {}
         for question in QUESTIONS:
             answers = [s.answers[question] for s in done]
@@ -166,12 +180,14 @@ def settings(studies: list[Study], planned: list[Planned]) -> list[dict]:
                 "statistic_name": answers[0].statistic_name if answers else None,
             }
         measures[RECOVERY] = {"statistic": summary([s.recovery for s in done if s.recovery is not None])}
+        measures[BY_EFFECTS] = {"statistic": summary([s.by_effects for s in done if s.by_effects is not None])}
         out.append({
-            "overlap": overlap, "silence": silence, "silence_inert": overlap == ORDINARY,
-            "data_seeds_planned": [p.data_seed for p in planned if (p.overlap, p.silence) == (overlap, silence)],
+            "overlap": overlap, "silence": silence, "leak": leak, "silence_inert": overlap == ORDINARY,
+            "data_seeds_planned": [p.data_seed for p in planned if (p.overlap, p.silence, p.leak) == (overlap, silence, leak)],
             "data_seeds_complete": [s.point.data_seed for s in done],
             "training_seeds": sorted({s.training_seeds for s in done}),
             "points": [{"label": s.point.label, "run_id": s.run_id, "data_seed": s.point.data_seed, "recovery": s.recovery,
+                        "recovery_by_effects": s.by_effects,
                         "findings": {q: {"verdict": s.answers[q].verdict, "statistic": s.answers[q].statistic,
                                          "interval": s.answers[q].interval} for q in QUESTIONS}} for s in done],
             "measures": measures,
@@ -183,7 +199,8 @@ def table(setting: dict) -> list[str]:
     """The setting's heading, how many data seeds are complete, and (if any) its table."""
     silence = f"{setting['silence']:g}" + (" (inert: no head is outside a set)" if setting["silence_inert"] else "")
     seeds = setting["data_seeds_complete"]
-    lines = [f"### planted.overlap {setting['overlap']:g}, planted.silence {silence}",
+    leak = f", planted.leak {setting['leak']:g}" if setting["leak"] else ""
+    lines = [f"### planted.overlap {setting['overlap']:g}, planted.silence {silence}{leak}",
              f"{len(seeds)} of {len(setting['data_seeds_planned'])} data seeds complete"]
     if not seeds:
         return lines
@@ -193,7 +210,8 @@ def table(setting: dict) -> list[str]:
     for name, measure in setting["measures"].items():
         counts = measure.get("counts")
         verdicts = " | ".join(str(counts[v]) for v in counts) if counts else "- | - | -"
-        label = "recovery: J(pruned, planted) - random" if name == RECOVERY else name
+        label = {RECOVERY: "recovery: J(pruned, planted) - random",
+                 BY_EFFECTS: "recovery by ablation effect: J(top heads, planted) - random"}.get(name, name)
         lines.append(f"| {label} | {verdicts} | {_spread(measure['statistic'], len(seeds))} |")
     return lines
 
