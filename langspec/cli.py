@@ -261,7 +261,7 @@ def export(
 
     try:
         with connect_read_only(store) as con:
-            run_id, _, point = resolve_run(con, run_id, None, point)
+            run_id, _, point = resolve_run(con, run_id, None, point, command="export")
             written = export_subnetworks(con, store, out_dir, run_id, point)
     except ERROR_ROOTS as error:
         fail(error)

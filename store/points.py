@@ -9,8 +9,9 @@ from __future__ import annotations
 
 def point_label(assignments: dict[str, object]) -> str:
     """path=value pairs joined by commas: a sweep point's name ("prune.threshold=0.9,finetune.epochs=3";
-    "" for no sweep) and what a task name has in brackets ("seed=0,language=ka")."""
-    return ",".join(f"{path}={value}" for path, value in assignments.items())
+    "" for no sweep) and what a task name has in brackets ("seed=0,language=ka"). A yes/no value is
+    spelled as in the spec and --set (`data.shuffle_languages=false`), not as Python prints it."""
+    return ",".join(f"{path}={str(value).lower() if isinstance(value, bool) else value}" for path, value in assignments.items())
 
 
 def primary_assignments(sweep: dict[str, list], chosen: dict[str, object] | None) -> dict[str, object]:

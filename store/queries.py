@@ -153,9 +153,12 @@ def run_points(con: duckdb.DuckDBPyConnection, run_id: object) -> list[str]:
     return [row[0] for row in internal(con, "run_points", run_id=run_id)]
 
 
-def resolve(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str, object] | None = None) -> dict[str, object]:
+def resolve(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str, object] | None = None,
+            point_option: str = "--param point=", asker: str | None = None) -> dict[str, object]:
     """The values of every parameter of `query`: those given, else their defaults. A missing one, or
-    a point the run does not have, is a QueryError that says what to pass."""
+    a point the run does not have, is a QueryError that says what to pass (a point as `point_option`
+    spells it: `analyze` takes --param point=..., `report` and `export` --point ...; `asker` names who
+    needs it, the analysis by default)."""
     given = given or {}
     params = {**defaults(con, query, given), **given}
     if "run_id" in query.params and "run_id" not in params:
@@ -175,7 +178,7 @@ def resolve(con: duckdb.DuckDBPyConnection, query: NamedQuery, given: dict[str, 
         if "point" in given and given["point"] not in points:
             raise QueryError(f"run {params['run_id']} has no sweep point {given['point']!r}{choices}")
         if "point" not in params:
-            raise QueryError(f"the analysis {query.name} needs --param point=... (run {params['run_id']} swept several settings{choices})")
+            raise QueryError(f"{asker or f'the analysis {query.name}'} needs {point_option}... (run {params['run_id']} swept several settings{choices})")
     missing = [p for p in query.params if p not in params]
     if missing:
         raise QueryError(f"the analysis {query.name} needs " + " ".join(f"--param {p}=..." for p in missing))

@@ -19,11 +19,12 @@ FINDINGS_FILE = "findings.json"  # its schema: docs/findings.schema.json
 
 
 def resolve_run(con: duckdb.DuckDBPyConnection, run_id: int | None = None, k: int | None = None,
-                point: str | None = None) -> tuple[int, int, str]:
-    """(run_id, k, point) of a report: those given, else the last completed run, its analysis.top_k
-    and its only sweep point."""
+                point: str | None = None, command: str = "report") -> tuple[int, int, str]:
+    """(run_id, k, point) of a report (or of `command`'s output): those given, else the last completed
+    run, its analysis.top_k and its only sweep point."""
     given = {name: value for name, value in (("run_id", run_id), ("k", k), ("point", point)) if value is not None}
-    params = resolve(con, named_queries()["in_language_share"], given)  # run_id, point, k
+    params = resolve(con, named_queries()["in_language_share"], given, point_option="--point ",  # run_id, point, k
+                     asker=f"`langspec {command}`")
     return params["run_id"], params["k"], params["point"]
 
 

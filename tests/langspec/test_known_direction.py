@@ -53,7 +53,7 @@ from langspec.cli import app
 
 MARGIN = 0.1  # P1 above it in 10 of 10 planted replicates, in 1 of 10 null ones (the docstring's table)
 LABELS = "sweep={data.shuffle_languages: [false, true]}"  # the world as planted, then its null, in one run
-PLANTED, NULL = "data.shuffle_languages=False", "data.shuffle_languages=True"
+PLANTED, NULL = "data.shuffle_languages=false", "data.shuffle_languages=true"  # spelled as in the spec
 WORLD = """\
 name: known_direction
 data: {source: toy, languages: [ka, kb, la], train_per_language: 300, validation_per_language: 20,
@@ -86,6 +86,8 @@ def test_tracin_sends_related_languages_more_proponents_where_families_are_plant
     store = tmp_path / "results"
     ran = invoke("run", tmp_path / "world.yaml", "--store", store, "--executor", "local", "--set", LABELS)
     assert ran.exit_code == 0, ran.output
+    unnamed = invoke("report", "--store", store)  # two points: the report asks which, as its own option spells it
+    assert unnamed.exit_code == 2 and "`langspec report` needs --point ..." in unnamed.output and PLANTED in unnamed.output
     planted, null = p1(store, PLANTED, tmp_path / "planted"), p1(store, NULL, tmp_path / "null")
     assert planted["claimed"] == "greater" and planted["details"]["related"] == {"ka": ["kb"], "kb": ["ka"]}
     assert planted["n"] == null["n"] == {"seeds": 2, "test_examples": 40, "related_pairs": 1, "k": 15}  # ka's and kb's 20 each

@@ -26,6 +26,7 @@ SWEEP = {"prune.threshold": [0.95, 0.9], "finetune.epochs": [3, 5], "tracin.norm
 def test_the_primary_point_defaults_to_every_fields_first_value():
     assert primary_assignments(SWEEP, None) == {"prune.threshold": 0.95, "finetune.epochs": 3, "tracin.normalize": "none"}
     assert point_label(primary_assignments({}, None)) == ""  # no sweep: the only point
+    assert point_label({"data.shuffle_languages": False, "planted.silence": 0.0}) == "data.shuffle_languages=false,planted.silence=0.0"
 
 
 def test_a_named_primary_point_keeps_the_sweeps_order_and_its_own_values():
