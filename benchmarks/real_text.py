@@ -39,13 +39,13 @@ def setup(spec_path: str):
     return spec, model, tokenizer, models.encode(tokenizer, train, spec.finetune.max_length)
 
 
-def time_langspec(model, tokenizer, encoded, batches: list[list[int]], lr: float) -> float:
+def time_langspec(model, tokenizer, encoded, batches: list[list[int]], lr: float, optimizer: str) -> float:
     from runners.methods import training
 
     model = copy.deepcopy(model)
     started = time.perf_counter()
     list(training.train(model, encoded, lambda epoch: batches, epochs=1, lr=lr, weight_decay=0.01, warmup_ratio=0.1,
-                        pad_id=tokenizer.pad_token_id, device=torch.device("cpu"), report=lambda *args: None))
+                        optimizer=optimizer, pad_id=tokenizer.pad_token_id, device=torch.device("cpu"), report=lambda *args: None))
     return time.perf_counter() - started
 
 
@@ -84,17 +84,46 @@ def time_trainer(model, tokenizer, encoded, batches: list[list[int]], lr: float)
     return time.perf_counter() - started
 
 
-def time_tracin(model, tokenizer, encoded, examples: int, projection_dim: int | None) -> float:
-    """Seconds per training example of one checkpoint's TracIn scores against 100 test examples."""
+def tracin_sample(encoded, examples: int) -> tuple[list[int], list[int]]:
+    """`examples` training rows and 100 others as test examples, drawn across the languages (seeded)."""
+    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(0)).tolist()
+    return order[:examples], order[examples:examples + 100]
+
+
+def time_tracin(model, tokenizer, encoded, examples: int, projection_dim: int | None) -> tuple[float, torch.Tensor]:
+    """Seconds per training example of one checkpoint's TracIn scores against 100 test examples, and the
+    scores, (100, examples)."""
     from runners.methods import models
     from runners.methods.influence import checkpoint_scores
 
     pad = tokenizer.pad_token_id
-    train = list(models.batches(encoded, 32, pad, torch.device("cpu"), list(range(examples))))
-    test = list(models.batches(encoded, 32, pad, torch.device("cpu"), list(range(examples, examples + 100))))
+    train_rows, test_rows = tracin_sample(encoded, examples)
+    train = list(models.batches(encoded, 32, pad, torch.device("cpu"), train_rows))
+    test = list(models.batches(encoded, 32, pad, torch.device("cpu"), test_rows))
     started = time.perf_counter()
-    checkpoint_scores(model.eval(), train, test, projection_dim=projection_dim)
-    return (time.perf_counter() - started) / examples
+    scores = checkpoint_scores(model.eval(), train, test, projection_dim=projection_dim)
+    return (time.perf_counter() - started) / examples, scores
+
+
+def agreement(exact: torch.Tensor, projected: torch.Tensor, encoded, examples: int) -> dict[str, float]:
+    """How far projected scores stand from exact ones: Pearson r over all (test, train) pairs; the mean
+    share of each test example's top-k proponents that both find (k = 20, the real study's top_k, and 100);
+    and S+ (the share of a test example's top 20 from its own language) by each, its mean and the mean
+    absolute difference per test example."""
+    from model_scale import overlap
+
+    train_rows, test_rows = tracin_sample(encoded, examples)
+    languages = [encoded.languages[i] for i in train_rows]
+
+    def s_plus(scores: torch.Tensor) -> torch.Tensor:
+        top = scores.topk(20, dim=1).indices.tolist()
+        return torch.tensor([sum(languages[j] == encoded.languages[t] for j in row) / 20 for t, row in zip(test_rows, top)])
+
+    r = torch.corrcoef(torch.stack([exact.flatten(), projected.flatten()]).double())[0, 1]
+    exact_s, projected_s = s_plus(exact), s_plus(projected)
+    return {"pearson": float(r), "top20_overlap": overlap(exact, projected, 20), "top100_overlap": overlap(exact, projected, 100),
+            "s_plus_exact": float(exact_s.mean()), "s_plus_projected": float(projected_s.mean()),
+            "s_plus_mean_abs_difference": float((exact_s - projected_s).abs().mean())}
 
 
 def main() -> None:
@@ -104,6 +133,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tracin-examples", type=int, default=256)
     parser.add_argument("--projection-dim", type=int, default=1024)
+    parser.add_argument("--checkpoint", default=None, help="TracIn on this saved checkpoint (a fine-tuned model's "
+                        "directory, with its trimmed tokenizer) instead of the untrained one")
+    parser.add_argument("--optimizer", choices=["foreach", "fused"], default=None,
+                        help="langspec's AdamW (finetune.optimizer; default: the spec's); the Trainer's is fused")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -111,17 +144,28 @@ def main() -> None:
     size = spec.finetune.batch_size
     batches = [list(range(i * size, (i + 1) * size)) for i in range(args.steps)]
     rounds = []
-    for round_ in range(args.repeat):
-        ours = time_langspec(model, tokenizer, encoded, batches, spec.finetune.lr)
+    for round_ in range(args.repeat):  # --repeat 0: TracIn only
+        ours = time_langspec(model, tokenizer, encoded, batches, spec.finetune.lr, args.optimizer or spec.finetune.optimizer)
         theirs = time_trainer(model, tokenizer, encoded, batches, spec.finetune.lr)
         rounds.append({"langspec_s": ours, "trainer_s": theirs, "ratio": theirs / ours})
         print(f"round {round_ + 1}: langspec {ours:.1f} s, Trainer {theirs:.1f} s, ratio {theirs / ours:.3f}", flush=True)
-    tracin = {"exact_s_per_example": time_tracin(model, tokenizer, encoded, args.tracin_examples, None),
-              "projected_s_per_example": time_tracin(model, tokenizer, encoded, args.tracin_examples, args.projection_dim)}
-    print(f"TracIn, one checkpoint, 100 test examples: exact {tracin['exact_s_per_example'] * 1000:.0f} ms per training "
-          f"example, projected to {args.projection_dim} {tracin['projected_s_per_example'] * 1000:.0f} ms")
-    figures = {"steps": args.steps, "batch_size": size, "rounds": rounds,
-               "median_ratio": statistics.median(r["ratio"] for r in rounds), "tracin": tracin,
+    if args.checkpoint:
+        from runners.data import load_examples
+        from runners.methods import models
+
+        model, tokenizer = models.load_checkpoint(args.checkpoint)
+        train = [r for r in load_examples(spec.data) if r["split"] == "train"]
+        encoded = models.encode(tokenizer, train, spec.finetune.max_length)
+    exact_s, exact = time_tracin(model, tokenizer, encoded, args.tracin_examples, None)
+    projected_s, projected = time_tracin(model, tokenizer, encoded, args.tracin_examples, args.projection_dim)
+    tracin = {"exact_s_per_example": exact_s, "projected_s_per_example": projected_s, **agreement(exact, projected, encoded, args.tracin_examples)}
+    print(f"TracIn, one checkpoint, 100 test examples: exact {exact_s * 1000:.0f} ms per training example, projected to "
+          f"{args.projection_dim} {projected_s * 1000:.0f} ms; projected against exact: Pearson {tracin['pearson']:.5f}, "
+          f"top-20 overlap {tracin['top20_overlap']:.3f}, top-100 {tracin['top100_overlap']:.3f}; S+ exact "
+          f"{tracin['s_plus_exact']:.3f}, projected {tracin['s_plus_projected']:.3f}, mean |difference| per test example "
+          f"{tracin['s_plus_mean_abs_difference']:.3f}")
+    figures = {"steps": args.steps, "batch_size": size, "optimizer": args.optimizer or spec.finetune.optimizer, "rounds": rounds,
+               "median_ratio": statistics.median(r["ratio"] for r in rounds) if rounds else None, "tracin": tracin,
                "parameters": sum(p.numel() for p in model.parameters())}
     print(json.dumps({"median_ratio": figures["median_ratio"], "parameters": figures["parameters"]}))
     if args.json:
