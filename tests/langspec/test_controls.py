@@ -1,7 +1,8 @@
 """Known answers through the whole pipeline: a small spec with planted modules swept over overlap
 0 and 1, run by the local executor, then `langspec report`: controls.json holds every overlap's
-recovery, Q1, S+ and P1, and the dose-response figure is on the page. At overlap 1 the planted set
-is every head, so a pruned mask's Jaccard with it is exactly its random-mask expectation."""
+recovery (by the pruned masks and by each head's ablation effect), Q1, S+ and P1, and the
+dose-response figure is on the page. At overlap 1 the planted set is every head, so a pruned mask's
+Jaccard with it is exactly its random-mask expectation."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tests.conftest import SMALL_SPEC
 
 SETTINGS = ["data.languages=[ka, kb, la]", "seeds=[0, 1]", "prune.enabled=true", "tracin.enabled=true",
             "tracin.variants=[full, subnetwork]", "tracin.train_per_language=10", "tracin.test_per_language=3",
-            "analysis.top_k=5", "planted.overlap=0.0", "sweep={planted.overlap: [0.0, 1.0]}"]
+            "analysis.top_k=5", "planted.overlap=0.0", "sweep={planted.overlap: [0.0, 1.0]}", "head_effects.enabled=true"]
 
 
 def invoke(*args):
@@ -40,7 +41,7 @@ def test_controls_report_every_overlap(tmp_path):
     points = document["points"]
     assert [p["overlap"] for p in points] == [0.0, 1.0]
     for point in points:
-        assert set(point["measures"]) == {"recovery", "q1", "s_plus_full", "s_plus_subnetwork", "p1"}
+        assert set(point["measures"]) == {"recovery", "recovery_by_effects", "q1", "s_plus_full", "s_plus_subnetwork", "p1"}
         assert point["measures"]["q1"]["verdict"] in ("supported", "contradicted", "inconclusive")
         assert set(point["p1_per_family"]) == {"ka/kb"}  # la has no relative among the languages studied
         for measure in ("s_plus_full", "s_plus_subnetwork"):
@@ -53,6 +54,13 @@ def test_controls_report_every_overlap(tmp_path):
     assert everything["value"] == 0.0 and everything["interval"] == [0.0, 0.0]
     assert everything["jaccard"] == everything["random"]
     assert points[0]["measures"]["recovery"]["n"] == {"seeds": 2, "languages": 3}
+    # Recovery by ablation effect (head_effects), beside it: at overlap 1 the top set is every head.
+    assert "recovery_by_effects" in document["monotone"]
+    assert points[0]["measures"]["recovery_by_effects"]["n"] == {"seeds": 2, "languages": 3}
+    by_effects = points[1]["measures"]["recovery_by_effects"]
+    assert by_effects["value"] == 0.0 and by_effects["jaccard"] == by_effects["random"] == 1.0
+    counted = invoke("query", "SELECT count(*) FROM head_effects", "--store", store, "--format", "csv")
+    assert counted.output.split()[-1] == str(2 * 2 * 3 * 2 * 2)  # layers x heads x languages x seeds, at 2 overlaps
     page = (tmp_path / "report" / "index.html").read_text()
     assert 'src="controls.png"' in page
     with Image.open(tmp_path / "report" / "controls.png") as image:

@@ -1,23 +1,19 @@
 """Recovery by ablation effect (controls.json's `recovery_by_effects`): on a hand-built store, each
 language's heads with the largest loss increase, as many as its planted set holds, against that set,
 minus the Jaccard of random sets of those sizes counted by enumerating every set; and through the
-pipeline, beside the pruned masks' recovery."""
+pipeline, beside the pruned masks' recovery, in tests/langspec/test_controls.py."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import textwrap
 
 import duckdb
 import pytest
-from typer.testing import CliRunner
 
-from langspec.cli import app
 from langspec.science import controls
 from store.migrations import schema_sql
 from store.queries import run_named
-from tests.conftest import SMALL_SPEC
 
 LAYERS, HEADS = 2, 3
 GRID = [(layer, head) for layer in range(LAYERS) for head in range(HEADS)]
@@ -129,29 +125,3 @@ def test_no_head_effects_no_measure():
     assert controls._recovery_by_effects(con, 1, "") is None
     con.execute("DROP TABLE head_effects")  # a store no langspec with the stage has written to
     assert controls._recovery_by_effects(con, 1, "") is None
-
-
-SETTINGS = ["data.languages=[ka, kb, la]", "seeds=[0, 1]", "prune.enabled=true", "tracin.enabled=true",
-            "tracin.variants=[full, subnetwork]", "tracin.train_per_language=10", "tracin.test_per_language=3",
-            "analysis.top_k=5", "planted.overlap=0.0", "sweep={planted.overlap: [0.0, 1.0]}", "head_effects.enabled=true"]
-
-
-def test_controls_json_reports_recovery_by_effects_beside_recovery(tmp_path):
-    spec = tmp_path / "controls.yaml"
-    spec.write_text(textwrap.dedent(SMALL_SPEC.format(epochs=2)))
-    results = tmp_path / "results"
-    invoke = CliRunner().invoke
-    ran = invoke(app, ["run", str(spec), "--store", str(results), "--executor", "local", *[a for s in SETTINGS for a in ("--set", s)]],
-                 catch_exceptions=False)
-    assert ran.exit_code == 0, ran.output
-    reported = invoke(app, ["report", "--store", str(results), "--point", "planted.overlap=0.0", "--out", str(tmp_path / "report")],
-                      catch_exceptions=False)
-    assert reported.exit_code == 0, reported.output
-    document = json.loads((tmp_path / "report" / "controls.json").read_text())
-    assert "recovery_by_effects" in document["measures"] and "recovery_by_effects" in document["monotone"]
-    zero, one = document["points"]
-    assert zero["measures"]["recovery_by_effects"]["n"] == {"seeds": 2, "languages": 3}
-    everything = one["measures"]["recovery_by_effects"]  # overlap 1: every head planted, the top set is every head
-    assert everything["value"] == 0.0 and everything["jaccard"] == everything["random"] == 1.0
-    counted = invoke(app, ["query", "SELECT count(*) FROM head_effects", "--store", str(results), "--format", "csv"])
-    assert counted.output.split()[-1] == str(2 * 2 * 3 * 2 * 2)  # layers x heads x languages x seeds, at 2 overlaps
