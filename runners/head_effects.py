@@ -95,6 +95,7 @@ def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict
             raise ValueError(f"language {language!r} has no {SPLIT} examples to measure head effects on")
         encoded = models.encode(tokenizer, examples, params.max_length)
         loss_all = mean_loss(encoded)
+        first = len(rows)
         for layer in range(layers):
             for head in range(heads):
                 gates = torch.ones(layers, heads)  # (L, H)
@@ -103,7 +104,7 @@ def run(params: Params, inputs: Inputs, workdir: Path, ctx: TaskContext) -> dict
                     loss_without = mean_loss(encoded)
                 rows.append({"seed": params.seed, "language": language, "split": SPLIT, "examples": len(encoded),
                              "layer": layer, "head": head, "loss_all": loss_all, "loss_without": loss_without})
-        top = max((r for r in rows if r["language"] == language), key=lambda r: r["loss_without"] - r["loss_all"])
+        top = max(rows[first:], key=lambda r: r["loss_without"] - r["loss_all"])  # this language's rows
         largest[language] = [top["layer"], top["head"], top["loss_without"] - top["loss_all"]]
         ctx.report(done + 1, len(params.languages), f"{language}: {layers * heads} heads, each gated off")
     write_table(workdir, "head_effects", rows)
