@@ -87,6 +87,14 @@ def small_spec(tmp_path) -> Path:
     return path
 
 
+def task_keys(spec: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """Each planned task's name and key, for the spec with `--set`-style overrides."""
+    from langspec.compile import compile_spec
+    from langspec.load import load_spec
+
+    return {task.name: task.key for task in compile_spec(load_spec(spec, list(overrides))).tasks}
+
+
 @pytest.fixture
 def spec_file(tmp_path):
     """Write a (dedented) YAML spec into the test's directory and return its path."""

@@ -20,6 +20,7 @@ from runners.inputs import Data, Inputs, Trained
 from runners.methods import models
 from runners.methods.sections import FinetuneSpec, ModelSpec
 from store.artifacts import table_path
+from tests.conftest import task_keys
 from tests.runners.test_prune import masked_by_hand
 
 LANGUAGES = ("ka", "la")
@@ -122,7 +123,7 @@ def test_enabling_it_adds_one_task_per_seed_and_changes_no_other_key(tmp_path):
     spec.write_text(SPEC.replace("prune: {enabled: false}", "prune: {enabled: true}")
                     .replace("tracin: {enabled: false}", "tracin: {enabled: true, variants: [full, subnetwork]}"))
     on = {task.name: (task.key, task.inputs) for task in compile_spec(load_spec(spec)).tasks}
-    off = {task.name: task.key for task in compile_spec(load_spec(spec, ["head_effects.enabled=false"])).tasks}
+    off = task_keys(spec, ["head_effects.enabled=false"])
     added = sorted(set(on) - set(off))
     assert added == ["head_effects[seed=0]", "head_effects[seed=1]"] and set(off) <= set(on)
     assert all(on[name][0] == key for name, key in off.items())

@@ -4,16 +4,14 @@ the choice reaches torch's optimizer; and only fused changes the task keys."""
 from __future__ import annotations
 
 import copy
-import textwrap
 from contextlib import nullcontext
 
 import pytest
 import torch
 
-from langspec.compile import compile_spec
-from langspec.load import load_spec
 from runners.methods import models, training
 from runners.methods.sections import ModelSpec
+from tests.conftest import task_keys
 
 LR, WEIGHT_DECAY, BETAS, EPS, BATCH = 1e-2, 0.01, (0.9, 0.999), 1e-8, 4
 
@@ -86,28 +84,10 @@ def test_each_optimizer_is_adamw_as_a_naive_loop_writes_it(optimizer):
     assert moved > 0
 
 
-SPEC = """\
-    name: keys
-    data: {{source: toy, languages: [ka, la], train_per_language: 20, validation_per_language: 5,
-           test_per_language: 5, seed: 0}}
-    model: {{tiny: {{layers: 1, heads: 2, hidden: 8, intermediate: 16, vocab_size: 64}}}}
-    seeds: [0]
-    finetune: {{epochs: 1, batch_size: 4, max_length: 16{optimizer}}}
-    prune: {{enabled: true}}
-    sparse_finetune: {{enabled: true}}
-    tracin: {{enabled: false}}
-    resources: {{default: {{num_cpus: 1}}}}
-"""
-
-
-def keys(tmp_path, optimizer: str) -> dict[str, str]:
-    spec = tmp_path / f"spec{optimizer.strip(', :')}.yaml"
-    spec.write_text(textwrap.dedent(SPEC.format(optimizer=optimizer)))
-    return {task.name: task.key for task in compile_spec(load_spec(spec)).tasks}
-
-
-def test_only_fused_changes_the_task_keys(tmp_path):
-    unset, foreach, fused = keys(tmp_path, ""), keys(tmp_path, ", optimizer: foreach"), keys(tmp_path, ", optimizer: fused")
+def test_only_fused_changes_the_task_keys(small_spec):
+    trains = ["prune.enabled=true", "sparse_finetune.enabled=true"]
+    unset, foreach, fused = (task_keys(small_spec, trains + extra) for extra in ([], ["finetune.optimizer=foreach"],
+                                                                                ["finetune.optimizer=fused"]))
     assert unset == foreach
     trained = {name for name in unset if name.startswith(("finetune", "prune", "sparse_finetune"))}
     assert trained and all(fused[name] != unset[name] for name in trained)

@@ -21,6 +21,7 @@ from runners.methods.sections import FinetuneSpec, ModelSpec
 from runners.methods import heads, models
 from runners.methods.heads import planted_sets
 from runners.inputs import Data, Inputs
+from tests.conftest import task_keys
 
 TINY = ModelSpec(tiny={"layers": 2, "heads": 4, "hidden": 16, "intermediate": 32, "vocab_size": 200})
 HEAD_DIM = 4
@@ -340,11 +341,8 @@ def test_leak_zero_keeps_the_planted_task_key(spec_file):
     """`leak` is left out of the key at 0.0: a spec without it and one with leak 0.0 plan the same
     tasks under the same keys, with `planted` dumped as before leak existed; leak 0.3 is another
     fine-tuning on the same data."""
-    from langspec.compile import compile_spec
-    from langspec.load import load_spec
-
     def finetune_keys(planted: str) -> dict[str, str]:
-        spec = spec_file(f"""\
+        return task_keys(spec_file(f"""\
             name: t
             data: {{source: toy, languages: [ka, la], train_per_language: 20, validation_per_language: 4, test_per_language: 4}}
             model: {{tiny: {{layers: 2, heads: 4, hidden: 16, intermediate: 32, vocab_size: 200}}}}
@@ -352,8 +350,7 @@ def test_leak_zero_keeps_the_planted_task_key(spec_file):
             prune: {{enabled: false}}
             sparse_finetune: {{enabled: false}}
             tracin: {{enabled: false}}
-            """)
-        return {task.name: task.key for task in compile_spec(load_spec(spec)).tasks}
+            """))
 
     absent, zero, leaky = (finetune_keys(p) for p in ("{overlap: 0.0}", "{overlap: 0.0, leak: 0.0}", "{overlap: 0.0, leak: 0.3}"))
     assert absent == zero
